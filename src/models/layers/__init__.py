@@ -1,0 +1,10 @@
+"""The graph library every ViG family is built from."""
+from .activation import GELU, erf_by_formula, set_export_mode
+from .blocks import FFN, DyGraphConv2d, Grapher, conv_bn
+from .conv import Conv2d, resolve_kernel_impl, set_kernel_impl
+from .drop import DropPath, drop_path_schedule
+from .gcn import GRAPH_CONVS, create_graph_conv
+from .graph import DilatedKnnGraph, cap_knn, gather_rows, l2_normalize, max_over_neighbours, pairwise_sq_distance
+from .pos_embed import relative_pos_table, sincos_2d
+from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
+from .stem import Downsample, Stem, classifier_head

@@ -1,0 +1,116 @@
+"""The two residual blocks of every ViG stage: Grapher (graph mixing) and FFN (channel mixing)."""
+from typing import Optional, Tuple
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from .activation import GELU
+from .conv import Conv2d
+from .drop import DropPath
+from .gcn import create_graph_conv
+from .graph import DilatedKnnGraph, cap_knn
+from .pos_embed import relative_pos_table
+from .resize import BicubicResize
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.SequentialCell:
+    """Conv (bias, 'same'-style zero padding) followed by BatchNorm, no activation."""
+    return nn.SequentialCell([
+        Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
+        nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9),
+    ])
+
+
+class DyGraphConv2d(nn.Cell):
+    """Builds the kNN graph on the input (keys average-pooled by ``reduce_ratio``) and applies
+    the graph conv; (B, C, H, W) -> (B, out, H, W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, k: int, dilation: int, conv: str = "mr",
+                 reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0):
+        super().__init__()
+        self.gconv = create_graph_conv(conv, in_channels, out_channels)
+        self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon)
+        self.reduce_ratio = reduce_ratio
+
+    def graph(self, x, relative_pos=None):
+        """Token-major nodes (B, N, C), keys (B, M, C) and neighbour indices (B, N, k)."""
+        batch, channels, _, _ = x.shape
+        nodes = x.reshape(batch, channels, -1).swapaxes(1, 2)
+        keys = nodes
+        if self.reduce_ratio > 1:
+            pooled = ops.avg_pool2d(x, self.reduce_ratio, self.reduce_ratio)
+            keys = pooled.reshape(batch, channels, -1).swapaxes(1, 2)
+        return nodes, keys, self.dilated_knn_graph(nodes, keys, relative_pos)
+
+    def construct(self, x, relative_pos=None):
+        batch, channels, height, width = x.shape
+        _, keys, idx = self.graph(x, relative_pos)
+        out = self.gconv(x.reshape(batch, channels, height * width, 1), keys, idx)
+        return out.reshape(batch, -1, height, width)
+
+
+class Grapher(nn.Cell):
+    """x + drop_path(fc2(graph_conv(fc1(x)))), with fc1/fc2 = 1x1 conv + BN and no activation.
+
+    ``grid`` is this block's node grid for the model's input size. With ``relative_pos`` the
+    frozen table is built for ``table_grid`` (the grid at 224x224, so the parameter has the
+    official shape) and bicubic-resized to ``grid`` in the forward pass when they differ,
+    as the official code does. k and dilation are capped to the key count (see ``cap_knn``).
+    """
+
+    def __init__(self, channels: int, k: int, dilation: int, grid: Tuple[int, int], conv: str = "mr",
+                 reduce_ratio: int = 1, relative_pos: bool = False, table_grid: Optional[int] = None,
+                 drop_path: float = 0.0, stochastic: bool = False, epsilon: float = 0.0):
+        super().__init__()
+        height, width = grid
+        if height % reduce_ratio or width % reduce_ratio:
+            raise ValueError(f"node grid {grid} is not divisible by the reduce ratio {reduce_ratio}")
+        self.num_nodes = height * width
+        self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
+        self.k, self.dilation = cap_knn(k, dilation, self.num_keys)
+        self.fc1 = conv_bn(channels, channels)
+        self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv,
+                                        reduce_ratio, stochastic, epsilon)
+        self.fc2 = conv_bn(channels * 2, channels)
+        self.drop_path = DropPath(drop_path)
+        self.use_relative_pos = relative_pos
+        self.resize_relative_pos = False
+        if relative_pos:
+            table_grid = table_grid or height
+            table = relative_pos_table(channels, table_grid, reduce_ratio)
+            self.relative_pos = Parameter(Tensor(table, ms.float32), name="relative_pos", requires_grad=False)
+            if table.shape[1:] != (self.num_nodes, self.num_keys):
+                self.resize_relative_pos = True
+                self.relative_pos_resize = BicubicResize(table.shape[1:], (self.num_nodes, self.num_keys))
+
+    def _relative_pos(self):
+        if not self.use_relative_pos:
+            return None
+        if self.resize_relative_pos:
+            return self.relative_pos_resize(self.relative_pos)
+        return self.relative_pos
+
+    def neighbours(self, x):
+        """Neighbour indices (B, N, k) this block uses for input x (for tests and visualisation)."""
+        return self.graph_conv.graph(self.fc1(x), self._relative_pos())[2]
+
+    def construct(self, x):
+        shortcut = x
+        x = self.fc1(x)
+        x = self.graph_conv(x, self._relative_pos())
+        x = self.fc2(x)
+        return self.drop_path(x) + shortcut
+
+
+class FFN(nn.Cell):
+    """x + drop_path(fc2(GELU(fc1(x)))), fc1/fc2 = 1x1 conv + BN (hidden width 4C in ViG)."""
+
+    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0):
+        super().__init__()
+        self.fc1 = conv_bn(channels, hidden_channels)
+        self.act = GELU()
+        self.fc2 = conv_bn(hidden_channels, channels)
+        self.drop_path = DropPath(drop_path)
+
+    def construct(self, x):
+        return self.drop_path(self.fc2(self.act(self.fc1(x)))) + x

@@ -1,0 +1,111 @@
+"""Graph construction: the dense dilated kNN graph of ViG.
+
+Nodes are handled token-major, (B, N, C): that is the layout of the distance matrix product and
+of the neighbour gathers. Neighbour lists are int32 (B, N, k) indices into the key set; the
+centre of row i is node i itself, so no centre index is stored.
+"""
+from typing import Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+
+def l2_normalize(x, axis: int = -1):
+    """x / max(||x||_2, 1e-12), as torch.nn.functional.normalize (basic ops, so it exports)."""
+    norm = ops.sqrt((x * x).sum(axis, keepdims=True))
+    return x / ops.maximum(norm, ops.full_like(norm, 1e-12))
+
+
+def pairwise_sq_distance(x, y):
+    """Squared distances (B, N, M) written |x|^2 - 2 x.y + |y|^2, the official formula and order."""
+    inner = -2 * ops.matmul(x, y.swapaxes(1, 2))
+    x_sq = (x * x).sum(-1, keepdims=True)
+    y_sq = (y * y).sum(-1, keepdims=True).swapaxes(1, 2)
+    return x_sq + inner + y_sq
+
+
+def cap_knn(k: int, dilation: int, num_keys: int) -> Tuple[int, int]:
+    """Fit k neighbours at dilation d into ``num_keys`` candidates.
+
+    k.d candidates are ranked and every d-th kept. When an input is small enough that fewer
+    than k.d keys exist, k is capped at the key count and d at the largest value that still
+    fits (d = min(d, M // k), at least 1). At 224x224 no official model is affected.
+    """
+    if num_keys < 1:
+        raise ValueError("a graph needs at least one key node")
+    k = min(k, num_keys)
+    return k, max(1, min(dilation, num_keys // k))
+
+
+class DilatedKnnGraph(nn.Cell):
+    """Neighbours of each query among the keys: the k.d nearest by L2-normalised distance
+    (sorted, nearest first), of which positions 0, d, 2d, ... are kept.
+
+    Stochastic mode (training only): with probability ``epsilon`` per forward, k random positions
+    among the k.d candidates replace the dilated ones. No gradient flows through the graph, and
+    distances are computed in float32 whatever the network's precision.
+    """
+
+    def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0):
+        super().__init__()
+        self.k = k
+        self.dilation = dilation
+        self.stochastic = stochastic
+        self.epsilon = epsilon
+        self.num_candidates = k * dilation
+        self.dilated_positions = Tensor(np.arange(0, self.num_candidates, dilation), ms.int32)
+
+    def construct(self, x, y, relative_pos=None):
+        """x: queries (B, N, C); y: keys (B, M, C); relative_pos: None or (1, N, M)."""
+        x = ops.stop_gradient(l2_normalize(x.astype(ms.float32)))
+        y = ops.stop_gradient(l2_normalize(y.astype(ms.float32)))
+        dist = pairwise_sq_distance(x, y)
+        if relative_pos is not None:
+            dist = dist + ops.stop_gradient(relative_pos.astype(ms.float32))
+        _, idx = ops.topk(-dist, self.num_candidates, sorted=True)
+        if self.stochastic and self.training:
+            return ops.gather(idx, self._positions(), 2)
+        if self.dilation > 1:
+            idx = idx[:, :, ::self.dilation]
+        return idx
+
+    def _positions(self):
+        """The dilated positions, or with probability epsilon k random ones (static shapes)."""
+        noise = ops.uniform((self.num_candidates + 1,), Tensor(0.0, ms.float32), Tensor(1.0, ms.float32))
+        random_positions = ops.sort(noise[:self.num_candidates])[1][:self.k].astype(ms.int32)
+        return ops.select(noise[self.num_candidates:].broadcast_to((self.k,)) < self.epsilon,
+                          random_positions, self.dilated_positions)
+
+
+def _flat_rows(table, idx):
+    """Flatten (B, M, C) to (B*M, C) and shift idx (B, ...) by each sample's row offset."""
+    batch, num_keys, channels = table.shape
+    offsets = (ops.arange(batch, dtype=ms.int32) * num_keys).reshape((batch,) + (1,) * (idx.ndim - 1))
+    return table.reshape(-1, channels), idx + offsets
+
+
+def gather_rows(table, idx):
+    """Rows of a per-sample table (B, M, C) picked by idx (B, ...) -> (B, ..., C).
+
+    A flat ``ops.gather`` with per-sample offsets: exportable, and far faster than advanced
+    indexing on the CPU.
+    """
+    flat, flat_idx = _flat_rows(table, idx)
+    return ops.gather(flat, flat_idx.reshape(-1), 0).reshape(idx.shape + (table.shape[-1],))
+
+
+def max_over_neighbours(table, idx, per_slot: bool):
+    """max over t of table[b, idx[b, i, t]] -> (B, N, C).
+
+    ``per_slot`` gathers one neighbour slot at a time and keeps a running maximum, which is
+    several times faster on the CPU than one large gather followed by a reduction; the result
+    is identical either way.
+    """
+    if not per_slot:
+        return ops.amax(gather_rows(table, idx), 2)
+    flat, flat_idx = _flat_rows(table, idx)
+    out = ops.gather(flat, flat_idx[:, :, 0], 0)
+    for t in range(1, idx.shape[2]):
+        out = ops.maximum(out, ops.gather(flat, flat_idx[:, :, t], 0))
+    return out

@@ -1,0 +1,53 @@
+"""Stems, the pyramid Downsample and the classification head shared by the ViG families."""
+from typing import Sequence
+
+from mindspore import nn
+
+from .activation import GELU
+from .blocks import conv_bn
+from .conv import Conv2d
+
+
+class Stem(nn.Cell):
+    """Overlapping conv stem: a 3x3 stride-2 conv + BN + GELU per entry of ``widths``, then a
+    3x3 stride-1 conv + BN with no activation. Children are indexed like the official
+    ``stem.convs`` (activations included), so parameter names map one-to-one.
+    """
+
+    def __init__(self, widths: Sequence[int], in_channels: int = 3):
+        super().__init__()
+        layers = []
+        prev = in_channels
+        for width in widths:
+            layers += [Conv2d(prev, width, 3, stride=2, padding=1), nn.BatchNorm2d(width, eps=1e-5, momentum=0.9),
+                       GELU()]
+            prev = width
+        layers += [Conv2d(prev, prev, 3, stride=1, padding=1), nn.BatchNorm2d(prev, eps=1e-5, momentum=0.9)]
+        self.convs = nn.SequentialCell(layers)
+        self.stride = 2 ** len(widths)
+
+    def construct(self, x):
+        return self.convs(x)
+
+
+class Downsample(nn.Cell):
+    """3x3 stride-2 conv + BN between pyramid stages (no activation)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = conv_bn(in_channels, out_channels, kernel_size=3, stride=2)
+
+    def construct(self, x):
+        return self.conv(x)
+
+
+def classifier_head(in_channels: int, num_classes: int, drop_rate: float = 0.0,
+                    hidden_channels: int = 1024) -> nn.SequentialCell:
+    """1x1 conv -> BN -> GELU -> Dropout -> 1x1 conv on the pooled (B, C, 1, 1) features."""
+    return nn.SequentialCell([
+        Conv2d(in_channels, hidden_channels, 1),
+        nn.BatchNorm2d(hidden_channels, eps=1e-5, momentum=0.9),
+        GELU(),
+        nn.Dropout(p=drop_rate),
+        Conv2d(hidden_channels, num_classes, 1),
+    ])

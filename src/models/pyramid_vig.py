@@ -1,0 +1,90 @@
+"""Pyramid Vision GNN (Pyramid ViG-Ti/S/M/B): a stride-4 stem, four stages of (Grapher, FFN)
+blocks at strides 4/8/16/32 separated by conv downsampling, keys average-pooled by r = 4/2/1/1,
+and a frozen relative-position term in every kNN distance.
+
+Module tree and names follow the official ``pyramid_vig.py``: ``backbone`` is one flat sequence
+where the Downsample cells sit between stages (``backbone.2``, ``backbone.5``, ...).
+"""
+from functools import partial
+from typing import Sequence, Tuple, Union
+
+from mindspore import nn
+
+from .base import GraphClassifier
+from .layers import FFN, Downsample, Grapher, Stem, classifier_head, drop_path_schedule
+from .registry import default_cfg, register_model
+from .vig import REFERENCE_SIZE, to_2tuple
+
+STEM_STRIDE = 4
+TOTAL_STRIDE = 32
+REDUCE_RATIOS = (4, 2, 1, 1)
+
+# Dilation per block over the global block index (never reset per stage): min(idx // 4 + 1, 49 // 9).
+_D_12 = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+_D_22 = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5]
+_D_24 = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5]
+
+ARCHS = {
+    "pvig_ti_224_gelu": dict(channels=(48, 96, 240, 384), depths=(2, 2, 6, 2), dilation=_D_12),
+    "pvig_s_224_gelu": dict(channels=(80, 160, 400, 640), depths=(2, 2, 6, 2), dilation=_D_12),
+    "pvig_m_224_gelu": dict(channels=(96, 192, 384, 768), depths=(2, 2, 16, 2), dilation=_D_22),
+    "pvig_b_224_gelu": dict(channels=(128, 256, 512, 1024), depths=(2, 2, 18, 2), dilation=_D_24,
+                            crop_pct=0.95),
+}
+
+
+def knn_schedule(depths: Sequence[int], k: int = 9, last_stage_nodes: int = 49) -> Tuple[list, list]:
+    """The official rule: constant k; d = min(idx // 4 + 1, N_last // k) over the global index."""
+    total = sum(depths)
+    return [k] * total, [min(i // 4 + 1, last_stage_nodes // k) for i in range(total)]
+
+
+class PyramidVisionGNN(GraphClassifier):
+    """Pyramid ViG. ``k`` and ``dilation`` are per-block lists over all stages (length sum(depths))."""
+
+    def __init__(self, channels: Sequence[int], depths: Sequence[int], k: Sequence[int], dilation: Sequence[int],
+                 num_classes: int = 1000, img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, conv: str = "mr",
+                 reduce_ratios: Sequence[int] = REDUCE_RATIOS, stochastic: bool = False, epsilon: float = 0.2):
+        super().__init__()
+        total = sum(depths)
+        if not len(channels) == len(depths) == len(reduce_ratios):
+            raise ValueError("channels, depths and reduce_ratios need one entry per stage")
+        if len(k) != total or len(dilation) != total:
+            raise ValueError(f"k and dilation need {total} entries (one per block)")
+        height, width = to_2tuple(img_size)
+        if height % TOTAL_STRIDE or width % TOTAL_STRIDE:
+            raise ValueError(f"image size {height}x{width} must be a multiple of the total stride {TOTAL_STRIDE}")
+        grid = (height // STEM_STRIDE, width // STEM_STRIDE)
+        table_side = REFERENCE_SIZE // STEM_STRIDE
+        self.num_features = channels[-1]
+        self.stem = Stem([channels[0] // 2, channels[0]], in_channels)
+        self._init_pos_embed(channels[0], (table_side, table_side), grid)
+        rates = drop_path_schedule(drop_path_rate, total)
+        entries = []
+        idx = 0
+        for stage, depth in enumerate(depths):
+            if stage > 0:
+                entries.append(Downsample(channels[stage - 1], channels[stage]))
+                grid = (grid[0] // 2, grid[1] // 2)
+                table_side //= 2
+            for _ in range(depth):
+                entries.append(nn.SequentialCell([
+                    Grapher(channels[stage], k[idx], dilation[idx], grid, conv=conv,
+                            reduce_ratio=reduce_ratios[stage], relative_pos=True, table_grid=table_side,
+                            drop_path=rates[idx], stochastic=stochastic, epsilon=epsilon),
+                    FFN(channels[stage], channels[stage] * 4, drop_path=rates[idx]),
+                ]))
+                idx += 1
+        self.backbone = nn.SequentialCell(entries)
+        self.prediction = classifier_head(channels[-1], num_classes, drop_rate)
+
+
+def _build(arch: str, **kwargs) -> PyramidVisionGNN:
+    spec = ARCHS[arch]
+    ks, _ = knn_schedule(spec["depths"])
+    return PyramidVisionGNN(spec["channels"], spec["depths"], ks, spec["dilation"], **kwargs)
+
+
+for _name, _spec in ARCHS.items():
+    register_model(_name, partial(_build, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9)))

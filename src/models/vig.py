@@ -1,0 +1,77 @@
+"""Isotropic Vision GNN (ViG-Ti/S/B): a conv stem to a 1/16 node grid, then a constant-width stack
+of (Grapher, FFN) blocks with a growing, increasingly dilated kNN graph.
+
+Module tree and parameter names follow the official ``vig.py`` (``stem.convs.N``, ``pos_embed``,
+``backbone.I.0`` Grapher, ``backbone.I.1`` FFN, ``prediction.N``) so checkpoints map one-to-one.
+"""
+from functools import partial
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+from mindspore import nn
+
+from .base import GraphClassifier
+from .layers import FFN, Grapher, Stem, classifier_head, drop_path_schedule
+from .registry import default_cfg, register_model
+
+STEM_STRIDE = 16
+REFERENCE_SIZE = 224  # pos_embed has the 224 grid's shape; other sizes resize it
+
+# Per-block k and dilation of the official models, exactly as their float32 linspace rule yields them.
+_K_12 = [9, 9, 10, 11, 12, 13, 13, 14, 15, 16, 17, 18]
+_D_12 = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+_K_16 = [9, 9, 10, 10, 11, 12, 12, 13, 13, 14, 15, 15, 16, 16, 17, 18]
+_D_16 = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4]
+
+ARCHS = {
+    "vig_ti_224_gelu": dict(channels=192, k=_K_12, dilation=_D_12, alias="vig_ti_patch16_224"),
+    "vig_s_224_gelu": dict(channels=320, k=_K_16, dilation=_D_16, alias="vig_s_patch16_224"),
+    "vig_b_224_gelu": dict(channels=640, k=_K_16, dilation=_D_16, alias="vig_b_patch16_224"),
+}
+
+
+def knn_schedule(depth: int, k: int = 9, num_nodes: int = 196) -> Tuple[list, list]:
+    """The official rule: k_i = int(linspace(k, 2k, depth)[i]) in float32, d_i = min(i//4 + 1, N // max k)."""
+    ks = [int(v) for v in np.linspace(k, 2 * k, depth, dtype=np.float32)]
+    max_dilation = num_nodes // max(ks)
+    return ks, [min(i // 4 + 1, max_dilation) for i in range(depth)]
+
+
+def to_2tuple(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class VisionGNN(GraphClassifier):
+    """Isotropic ViG. ``k`` and ``dilation`` are per-block lists (their length is the depth)."""
+
+    def __init__(self, channels: int, k: Sequence[int], dilation: Sequence[int], num_classes: int = 1000,
+                 img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3, drop_path_rate: float = 0.0,
+                 drop_rate: float = 0.0, conv: str = "mr", stochastic: bool = False, epsilon: float = 0.2):
+        super().__init__()
+        if len(k) != len(dilation):
+            raise ValueError(f"k has {len(k)} entries but dilation has {len(dilation)}")
+        height, width = to_2tuple(img_size)
+        if height % STEM_STRIDE or width % STEM_STRIDE:
+            raise ValueError(f"image size {height}x{width} must be a multiple of the stem stride {STEM_STRIDE}")
+        grid = (height // STEM_STRIDE, width // STEM_STRIDE)
+        table_grid = (REFERENCE_SIZE // STEM_STRIDE,) * 2
+        self.num_features = channels
+        self.stem = Stem([channels // 8, channels // 4, channels // 2, channels], in_channels)
+        self._init_pos_embed(channels, table_grid, grid)
+        rates = drop_path_schedule(drop_path_rate, len(k))
+        self.backbone = nn.SequentialCell([
+            nn.SequentialCell([
+                Grapher(channels, k[i], dilation[i], grid, conv=conv, drop_path=rates[i],
+                        stochastic=stochastic, epsilon=epsilon),
+                FFN(channels, channels * 4, drop_path=rates[i]),
+            ]) for i in range(len(k))])
+        self.prediction = classifier_head(channels, num_classes, drop_rate)
+
+
+def _build(arch: str, **kwargs) -> VisionGNN:
+    spec = ARCHS[arch]
+    return VisionGNN(spec["channels"], spec["k"], spec["dilation"], **kwargs)
+
+
+for _name, _spec in ARCHS.items():
+    register_model(_name, partial(_build, _name), default_cfg(), aliases=(_spec["alias"],))

@@ -1,0 +1,129 @@
+"""The kNN graph, neighbour aggregation, position tables and bicubic resizing against NumPy/PyTorch."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor
+
+from src.models.layers import (BicubicResize, DilatedKnnGraph, DyGraphConv2d, bicubic_resize_np, cap_knn,
+                               gather_rows, max_over_neighbours, relative_pos_table)
+
+
+def knn_reference(x, y, k, dilation, relative_pos=None):
+    """float64 NumPy kNN: L2-normalise, squared distance, sort, keep every d-th of the k*d nearest."""
+    xn = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    yn = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+    dist = (xn ** 2).sum(-1)[:, :, None] - 2 * xn @ yn.transpose(0, 2, 1) + (yn ** 2).sum(-1)[:, None, :]
+    if relative_pos is not None:
+        dist = dist + relative_pos
+    order = np.argsort(dist, axis=-1, kind="stable")
+    ranked = np.take_along_axis(dist, order, -1)[:, :, :k * dilation + 1]
+    min_gap = np.diff(ranked, axis=-1).min()
+    return order[:, :, :k * dilation:dilation], min_gap
+
+
+def well_separated(shape, k, dilation, seed, relative_pos=None, keys=None):
+    """Random features whose ranked distances have no near ties (so float32 must agree exactly)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = x if keys is None else keys(x)
+        ref, gap = knn_reference(x.astype(np.float64), y.astype(np.float64), k, dilation, relative_pos)
+        if gap > 1e-4:
+            return x, y, ref
+    raise AssertionError("could not draw well-separated features")
+
+
+@pytest.mark.parametrize("k,dilation", [(4, 1), (3, 2), (5, 3)])
+def test_knn_matches_numpy(pynative, k, dilation):
+    x, y, ref = well_separated((2, 40, 8), k, dilation, seed=k * 10 + dilation)
+    idx = DilatedKnnGraph(k, dilation)(Tensor(x), Tensor(y)).asnumpy()
+    assert idx.shape == (2, 40, k) and idx.dtype == np.int32
+    np.testing.assert_array_equal(idx, ref)
+    # with r = 1 a node is its own nearest neighbour
+    np.testing.assert_array_equal(idx[:, :, 0], np.broadcast_to(np.arange(40), (2, 40)))
+
+
+def test_knn_relative_pos_changes_the_graph(pynative):
+    rel = -relative_pos_table(16, 6, 1).astype(np.float64)  # a positive bias: the largest effect
+    x, y, ref = well_separated((1, 36, 16), 4, 2, seed=3, relative_pos=-rel)
+    idx = DilatedKnnGraph(4, 2)(Tensor(x), Tensor(y), Tensor(-rel.astype(np.float32))).asnumpy()
+    np.testing.assert_array_equal(idx, ref)
+    plain = DilatedKnnGraph(4, 2)(Tensor(x), Tensor(y)).asnumpy()
+    assert (plain != idx).any()
+
+
+def test_pooled_keys_for_reduce_ratio(pynative):
+    """r = 2: keys are 2x2 average-pooled nodes; queries are the full-resolution nodes."""
+    conv = DyGraphConv2d(8, 16, k=3, dilation=2, reduce_ratio=2)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        img = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
+        pooled = img.reshape(2, 8, 4, 2, 4, 2).mean((3, 5))
+        nodes = img.reshape(2, 8, 64).transpose(0, 2, 1)
+        keys = pooled.reshape(2, 8, 16).transpose(0, 2, 1)
+        ref, gap = knn_reference(nodes.astype(np.float64), keys.astype(np.float64), 3, 2)
+        if gap > 1e-4:
+            break
+    got_nodes, got_keys, idx = conv.graph(Tensor(img))
+    np.testing.assert_allclose(got_keys.asnumpy(), keys, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got_nodes.asnumpy(), nodes)
+    np.testing.assert_array_equal(idx.asnumpy(), ref)
+
+
+def test_stochastic_dilation_picks_candidates_in_training_only(pynative):
+    x, y, ref = well_separated((1, 30, 8), 3, 3, seed=1)
+    graph = DilatedKnnGraph(3, 3, stochastic=True, epsilon=1.0)
+    graph.set_train(False)
+    np.testing.assert_array_equal(graph(Tensor(x), Tensor(y)).asnumpy(), ref)
+    graph.set_train(True)
+    idx = graph(Tensor(x), Tensor(y)).asnumpy()
+    candidates = knn_reference(x.astype(np.float64), y.astype(np.float64), 9, 1)[0]
+    assert idx.shape == (1, 30, 3)
+    for i in range(30):  # k distinct members of the k*d candidate set
+        assert len(set(idx[0, i])) == 3 and set(idx[0, i]) <= set(candidates[0, i])
+
+
+def test_cap_knn():
+    assert cap_knn(9, 3, 196) == (9, 3)     # untouched at 224
+    assert cap_knn(18, 4, 196) == (18, 4)
+    assert cap_knn(9, 4, 16) == (9, 1)      # fewer keys than k*d: dilation shrinks first
+    assert cap_knn(9, 2, 4) == (4, 1)       # fewer keys than k: k shrinks
+    with pytest.raises(ValueError):
+        cap_knn(9, 1, 0)
+
+
+def test_neighbour_gathers(pynative):
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((3, 7, 5)).astype(np.float32)
+    idx = rng.integers(0, 7, (3, 4, 6)).astype(np.int32)
+    expected = np.take_along_axis(table[:, None], idx[..., None], axis=2)  # (3, 4, 6, 5)
+    np.testing.assert_array_equal(gather_rows(Tensor(table), Tensor(idx)).asnumpy(), expected)
+    for per_slot in (True, False):
+        got = max_over_neighbours(Tensor(table), Tensor(idx), per_slot).asnumpy()
+        np.testing.assert_array_equal(got, expected.max(2))
+
+
+def test_bicubic_matches_torch(pynative):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 14, 14)).astype(np.float32)
+    for out_hw in [(4, 4), (8, 12), (20, 16), (14, 7)]:
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=out_hw, mode="bicubic",
+                                              align_corners=False).numpy()
+        np.testing.assert_allclose(bicubic_resize_np(x, out_hw), ref, rtol=1e-5, atol=1e-5)
+        got = BicubicResize((14, 14), out_hw)(Tensor(x)).asnumpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert BicubicResize((14, 14), (14, 14))(Tensor(x)).asnumpy().tobytes() == x.tobytes()
+
+
+def test_relative_pos_table_properties():
+    table = relative_pos_table(48, 8, 1)[0]
+    assert table.shape == (64, 64) and table.dtype == np.float32
+    np.testing.assert_allclose(np.diag(table), -1.0, atol=1e-6)  # negated cosine-like similarity
+    np.testing.assert_allclose(table, table.T, atol=1e-6)
+    assert table.max() <= 1.0 + 1e-6 and table.min() >= -1.0 - 1e-6
+    # the pooled-key table is the bicubic resize of the full one along the flattened key index
+    reduced = relative_pos_table(48, 8, 2)[0]
+    assert reduced.shape == (64, 16)
+    np.testing.assert_allclose(reduced[:, 3], 0.59375 * (table[:, 13] + table[:, 14])
+                               - 0.09375 * (table[:, 12] + table[:, 15]), atol=1e-6)

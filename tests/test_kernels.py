@@ -1,0 +1,67 @@
+"""The CPU formulations compute the native kernels' function (same parameters, same results)."""
+import numpy as np
+import pytest
+from mindspore import Tensor, ops
+
+from src.models.layers import GELU, Conv2d, create_graph_conv, erf_by_formula, set_export_mode, set_kernel_impl
+
+CONV_CASES = [  # (in, out, kernel, stride, padding, groups, bias, size)
+    (3, 8, 3, 2, 1, 1, True, 17),
+    (8, 16, 3, 1, 1, 1, False, 9),
+    (8, 8, 3, 2, 0, 4, True, 12),
+    (16, 32, 1, 1, 0, 4, True, 7),
+    (16, 16, 1, 2, 0, 1, True, 10),
+    (12, 24, 5, 3, 2, 2, True, 16),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
+def test_conv_cpu_form_matches_native(any_mode, case):
+    cin, cout, k, stride, pad, groups, bias, size = case
+    conv = Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias)
+    if bias:
+        conv.bias.set_data(Tensor(np.random.default_rng(1).standard_normal(cout).astype(np.float32)))
+    x = Tensor(np.random.default_rng(0).standard_normal((2, cin, size, size)).astype(np.float32))
+    conv.set_impl("native")
+    native = conv(x).asnumpy()
+    conv.set_impl("cpu")
+    assert conv.use_matmul == (k > 1 or groups > 1)
+    fast = conv(x).asnumpy()
+    assert fast.shape == native.shape
+    np.testing.assert_allclose(fast, native, rtol=1e-5, atol=1e-5 * np.abs(native).max())
+
+
+def test_conv_init_is_kaiming_fan_in():
+    conv = Conv2d(64, 256, 3, groups=4)
+    weight = conv.weight.asnumpy()
+    fan_in = 64 // 4 * 9
+    assert abs(weight.std() - np.sqrt(2 / fan_in)) < 0.03 * np.sqrt(2 / fan_in)
+    assert not conv.bias.asnumpy().any()
+
+
+@pytest.mark.parametrize("name", ["mr", "edge", "sage", "gin"])
+def test_graph_conv_forms_agree(pynative, name):
+    rng = np.random.default_rng(0)
+    conv = create_graph_conv(name, 8, 16)
+    x = Tensor(rng.standard_normal((2, 8, 12, 1)).astype(np.float32))
+    keys = Tensor(rng.standard_normal((2, 6, 8)).astype(np.float32))
+    idx = Tensor(rng.integers(0, 6, (2, 12, 4)).astype(np.int32))
+    set_kernel_impl(conv, "native")
+    native = conv(x, keys, idx).asnumpy()
+    set_kernel_impl(conv, "cpu")
+    np.testing.assert_allclose(conv(x, keys, idx).asnumpy(), native, rtol=1e-5, atol=1e-5)
+    assert native.shape == (2, 16, 12, 1)
+
+
+def test_erf_formula_and_export_gelu():
+    from scipy.special import erf
+    z = np.linspace(-6, 6, 2001).astype(np.float32)
+    assert np.abs(erf_by_formula(Tensor(z)).asnumpy() - erf(z.astype(np.float64))).max() < 2e-6  # formula 1.5e-7 + float32 rounding
+    gelu = GELU()
+    x = Tensor((z * 2).reshape(1, -1))
+    exact = gelu(x).asnumpy()
+    set_export_mode(gelu, onnx=True)
+    assert gelu.use_erf_formula
+    np.testing.assert_allclose(gelu(x).asnumpy(), exact, atol=1e-5)
+    set_export_mode(gelu, onnx=False)
+    assert gelu(x).asnumpy().tobytes() == exact.tobytes()

@@ -1,0 +1,106 @@
+"""Model construction, registry, schedules, and forward/backward of tiny configurations."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from src.models import PyramidVisionGNN, VisionGNN, canonical_name, create_model, list_models, model_cfg
+from src.models import pyramid_vig, vig
+
+OFFICIAL_COUNTS = {  # trainable, relative_pos elements (official PyTorch models)
+    "vig_ti_224_gelu": (7_184_744, 0),
+    "vig_s_224_gelu": (22_747_752, 0),
+    "vig_b_224_gelu": (86_841_832, 0),
+    "pvig_ti_224_gelu": (10_714_376, 1_771_938),
+    "pvig_s_224_gelu": (27_251_912, 1_771_938),
+    "pvig_m_224_gelu": (49_525_832, 2_156_098),
+    "pvig_b_224_gelu": (92_980_328, 2_232_930),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))
+def test_parameter_counts_equal_official(name):
+    net = create_model(name, kernel_impl="native")
+    trainable, frozen_table = OFFICIAL_COUNTS[name]
+    assert sum(p.size for p in net.trainable_params()) == trainable
+    tables = [p for p in net.get_parameters() if p.name.endswith("relative_pos")]
+    assert sum(p.size for p in tables) == frozen_table
+    assert all(not p.requires_grad for p in tables)
+
+
+def test_registry():
+    assert set(list_models()) == set(OFFICIAL_COUNTS)
+    assert canonical_name("vig_s_patch16_224") == "vig_s_224_gelu"
+    assert "vig_ti_patch16_224" in list_models(include_aliases=True)
+    with pytest.raises(ValueError, match="Did you mean vig_ti_224_gelu.*Registered models: .*pvig_b_224_gelu"):
+        create_model("vig_ti_224_gelo")
+    assert model_cfg("pvig_b_224_gelu")["crop_pct"] == 0.95
+    assert model_cfg("vig_ti_patch16_224")["mean"] == (0.5, 0.5, 0.5)
+
+
+def test_schedule_rules_reproduce_official_lists():
+    """The stored lists are what the official float32 linspace rule gives (no accumulated rounding)."""
+    assert vig.knn_schedule(12) == (vig.ARCHS["vig_ti_224_gelu"]["k"], vig.ARCHS["vig_ti_224_gelu"]["dilation"])
+    assert vig.knn_schedule(16) == (vig.ARCHS["vig_s_224_gelu"]["k"], vig.ARCHS["vig_b_224_gelu"]["dilation"])
+    for name, spec in pyramid_vig.ARCHS.items():
+        assert pyramid_vig.knn_schedule(spec["depths"])[1] == spec["dilation"], name
+
+
+def test_blocks_follow_schedules():
+    net = create_model("pvig_m_224_gelu", drop_path_rate=0.1, kernel_impl="native")
+    graphers = [c for _, c in net.cells_and_names() if type(c).__name__ == "Grapher"]
+    assert [g.dilation for g in graphers] == pyramid_vig.ARCHS["pvig_m_224_gelu"]["dilation"]
+    assert [g.k for g in graphers] == [9] * 22
+    assert [g.num_keys for g in graphers] == [196] * 20 + [49] * 2
+    rates = [g.drop_path.rate for g in graphers]
+    assert rates[0] == 0.0 and abs(rates[-1] - 0.1) < 1e-7 and rates == sorted(rates)
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="multiple of the stem stride 16"):
+        create_model("vig_ti_224_gelu", img_size=200)
+    with pytest.raises(ValueError, match="multiple of the total stride 32"):
+        create_model("pvig_ti_224_gelu", img_size=240)
+
+
+def tiny_isotropic(**kwargs):
+    return VisionGNN(32, [4, 6, 8], [1, 2, 1], num_classes=5, img_size=64, **kwargs)
+
+
+def tiny_pyramid(**kwargs):
+    return PyramidVisionGNN((16, 32, 32, 48), (1, 1, 2, 1), [4] * 5, [1, 1, 2, 2, 1], num_classes=5,
+                            img_size=64, **kwargs)
+
+
+@pytest.mark.parametrize("build", [tiny_isotropic, tiny_pyramid], ids=["isotropic", "pyramid"])
+def test_forward_backward_both_modes(any_mode, build):
+    net = build(drop_path_rate=0.1)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    labels = Tensor(np.array([1, 3], np.int32))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def forward(images, targets):
+        return loss_fn(net(images), targets)
+
+    net.set_train(True)
+    loss, grads = ms.value_and_grad(forward, None, net.trainable_params())(x, labels)
+    assert np.isfinite(loss.asnumpy())
+    assert len(grads) == len(net.trainable_params())
+    assert all(np.isfinite(g.asnumpy()).all() for g in grads)
+    assert np.abs(grads[0].asnumpy()).sum() > 0  # the stem receives gradient through the graph part
+    net.set_train(False)
+    out = net(x).asnumpy()
+    assert out.shape == (2, 5) and np.isfinite(out).all()
+
+
+def test_non_224_input_resizes_tables(pynative):
+    """pos_embed and relative_pos keep their 224 shapes and are resized to the input's node grid."""
+    net = create_model("pvig_ti_224_gelu", num_classes=7, img_size=(96, 64), kernel_impl="cpu")
+    names = {p.name: p.shape for p in net.get_parameters()}
+    assert names["pos_embed"] == (1, 48, 56, 56)
+    assert names["backbone.0.0.relative_pos"] == (1, 3136, 196)
+    first = net.backbone[0][0]
+    assert first.relative_pos_resize(first.relative_pos).shape == (1, 24 * 16, 6 * 4)
+    net.set_train(False)
+    out = net(Tensor(np.zeros((1, 3, 96, 64), np.float32)))
+    assert out.shape == (1, 7)
