@@ -36,3 +36,29 @@ def graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)
     yield
     ms.set_context(mode=previous)
+
+
+def write_image_folder(root, classes=3, train_per_class=12, val_per_class=4, size=32, seed=0):
+    """A tiny ImageNet-style tree of learnable PNGs: class c is a stripe pattern at angle 60c degrees."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            folder = os.path.join(root, split, f"class_{c}")
+            os.makedirs(folder, exist_ok=True)
+            angle = np.pi * c / classes
+            for i in range(count):
+                phase = rng.uniform(0, 2 * np.pi)
+                wave = np.sin(2 * np.pi * 4 * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
+                img = np.stack([wave, np.roll(wave, 3, 0), -wave], -1) * 100 + 128
+                img += rng.normal(0, 10, img.shape)
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("images"))

@@ -23,7 +23,8 @@ class GraphClassifier(nn.Cell):
     def embed(self, x):
         """Stem output plus the position embedding: the input of the first block."""
         pos = self.pos_embed_resize(self.pos_embed) if self.resize_pos_embed else self.pos_embed
-        return self.stem(x) + pos
+        x = self.stem(x)
+        return x + pos.astype(x.dtype)
 
     def forward_features(self, x):
         return self.backbone(self.embed(x))

@@ -28,6 +28,11 @@ ARCHS = {
     "vig_s_224_gelu": dict(channels=320, k=_K_16, dilation=_D_16, alias="vig_s_patch16_224"),
     "vig_b_224_gelu": dict(channels=640, k=_K_16, dilation=_D_16, alias="vig_b_patch16_224"),
 }
+# A small member of the family for quick runs on small images (the one-command demo): 6 blocks of 64
+# channels, k from 4 to 8 by the official rule.
+SMALL_ARCHS = {
+    "vig_nano_gelu": dict(channels=64, k=[4, 4, 5, 6, 7, 8], dilation=[1, 1, 1, 1, 2, 2]),
+}
 
 
 def knn_schedule(depth: int, k: int = 9, num_nodes: int = 196) -> Tuple[list, list]:
@@ -69,9 +74,11 @@ class VisionGNN(GraphClassifier):
 
 
 def _build(arch: str, **kwargs) -> VisionGNN:
-    spec = ARCHS[arch]
+    spec = {**ARCHS, **SMALL_ARCHS}[arch]
     return VisionGNN(spec["channels"], spec["k"], spec["dilation"], **kwargs)
 
 
 for _name, _spec in ARCHS.items():
     register_model(_name, partial(_build, _name), default_cfg(), aliases=(_spec["alias"],))
+for _name in SMALL_ARCHS:
+    register_model(_name, partial(_build, _name), default_cfg(input_size=64))

@@ -49,14 +49,18 @@ class Conv2d(nn.Cell):
         self.use_matmul = impl == "cpu" and (self.kernel_size > 1 or self.groups > 1)
 
     def construct(self, x):
+        # Parameters follow the activation dtype: under mixed precision (O2/O3) MindSpore casts cell
+        # inputs to float16 but not the parameters of functional ops; in float32 this is a no-op.
+        weight = self.weight.astype(x.dtype)
         if self.use_matmul:
-            return self._matmul_conv(x)
-        y = ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
+            y = self._matmul_conv(x, weight)
+        else:
+            y = ops.conv2d(x, weight, None, self.stride, "pad", self.padding, 1, self.groups)
         if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
+            y = y + self.bias.astype(x.dtype).reshape(1, -1, 1, 1)
         return y
 
-    def _matmul_conv(self, x):
+    def _matmul_conv(self, x, weight):
         """Same function as the native kernel: columns ordered (channel, ky, kx) like the weight."""
         _, _, h, w = x.shape
         if self.pointwise:
@@ -68,15 +72,10 @@ class Conv2d(nn.Cell):
             cols = ops.unfold(x, self.kernel_size, 1, self.padding, self.stride)
         length = out_h * out_w
         if self.groups == 1:
-            y = ops.matmul(self.weight.reshape(self.out_channels, -1), cols)
-        else:
-            g = self.groups
-            weight = self.weight.reshape(g, self.out_channels // g, -1)
-            y = ops.matmul(weight, cols.reshape(-1, g, cols.shape[1] // g, length))
-        y = y.reshape(-1, self.out_channels, out_h, out_w)
-        if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
-        return y
+            return ops.matmul(weight.reshape(self.out_channels, -1), cols).reshape(-1, self.out_channels, out_h, out_w)
+        g = self.groups
+        y = ops.matmul(weight.reshape(g, self.out_channels // g, -1), cols.reshape(-1, g, cols.shape[1] // g, length))
+        return y.reshape(-1, self.out_channels, out_h, out_w)
 
 
 def resolve_kernel_impl(impl: str = "auto", device_target: Optional[str] = None) -> str:

@@ -1,0 +1,66 @@
+"""Official PyTorch ViG checkpoints -> MindSpore checkpoints of our models.
+
+Our module tree mirrors the official one, so the names map one-to-one; only BatchNorm entries are
+renamed (weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance) and
+``num_batches_tracked`` is dropped. The file is read by ``pth_reader`` (no PyTorch, no code run).
+"""
+import os
+from typing import Dict
+
+import numpy as np
+
+from ..models import canonical_name, create_model
+from .checkpoint import CheckpointError, check_fits, save_checkpoint
+from .pth_reader import read_pth
+
+BN_RENAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+CLASSIFIER_BIAS = "prediction.4.bias"
+
+
+def select_state_dict(obj, use_ema: bool = False) -> Dict[str, np.ndarray]:
+    """The state dict inside a checkpoint: a plain state dict, or the ``state_dict`` /
+    ``state_dict_ema`` entry of a training checkpoint."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"expected a state dict (a mapping of names to tensors), found {type(obj).__name__}")
+    key = "state_dict_ema" if use_ema else "state_dict"
+    if key in obj:
+        obj = obj[key]
+    elif use_ema:
+        raise CheckpointError("--ema was given but the checkpoint has no 'state_dict_ema' entry (the official "
+                              "release files are plain state dicts: convert without --ema)")
+    elif "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    tensors = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not tensors or len(tensors) != len(obj):
+        raise CheckpointError("the checkpoint is not a state dict of tensors (no 'state_dict' entry, and its "
+                              f"top-level entries are {sorted(obj)[:5]}...)")
+    return tensors
+
+
+def to_mindspore_names(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Rename official keys to ours (in their order); a ``module.`` prefix (DataParallel) is removed."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    bn_modules = {k[:-len(".running_mean")] for k in state if k.endswith(".running_mean")}
+    out = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if leaf == "num_batches_tracked":
+            continue
+        if module in bn_modules:
+            leaf = BN_RENAMES[leaf]
+        out[f"{module}.{leaf}"] = np.ascontiguousarray(value, dtype=np.float32)
+    return out
+
+
+def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = False,
+                                overwrite: bool = False) -> Dict[str, int]:
+    """Convert ``src`` (.pth) for ``arch`` into ``dst`` (.ckpt) after checking it fits the model exactly."""
+    arch = canonical_name(arch)
+    if os.path.exists(dst) and not overwrite:
+        raise CheckpointError(f"{dst!r} already exists; choose another --dst or pass --overwrite")
+    weights = to_mindspore_names(select_state_dict(read_pth(src), use_ema))
+    num_classes = int(weights[CLASSIFIER_BIAS].shape[0]) if CLASSIFIER_BIAS in weights else 1000
+    net = create_model(arch, num_classes=num_classes, kernel_impl="native")
+    check_fits(net, weights, f"checkpoint {src!r}", arch)
+    save_checkpoint(weights, dst)
+    return {"tensors": len(weights), "num_classes": num_classes}

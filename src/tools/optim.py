@@ -1,0 +1,82 @@
+"""Optimizers: AdamW with PyTorch semantics (the official recipe) and SGD with momentum.
+
+MindSpore's ``nn.AdamWeightDecay`` omits Adam's bias correction, which makes its first steps
+about 1 / sqrt(1 - beta2) times larger than PyTorch's AdamW; ``AdamW`` below corrects both
+moments and decays weights decoupled from the gradient, as ``torch.optim.AdamW`` does.
+"""
+from typing import List, Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+OPTIMIZERS = ("adamw", "sgd", "momentum")
+
+
+def no_weight_decay(param: Parameter) -> bool:
+    """Biases, norm parameters (all 1-D) and position tables are not decayed."""
+    return len(param.shape) <= 1 or param.name.endswith(("bias", "pos_embed", "relative_pos"))
+
+
+def param_groups(params: Sequence[Parameter], weight_decay: float) -> List[dict]:
+    decay = [p for p in params if not no_weight_decay(p)]
+    no_decay = [p for p in params if no_weight_decay(p)]
+    groups = [{"params": group, "weight_decay": wd} for group, wd in ((decay, weight_decay), (no_decay, 0.0)) if group]
+    return groups + [{"order_params": list(params)}]
+
+
+_adamw_update = ops.MultitypeFuncGraph("adamw_update")
+
+
+@_adamw_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Number",
+                        "Tensor", "Tensor", "Tensor", "Tensor")
+def _adamw_step(beta1, beta2, eps, lr, bias1, bias2, weight_decay, param, exp_avg, exp_avg_sq, grad):
+    grad = grad.astype(ms.float32)
+    next_avg = beta1 * exp_avg + (1 - beta1) * grad
+    next_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+    denom = ops.sqrt(next_avg_sq) / ops.sqrt(bias2) + eps
+    next_param = param * (1 - lr * weight_decay) - (lr / bias1) * next_avg / denom
+    next_param = ops.depend(next_param, ops.assign(exp_avg, next_avg))
+    next_param = ops.depend(next_param, ops.assign(exp_avg_sq, next_avg_sq))
+    return ops.assign(param, next_param)
+
+
+class AdamW(nn.Optimizer):
+    """torch.optim.AdamW: p <- p (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps), with bias-corrected
+    moments m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t). State: ``exp_avg.*``, ``exp_avg_sq.*``."""
+
+    def __init__(self, params, learning_rate, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(learning_rate, params, weight_decay)
+        self.beta1 = Tensor(beta1, ms.float32)
+        self.beta2 = Tensor(beta2, ms.float32)
+        self.eps = Tensor(eps, ms.float32)
+        self.exp_avg = self._parameters.clone(prefix="exp_avg", init="zeros")
+        self.exp_avg_sq = self._parameters.clone(prefix="exp_avg_sq", init="zeros")
+        self.decays = tuple(float(wd) for wd in self._per_param_weight_decay())
+
+    def _per_param_weight_decay(self):
+        if self.is_group:
+            return [float(np.asarray(wd)) for wd in self.weight_decay]
+        return [float(np.asarray(self.weight_decay))] * len(self._parameters)
+
+    def construct(self, gradients):
+        lr = self.get_lr()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        step = self.global_step.astype(ms.float32).reshape(())
+        bias1 = 1 - ops.pow(self.beta1, step)
+        bias2 = 1 - ops.pow(self.beta2, step)
+        return self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, bias1, bias2),
+                              self.decays, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
+
+
+def create_optimizer(params: Sequence[Parameter], name: str, learning_rate: np.ndarray, weight_decay: float,
+                     beta=(0.9, 0.999), eps: float = 1e-8, momentum: float = 0.9) -> nn.Optimizer:
+    """Optimizer over ``params`` with a per-step learning-rate array; no decay on 1-D/position params."""
+    lr = Tensor(np.asarray(learning_rate, np.float32))
+    groups = param_groups(params, weight_decay)
+    if name == "adamw":
+        return AdamW(groups, lr, beta1=beta[0], beta2=beta[1], eps=eps, weight_decay=weight_decay)
+    if name in ("sgd", "momentum"):
+        return nn.Momentum(groups, lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")

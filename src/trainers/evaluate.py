@@ -1,0 +1,62 @@
+"""Top-1 / top-5 / loss over a dataset; distributed runs sum the counts over ranks."""
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> Dict[int, int]:
+    """Number of samples whose label is among the k highest logits (ties broken by index)."""
+    order = np.argsort(-logits, axis=1, kind="stable")
+    hits = order == labels[:, None]
+    return {k: int(hits[:, :k].any(axis=1).sum()) for k in ks}
+
+
+def cross_entropy_sum(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].sum())
+
+
+def evaluate(net: nn.Cell, dataset, distributed: bool = False) -> Dict[str, float]:
+    """Run ``net`` (eval mode) over ``dataset`` (columns image, integer label)."""
+    net.set_train(False)
+    totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, samples
+    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+        logits = net(images).asnumpy().astype(np.float64)
+        labels = labels.asnumpy().astype(np.int64)
+        hits = topk_correct(logits, labels)
+        totals += (hits[1], hits[5], cross_entropy_sum(logits, labels), len(labels))
+    if distributed:
+        totals = ops.AllReduce()(Tensor(totals, ms.float32)).asnumpy().astype(np.float64)
+    count = max(totals[3], 1.0)
+    return {"top1": 100.0 * totals[0] / count, "top5": 100.0 * totals[1] / count,
+            "loss": totals[2] / count, "count": int(totals[3])}
+
+
+def copy_weights(dst: nn.Cell, source: Mapping[str, ms.Parameter], prefix: str = "",
+                 fallback: Optional[Mapping[str, ms.Parameter]] = None) -> None:
+    """dst's parameters <- ``source[prefix + name]`` (or ``fallback[name]`` where the source has none)."""
+    for param in dst.get_parameters():
+        value = source.get(prefix + param.name)
+        if value is None and fallback is not None:
+            value = fallback[param.name]
+        param.set_data(Tensor(value.asnumpy()))
+
+
+def run_evaluation(cfg) -> Dict[str, float]:
+    """eval.py: the configured model with ``cfg.pretrained`` weights on the validation split."""
+    from ..tools.checkpoint import load_model_weights
+    from ..tools.device import init_device
+    from .builders import eval_dataset, model_from_config, prepare_data
+
+    if not cfg.pretrained:
+        raise ValueError("no weights to evaluate: pass --pretrained <checkpoint.ckpt>")
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    root = prepare_data(cfg, rank)
+    net = model_from_config(cfg)
+    load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    if cfg.amp_level != "O0":
+        net = ms.amp.auto_mixed_precision(net, cfg.amp_level)
+    return evaluate(net, eval_dataset(cfg, root, rank, world), distributed=world > 1)

@@ -1,0 +1,77 @@
+"""One training step: loss scaling, gradient reduction, overflow skip, clipping, optimizer, EMA.
+
+MindSpore's stock ``TrainOneStepWithLossScaleCell`` detects overflow with Ascend/GPU-only status
+kernels and fails on the CPU; here overflow is ``not all_finite(grads)``, which works everywhere.
+Order of a step: scaled loss -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag
+(all-reduced so every rank agrees) -> loss-scale update -> if finite: clip to the global norm,
+optimizer step, EMA update. On overflow the weights, optimizer state and EMA are left untouched.
+"""
+from typing import Optional, Sequence
+
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+
+_unscale = ops.MultitypeFuncGraph("unscale")
+
+
+@_unscale.register("Tensor", "Tensor")
+def _unscale_grad(inv_scale, grad):
+    return grad * inv_scale.astype(grad.dtype)
+
+
+_ema_update = ops.MultitypeFuncGraph("ema_update")
+
+
+@_ema_update.register("Tensor", "Tensor", "Tensor")
+def _ema_step(decay, ema, param):
+    return ops.assign(ema, ema * decay + param.astype(ema.dtype) * (1 - decay))
+
+
+def ema_source_params(net: nn.Cell) -> list:
+    """What the EMA tracks: every parameter that training changes (weights and BN statistics),
+    as timm's ModelEma averages the whole state dict; frozen tables never change and are skipped."""
+    return [p for p in net.get_parameters() if p.requires_grad or p.name.endswith(("moving_mean", "moving_variance"))]
+
+
+def create_loss_scale(dynamic: bool, scale: float, window: int):
+    """A ``DynamicLossScaleUpdateCell`` (halves on overflow, doubles after ``window`` clean steps) or a
+    fixed scale."""
+    if dynamic:
+        return nn.DynamicLossScaleUpdateCell(loss_scale_value=scale, scale_factor=2, scale_window=window)
+    return Tensor(scale, ms.float32)
+
+
+class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
+    """Returns (loss, overflow, loss scale). ``network`` maps the inputs to the (unscaled) loss."""
+
+    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_norm: float = 0.0,
+                 ema_decay: float = 0.0, ema_params: Optional[Sequence[Parameter]] = None):
+        super().__init__(network, optimizer, scale_sense)
+        self.clip = clip_norm > 0
+        self.clip_norm = float(clip_norm)
+        self.use_ema = ema_decay > 0
+        self.ema_decay = Tensor(ema_decay, ms.float32)
+        sources = list(ema_params or []) if self.use_ema else []
+        self.ema_sources = ParameterTuple(sources)
+        self.ema = ParameterTuple([Parameter(p.data.copy(), name=f"ema.{p.name}", requires_grad=False)
+                                   for p in sources])
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        scale = self.scale_sense
+        sens = ops.ones_like(loss) * scale.astype(loss.dtype)
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        grads = self.hyper_map(ops.partial(_unscale, ops.reciprocal(scale)), grads)
+        grads = self.grad_reducer(grads)
+        overflow = ops.logical_not(ms.amp.all_finite(grads))
+        if self.is_distributed:
+            overflow = self.allreduce(overflow.astype(ms.float32)) > 0
+        overflow = self.process_loss_scale(overflow)
+        if not overflow:
+            if self.clip:
+                grads = ops.clip_by_global_norm(grads, self.clip_norm)
+            loss = ops.depend(loss, self.optimizer(grads))
+            if self.use_ema:
+                loss = ops.depend(loss, self.hyper_map(ops.partial(_ema_update, self.ema_decay),
+                                                       self.ema, self.ema_sources))
+        return loss, overflow, scale

@@ -1,0 +1,146 @@
+"""Learning-rate schedule, AdamW, the train step (overflow, clipping, EMA), and training end to end."""
+import math
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn
+
+from src.models import VisionGNN
+from src.tools.optim import AdamW, create_optimizer, no_weight_decay, param_groups
+from src.tools.schedule import create_lr_schedule
+from src.trainers.train_step import TrainOneStep, create_loss_scale, ema_source_params
+
+
+def test_lr_schedule_at_known_steps():
+    lrs = create_lr_schedule("cosine_lr", base_lr=1e-3, steps_per_epoch=10, epochs=20, warmup_length=2,
+                             warmup_lr=1e-6, min_lr=1e-5, cooldown_epochs=3)
+    assert len(lrs) == (20 + 3) * 10 and lrs.dtype == np.float32
+    assert lrs[0] == pytest.approx(1e-6)
+    assert lrs[10] == pytest.approx(1e-6 + 10 * (1e-3 - 1e-6) / 20)          # half-way through warm-up
+    cosine = lambda t: 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / 200))  # noqa: E731
+    for t in (20, 57, 100, 199):
+        assert lrs[t] == pytest.approx(cosine(t), rel=1e-6)
+    assert lrs[100] == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-6)            # the cosine's midpoint
+    assert np.all(lrs[200:] == np.float32(1e-5))                             # cooldown at min_lr
+    assert np.all(np.diff(lrs[20:200]) <= 0)
+    flat = create_lr_schedule("constant_lr", 0.1, 5, 4, warmup_length=1, warmup_lr=0.0)
+    assert flat[0] == 0 and np.all(flat[5:] == np.float32(0.1))
+    with pytest.raises(ValueError, match="unknown lr_scheduler"):
+        create_lr_schedule("step_lr", 0.1, 5, 4)
+
+
+def test_weight_decay_groups():
+    net = VisionGNN(32, [4], [1], num_classes=3, img_size=32)
+    names = {p.name for p in net.trainable_params() if no_weight_decay(p)}
+    assert "pos_embed" in names and "stem.convs.0.bias" in names and "stem.convs.1.gamma" in names
+    assert "stem.convs.0.weight" not in names and "prediction.4.weight" not in names
+    groups = param_groups(net.trainable_params(), 0.05)
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(net.trainable_params())
+    assert [g["weight_decay"] for g in groups[:2]] == [0.05, 0.0]
+
+
+def test_adamw_matches_torch(pynative):
+    """Bias-corrected moments and decoupled decay, step for step like torch.optim.AdamW."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    w0, b0 = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    grads = [(rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32))
+             for _ in range(5)]
+    lrs = np.array([1e-2, 2e-2, 3e-2, 2e-2, 1e-2], np.float32)
+
+    tw, tb = torch.nn.Parameter(torch.tensor(w0)), torch.nn.Parameter(torch.tensor(b0))
+    topt = torch.optim.AdamW([{"params": [tw], "weight_decay": 0.1}, {"params": [tb], "weight_decay": 0.0}],
+                             lr=1e-2, betas=(0.9, 0.99), eps=1e-8)
+    mw, mb = Parameter(Tensor(w0), name="w.weight"), Parameter(Tensor(b0), name="w.bias")
+    mopt = create_optimizer([mw, mb], "adamw", lrs, weight_decay=0.1, beta=(0.9, 0.99), eps=1e-8)
+    assert isinstance(mopt, AdamW)
+    for step, (gw, gb) in enumerate(grads):
+        for group in topt.param_groups:
+            group["lr"] = float(lrs[step])
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+        mopt((Tensor(gw), Tensor(gb)))
+    np.testing.assert_allclose(mw.asnumpy(), tw.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mb.asnumpy(), tb.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Quadratic(nn.Cell):
+    """loss = scale * sum((w - target)^2): gradients of known size."""
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.w = Parameter(Tensor(np.zeros(4, np.float32)), name="w")
+        self.scale = scale
+
+    def construct(self, target):
+        return self.scale * ((self.w - target) ** 2).sum()
+
+
+def make_step(net, optimizer="sgd", lr=1.0, loss_scale=None, clip=0.0, ema=0.0, momentum=0.0):
+    opt = create_optimizer(net.trainable_params(), optimizer, np.full(100, lr, np.float32), 0.0, momentum=momentum)
+    scale = loss_scale if loss_scale is not None else Tensor(1.0, ms.float32)
+    return TrainOneStep(net, opt, scale, clip_norm=clip, ema_decay=ema, ema_params=ema_source_params(net))
+
+
+def test_forced_overflow_skips_the_update_and_lowers_the_scale(any_mode):
+    net = Quadratic()
+    step = make_step(net, loss_scale=create_loss_scale(True, 2.0 ** 10, 2), ema=0.5)
+    target = Tensor(np.ones(4, np.float32))
+    step(target)  # a clean step
+    before, ema_before = net.w.asnumpy().copy(), step.ema[0].asnumpy().copy()
+    step.scale_sense.set_data(Tensor(3.0e38, ms.float32))  # scaled gradients overflow float32
+    loss, overflow, scale = step(target)
+    assert bool(overflow.asnumpy())
+    np.testing.assert_array_equal(net.w.asnumpy(), before)
+    np.testing.assert_array_equal(step.ema[0].asnumpy(), ema_before)
+    assert float(step.scale_sense.asnumpy()) == pytest.approx(1.5e38, rel=1e-6)
+    assert int(step.optimizer.global_step.asnumpy()[0]) == 1  # the skipped step does not advance the schedule
+    step.scale_sense.set_data(Tensor(4.0, ms.float32))
+    for _ in range(2):  # two clean steps (scale_window 2) double the scale
+        _, overflow, _ = step(target)
+        assert not bool(overflow.asnumpy())
+    assert float(step.scale_sense.asnumpy()) == 8.0
+
+
+def test_fixed_loss_scale_is_unscaled(any_mode):
+    plain, scaled = Quadratic(), Quadratic()
+    make_step(plain)(Tensor(np.ones(4, np.float32)))
+    make_step(scaled, loss_scale=Tensor(1024.0, ms.float32))(Tensor(np.ones(4, np.float32)))
+    np.testing.assert_allclose(scaled.w.asnumpy(), plain.w.asnumpy(), rtol=1e-6)
+
+
+def test_clipping_bounds_the_global_norm(any_mode):
+    net = Quadratic(scale=50.0)  # gradient 100 per entry, global norm 200
+    step = make_step(net, lr=1.0, clip=0.5)
+    step(Tensor(np.ones(4, np.float32)))
+    delta = net.w.asnumpy()  # SGD without momentum: delta = -lr * clipped gradient
+    assert np.linalg.norm(delta) == pytest.approx(0.5, rel=1e-5)
+    np.testing.assert_allclose(delta, np.full(4, 0.25), rtol=1e-5)  # direction kept
+
+
+def test_ema_follows_its_formula(any_mode):
+    net = Quadratic()
+    step = make_step(net, lr=0.1, ema=0.9)
+    target = Tensor(np.arange(4, dtype=np.float32))
+    expected = net.w.asnumpy().copy()
+    for _ in range(3):
+        step(target)
+        expected = 0.9 * expected + 0.1 * net.w.asnumpy()
+        np.testing.assert_allclose(step.ema[0].asnumpy(), expected, rtol=1e-6, atol=1e-7)
+    assert step.ema[0].name == "ema.w"
+
+
+def test_a_few_steps_lower_the_loss(graph_mode):
+    net = VisionGNN(32, [4, 4], [1, 1], num_classes=4, img_size=32)
+    amp_net = ms.amp.auto_mixed_precision(net, "O2")
+    loss_net = nn.WithLossCell(amp_net, nn.CrossEntropyLoss())
+    opt = create_optimizer(net.trainable_params(), "adamw", np.full(20, 2e-3, np.float32), 0.05)
+    step = TrainOneStep(loss_net, opt, create_loss_scale(True, 2.0 ** 12, 1000), clip_norm=5.0, ema_decay=0.99,
+                        ema_params=ema_source_params(net))
+    step.set_train(True)
+    rng = np.random.default_rng(0)
+    images = Tensor(rng.standard_normal((8, 3, 32, 32)).astype(np.float32))
+    labels = Tensor(np.arange(8, dtype=np.int32) % 4)
+    losses = [float(step(images, labels)[0].asnumpy()) for _ in range(12)]
+    assert losses[-1] < 0.5 * losses[0]
