@@ -48,7 +48,7 @@ def to_mindspore_names(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
             continue
         if module in bn_modules:
             leaf = BN_RENAMES[leaf]
-        out[f"{module}.{leaf}"] = np.ascontiguousarray(value, dtype=np.float32)
+        out[f"{module}.{leaf}" if module else leaf] = np.ascontiguousarray(value, dtype=np.float32)
     return out
 
 
