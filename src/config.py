@@ -127,12 +127,16 @@ OPTIONS: Dict[str, Option] = {
     "graph_mode": Option(True, _bool, "GRAPH_MODE (else PYNATIVE_MODE)"),
     # ----- export and offline inference
     "file_format": Option("MINDIR", _str, "export format", ("MINDIR", "AIR", "ONNX")),
-    "file_name": Option(None, _optional(str), "export file name (default: the arch)"),
+    "file_name": Option(None, _optional(str), "export file name without extension (default: the arch)"),
+    "preprocess_path": Option("./preprocess_Result", _str, "offline inference inputs: one .bin per validation "
+                                                            "image and labels.json"),
+    "result_path": Option("./result_Files", _str, "offline inference outputs: one <id>_0.bin of logits per input"),
 }
 
 
 class Config(dict):
-    """The merged configuration; keys are also attributes (``cfg.base_lr``)."""
+    """The merged configuration; keys are also attributes (``cfg.base_lr``). Besides the schema keys
+    it records ``config`` (the YAML path) and ``command_line_keys`` (what the command line set)."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -205,6 +209,7 @@ def load_config(argv: Optional[List[str]] = None, description: str = "", require
         raise ConfigError("no model given: pass --config configs/<model>.yaml or --arch <name>")
     cfg = Config(values)
     cfg["config"] = args.config
+    cfg["command_line_keys"] = sorted(cli)
     return cfg
 
 

@@ -62,3 +62,10 @@ def write_image_folder(root, classes=3, train_per_class=12, val_per_class=4, siz
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same MindSpore seed: initial weights and random ops are reproducible."""
+    ms.set_seed(0)
+    yield

@@ -58,7 +58,8 @@ def test_saved_config_reloads_identically(tmp_path):
     out = tmp_path / "saved.yaml"
     save_config(cfg, str(out))
     again = load_config(["--config", str(out)])
-    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in cfg.items() if k != "config"}
+    assert {k: v for k, v in again.items() if k in OPTIONS} == {k: v for k, v in cfg.items() if k in OPTIONS}
+    assert cfg.command_line_keys == ["arch", "beta", "crop_scale"] and again.command_line_keys == []
 
 
 def test_every_config_file_loads_and_every_model_has_one():

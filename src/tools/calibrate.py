@@ -63,3 +63,47 @@ def calibrate(net: nn.Cell, images: np.ndarray, seed: int = 0) -> nn.Cell:
         net.set_train(False)
         ms.set_context(mode=mode)
     return net
+
+
+def knn_margins(net: nn.Cell, images: np.ndarray) -> list:
+    """Per Grapher (in order), each node's smallest float64 gap between adjacent ranked candidate
+    distances that decides its neighbour list, shape (B, N).
+
+    Two float32 implementations (another runtime, another GEMM) can only disagree on a node's
+    neighbours when this gap is near float32 rounding; comparisons pick inputs whose gaps are
+    all clear of it. Runs ``net`` (eval mode) block by block in PyNative mode.
+    """
+    from ..models.layers import Grapher
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net.set_train(False)
+    margins = []
+    try:
+        x = net.embed(Tensor(images))
+        for entry in net.backbone:
+            grapher = entry[0] if isinstance(entry, nn.SequentialCell) else None
+            if isinstance(grapher, Grapher):
+                margins.append(_grapher_margin(grapher, x))
+            x = entry(x)
+    finally:
+        ms.set_context(mode=mode)
+    return margins
+
+
+def _grapher_margin(grapher, x) -> np.ndarray:
+    nodes, keys, _ = grapher.graph_conv.graph(grapher.fc1(x), None)
+    nodes, keys = nodes.asnumpy().astype(np.float64), keys.asnumpy().astype(np.float64)
+    nodes /= np.maximum(np.linalg.norm(nodes, axis=-1, keepdims=True), 1e-12)
+    keys /= np.maximum(np.linalg.norm(keys, axis=-1, keepdims=True), 1e-12)
+    dist = (nodes ** 2).sum(-1)[..., None] - 2 * nodes @ keys.transpose(0, 2, 1) + (keys ** 2).sum(-1)[:, None]
+    table = grapher._relative_pos()
+    if table is not None:
+        dist = dist + table.asnumpy().astype(np.float64)
+    k, d = grapher.k, grapher.dilation
+    ranked = np.sort(dist, axis=-1)[..., :min((k - 1) * d + 2, dist.shape[-1])]
+    t = np.arange(ranked.shape[-1] - 1)
+    decides = ((t % d == 0) & (t <= (k - 1) * d)) | (((t + 1) % d == 0) & (t + 1 <= (k - 1) * d))
+    if not decides.any():
+        return np.full(ranked.shape[:2], np.inf)
+    return np.diff(ranked, axis=-1)[..., decides].min(-1)

@@ -5,18 +5,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-
-def topk_correct(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> Dict[int, int]:
-    """Number of samples whose label is among the k highest logits (ties broken by index)."""
-    order = np.argsort(-logits, axis=1, kind="stable")
-    hits = order == labels[:, None]
-    return {k: int(hits[:, :k].any(axis=1).sum()) for k in ks}
-
-
-def cross_entropy_sum(logits: np.ndarray, labels: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].sum())
+from ..tools.metrics import cross_entropy_sum, topk_correct
 
 
 def evaluate(net: nn.Cell, dataset, distributed: bool = False) -> Dict[str, float]:
@@ -49,7 +38,7 @@ def run_evaluation(cfg) -> Dict[str, float]:
     """eval.py: the configured model with ``cfg.pretrained`` weights on the validation split."""
     from ..tools.checkpoint import load_model_weights
     from ..tools.device import init_device
-    from .builders import eval_dataset, model_from_config, prepare_data
+    from ..tools.builders import eval_dataset, model_from_config, prepare_data
 
     if not cfg.pretrained:
         raise ValueError("no weights to evaluate: pass --pretrained <checkpoint.ckpt>")

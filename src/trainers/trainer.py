@@ -28,7 +28,7 @@ from ..tools.loss import create_loss
 from ..tools.optim import create_optimizer
 from ..tools.plot import plot_training_curves
 from ..tools.schedule import create_lr_schedule
-from .builders import eval_dataset, model_from_config, prepare_data, train_dataset_args
+from ..tools.builders import eval_dataset, model_from_config, prepare_data, train_dataset_args
 from .evaluate import copy_weights, evaluate
 from .train_step import TrainOneStep, create_loss_scale, ema_source_params
 

@@ -34,11 +34,12 @@ class DyGraphConv2d(nn.Cell):
 
     def graph(self, x, relative_pos=None):
         """Token-major nodes (B, N, C), keys (B, M, C) and neighbour indices (B, N, k)."""
-        batch, channels, _, _ = x.shape
+        batch, channels, height, width = x.shape
         nodes = x.reshape(batch, channels, -1).swapaxes(1, 2)
         keys = nodes
-        if self.reduce_ratio > 1:
-            pooled = ops.avg_pool2d(x, self.reduce_ratio, self.reduce_ratio)
+        if self.reduce_ratio > 1:  # r x r average pooling, written as a mean so that it exports everywhere
+            r = self.reduce_ratio
+            pooled = x.reshape(batch, channels, height // r, r, width // r, r).mean((3, 5))
             keys = pooled.reshape(batch, channels, -1).swapaxes(1, 2)
         return nodes, keys, self.dilated_knn_graph(nodes, keys, relative_pos)
 

@@ -46,7 +46,7 @@ class MRConv2d(nn.Cell):
     def construct(self, x, keys, idx):
         batch, channels, num_nodes, _ = x.shape
         rel = max_over_neighbours(keys, idx, self.per_slot).swapaxes(1, 2).reshape(x.shape) - x
-        z = ops.stack([x, rel], axis=2).reshape(batch, 2 * channels, num_nodes, 1)
+        z = ops.stack((x, rel), axis=2).reshape(batch, 2 * channels, num_nodes, 1)
         return self.nn(z)
 
 
@@ -60,7 +60,7 @@ class EdgeConv2d(nn.Cell):
     def construct(self, x, keys, idx):
         x_j = neighbours_channel_first(keys, idx)
         x_i = x.broadcast_to(x_j.shape)
-        return ops.amax(self.nn(ops.cat([x_i, x_j - x_i], axis=1)), -1, keepdims=True)
+        return ops.amax(self.nn(ops.cat((x_i, x_j - x_i), axis=1)), -1, keepdims=True)
 
 
 class GraphSAGE(nn.Cell):
@@ -73,7 +73,7 @@ class GraphSAGE(nn.Cell):
 
     def construct(self, x, keys, idx):
         x_j = ops.amax(self.nn1(neighbours_channel_first(keys, idx)), -1, keepdims=True)
-        return self.nn2(ops.cat([x, x_j], axis=1))
+        return self.nn2(ops.cat((x, x_j), axis=1))
 
 
 class GINConv2d(nn.Cell):

@@ -1,0 +1,23 @@
+"""Offline inference, step 1: the validation images as model inputs on disk.
+
+    python preprocess.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet --preprocess_path ./preprocess_Result
+
+Each image of <data_url>/val goes through the model's evaluation transform (bicubic resize to
+image_size / crop_pct, centre crop, the model's mean/std) into <id>.bin (float32, 1x3xSxS), with
+labels.json mapping ids to labels and files.
+"""
+from src.tools.cli import run_cli
+
+
+def main(argv=None) -> dict:
+    from src.config import load_config
+    cfg = load_config(argv, description=__doc__)
+    from src.tools.offline import preprocess
+    counts = preprocess(cfg)
+    verb = "reused" if counts["reused"] else "wrote"
+    print(f"{verb} {counts['images']} inputs of {counts['classes']} classes in {cfg.preprocess_path}")
+    return counts
+
+
+if __name__ == "__main__":
+    run_cli(main)
