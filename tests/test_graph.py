@@ -5,7 +5,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 from src.models.layers import (BicubicResize, DilatedKnnGraph, DyGraphConv2d, bicubic_resize_np, cap_knn,
-                               gather_rows, max_over_neighbours, relative_pos_table)
+                               gather_rows, relative_pos_table, set_kernel_impl)
+from src.models.layers import NeighbourMax
 
 
 def knn_reference(x, y, k, dilation, relative_pos=None):
@@ -98,9 +99,32 @@ def test_neighbour_gathers(pynative):
     idx = rng.integers(0, 7, (3, 4, 6)).astype(np.int32)
     expected = np.take_along_axis(table[:, None], idx[..., None], axis=2)  # (3, 4, 6, 5)
     np.testing.assert_array_equal(gather_rows(Tensor(table), Tensor(idx)).asnumpy(), expected)
-    for per_slot in (True, False):
-        got = max_over_neighbours(Tensor(table), Tensor(idx), per_slot).asnumpy()
-        np.testing.assert_array_equal(got, expected.max(2))
+    aggregate = NeighbourMax(5)
+    for impl in ("cpu", "native"):
+        set_kernel_impl(aggregate, impl)
+        np.testing.assert_array_equal(aggregate(Tensor(table), Tensor(idx)).asnumpy(), expected.max(2))
+
+
+def test_neighbour_max_gradient_goes_to_the_winner(any_mode):
+    """d/d table of sum(w * max_t table[idx]): each w lands on the row that attained the max."""
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((2, 6, 4)).astype(np.float32)
+    idx = rng.integers(0, 6, (2, 5, 3)).astype(np.int32)
+    weights = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    gathered = np.take_along_axis(table[:, None], idx[..., None], axis=2)  # (2, 5, 3, 4)
+    winner = gathered.argmax(2)
+    expected = np.zeros_like(table)
+    for b, i, c in np.ndindex(2, 5, 4):
+        expected[b, idx[b, i, winner[b, i, c]], c] += weights[b, i, c]
+    aggregate = NeighbourMax(4)
+
+    def weighted(t):
+        return (aggregate(t, Tensor(idx)) * Tensor(weights)).sum()
+
+    for impl in ("cpu", "native"):
+        set_kernel_impl(aggregate, impl)
+        grad = ms.grad(weighted)(Tensor(table))
+        np.testing.assert_allclose(grad.asnumpy(), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_bicubic_matches_torch(pynative):
@@ -127,3 +151,19 @@ def test_relative_pos_table_properties():
     assert reduced.shape == (64, 16)
     np.testing.assert_allclose(reduced[:, 3], 0.59375 * (table[:, 13] + table[:, 14])
                                - 0.09375 * (table[:, 12] + table[:, 15]), atol=1e-6)
+
+
+@pytest.mark.parametrize("k,dilation", [(9, 1), (4, 3), (6, 2)])
+def test_compiled_selection_equals_topk(any_mode, k, dilation):
+    """The CPU selection kernel returns top-k + dilation slicing's indices, stochastic positions too."""
+    x, y, ref = well_separated((2, 50, 8), k, dilation, seed=7 * k + dilation)
+    graph = DilatedKnnGraph(k, dilation, stochastic=True, epsilon=1.0)
+    graph.set_impl("cpu")
+    assert graph.select is not None, "the CPU kernel did not compile here"
+    graph.set_train(False)
+    np.testing.assert_array_equal(graph(Tensor(x), Tensor(y)).asnumpy(), ref)
+    graph.set_train(True)  # epsilon 1: random positions among the k*d candidates
+    idx = graph(Tensor(x), Tensor(y)).asnumpy()
+    candidates = knn_reference(x.astype(np.float64), y.astype(np.float64), k * dilation, 1)[0]
+    assert all(set(idx[b, i]) <= set(candidates[b, i]) and len(set(idx[b, i])) == k
+               for b in range(2) for i in range(50))

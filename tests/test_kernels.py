@@ -1,9 +1,11 @@
 """The CPU formulations compute the native kernels' function (same parameters, same results)."""
 import numpy as np
 import pytest
+import mindspore as ms
 from mindspore import Tensor, ops
 
 from src.models.layers import GELU, Conv2d, create_graph_conv, erf_by_formula, set_export_mode, set_kernel_impl
+from src.models.layers.activation import compiled_gelu
 
 CONV_CASES = [  # (in, out, kernel, stride, padding, groups, bias, size)
     (3, 8, 3, 2, 1, 1, True, 17),
@@ -60,8 +62,36 @@ def test_erf_formula_and_export_gelu():
     gelu = GELU()
     x = Tensor((z * 2).reshape(1, -1))
     exact = gelu(x).asnumpy()
-    set_export_mode(gelu, onnx=True)
+    set_export_mode(gelu, "ONNX")
     assert gelu.use_erf_formula
     np.testing.assert_allclose(gelu(x).asnumpy(), exact, atol=1e-5)
-    set_export_mode(gelu, onnx=False)
+    set_export_mode(gelu, None)
     assert gelu(x).asnumpy().tobytes() == exact.tobytes()
+
+
+def test_compiled_gelu_is_exact(any_mode):
+    """The compiled CPU GELU and its derivative against float64 (and MindSpore's kernel)."""
+    from scipy.special import erf
+    assert compiled_gelu() is not None, "the CPU kernel did not compile here"
+    x64 = np.random.default_rng(0).standard_normal(100_003) * 4  # not a multiple of the vector width
+    x = Tensor(x64.astype(np.float32))
+    x64 = x64.astype(np.float32).astype(np.float64)
+    gelu = GELU()
+    native = gelu(x).asnumpy()
+    gelu.set_impl("cpu")
+    assert gelu.fast_gelu is not None
+    fast = gelu(x).asnumpy()
+    exact = 0.5 * x64 * (1 + erf(x64 / np.sqrt(2)))
+    assert np.abs(fast - exact).max() < 4e-6 and np.abs(native - exact).max() < 4e-6
+    grad = ms.grad(gelu)(x).asnumpy()
+    exact_grad = 0.5 * (1 + erf(x64 / np.sqrt(2))) + x64 * np.exp(-0.5 * x64 ** 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(grad, exact_grad, atol=2e-6)
+    half = gelu(x.astype(ms.float16)).asnumpy()  # other dtypes use MindSpore's kernel
+    np.testing.assert_allclose(half.astype(np.float64), exact, atol=3e-2, rtol=1e-2)
+
+
+def test_kernels_fall_back_without_a_compiler(monkeypatch, tmp_path):
+    from src.models.layers import kernels
+    monkeypatch.setattr(kernels, "_LOADED", {})
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    assert kernels.load("gelu_cpu") is None

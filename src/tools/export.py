@@ -2,7 +2,8 @@
 
 The network is built with native kernels by default, since an export is meant for the device
 that runs it (Ascend 310, or onnxruntime); ``kernel_impl: cpu`` gives a MINDIR tuned for MindSpore
-on the CPU. For ONNX, exact GELU is written with basic ops (MindSpore's converter has no Erf).
+on the CPU (without the compiled kernels, which a MINDIR cannot carry). For ONNX, exact GELU is
+written with basic ops (MindSpore's converter has no Erf).
 """
 import os
 
@@ -37,14 +38,14 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     dummy = Tensor(np.zeros((batch_size, 3, image_size, image_size), np.float32))
     net.set_train(False)
     try:
+        set_export_mode(net, file_format)
         if file_format == "ONNX":
-            set_export_mode(net, onnx=True)
             ms.onnx.export(net, dummy, file_name=tmp + ".onnx", input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
         else:
             ms.export(net, dummy, file_name=tmp, file_format=file_format)
         os.replace(tmp + EXTENSIONS[file_format], path)
     finally:
-        set_export_mode(net, onnx=False)
+        set_export_mode(net, None)
         if os.path.exists(tmp + EXTENSIONS[file_format]):
             os.remove(tmp + EXTENSIONS[file_format])
     return path

@@ -28,22 +28,20 @@ def param_groups(params: Sequence[Parameter], weight_decay: float) -> List[dict]
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 
 
-@_adamw_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Number",
-                        "Tensor", "Tensor", "Tensor", "Tensor")
-def _adamw_step(beta1, beta2, eps, lr, bias1, bias2, weight_decay, param, exp_avg, exp_avg_sq, grad):
-    grad = grad.astype(ms.float32)
-    next_avg = beta1 * exp_avg + (1 - beta1) * grad
-    next_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
-    denom = ops.sqrt(next_avg_sq) / ops.sqrt(bias2) + eps
-    next_param = param * (1 - lr * weight_decay) - (lr / bias1) * next_avg / denom
-    next_param = ops.depend(next_param, ops.assign(exp_avg, next_avg))
-    next_param = ops.depend(next_param, ops.assign(exp_avg_sq, next_avg_sq))
-    return ops.assign(param, next_param)
+@_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Number", "Tensor", "Tensor",
+                        "Tensor", "Tensor")
+def _adamw_step(fused, beta1, beta2, eps, lr, scale, weight_decay, param, exp_avg, exp_avg_sq, grad):
+    return fused(param, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay / scale, grad.astype(param.dtype))
 
 
 class AdamW(nn.Optimizer):
     """torch.optim.AdamW: p <- p (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps), with bias-corrected
-    moments m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t). State: ``exp_avg.*``, ``exp_avg_sq.*``."""
+    moments m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t). State: ``exp_avg.*``, ``exp_avg_sq.*``.
+
+    Computed by MindSpore's fused AdamWeightDecay kernel, which has no bias correction, fed with
+    lr' = lr s, eps' = eps sqrt(1 - beta2^t) and decay' = wd / s where s = sqrt(1 - beta2^t) / (1 - beta1^t):
+    algebraically the same update, in one kernel per parameter instead of a dozen element-wise ops.
+    """
 
     def __init__(self, params, learning_rate, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0):
@@ -54,6 +52,7 @@ class AdamW(nn.Optimizer):
         self.exp_avg = self._parameters.clone(prefix="exp_avg", init="zeros")
         self.exp_avg_sq = self._parameters.clone(prefix="exp_avg_sq", init="zeros")
         self.decays = tuple(float(wd) for wd in self._per_param_weight_decay())
+        self.fused = ops.AdamWeightDecay()
 
     def _per_param_weight_decay(self):
         if self.is_group:
@@ -65,8 +64,10 @@ class AdamW(nn.Optimizer):
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         step = self.global_step.astype(ms.float32).reshape(())
         bias1 = 1 - ops.pow(self.beta1, step)
-        bias2 = 1 - ops.pow(self.beta2, step)
-        return self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, bias1, bias2),
+        root_bias2 = ops.sqrt(1 - ops.pow(self.beta2, step))
+        scale = root_bias2 / bias1
+        return self.hyper_map(ops.partial(_adamw_update, self.fused, self.beta1, self.beta2, self.eps * root_bias2,
+                                          lr * scale, scale),
                               self.decays, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
 
 

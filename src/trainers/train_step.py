@@ -75,3 +75,14 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
                 loss = ops.depend(loss, self.hyper_map(ops.partial(_ema_update, self.ema_decay),
                                                        self.ema, self.ema_sources))
         return loss, overflow, scale
+
+
+def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0", loss_fn: nn.Cell = None,
+                     scale_sense=None, clip_norm: float = 0.0, ema_decay: float = 0.0) -> TrainOneStep:
+    """model -> mixed precision (O2/O3 keep BatchNorm in float32) -> loss -> ``TrainOneStep``, in training mode."""
+    net = model if amp_level == "O0" else ms.amp.auto_mixed_precision(model, amp_level)
+    loss_net = nn.WithLossCell(net, loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
+    step = TrainOneStep(loss_net, optimizer, scale_sense if scale_sense is not None else Tensor(1.0, ms.float32),
+                        clip_norm=clip_norm, ema_decay=ema_decay, ema_params=ema_source_params(model))
+    step.set_train(True)
+    return step

@@ -30,7 +30,7 @@ from ..tools.plot import plot_training_curves
 from ..tools.schedule import create_lr_schedule
 from ..tools.builders import eval_dataset, model_from_config, prepare_data, train_dataset_args
 from .evaluate import copy_weights, evaluate
-from .train_step import TrainOneStep, create_loss_scale, ema_source_params
+from .train_step import TrainOneStep, build_train_step, create_loss_scale
 
 PERIODIC = re.compile(r"epoch_(\d{4,})\.ckpt$")
 CLASSIFIER = "prediction.4."
@@ -147,14 +147,10 @@ def train(cfg: Config) -> Dict[str, float]:
     total_epochs = cfg.epochs + cfg.cooldown_epochs
     optimizer = create_optimizer(model.trainable_params(), cfg.optimizer, lrs, cfg.weight_decay, cfg.beta, cfg.eps,
                                  cfg.momentum)
-    net = model if cfg.amp_level == "O0" else ms.amp.auto_mixed_precision(model, cfg.amp_level)
     mixing = cfg.mix_up > 0 or cfg.cutmix > 0
-    loss_net = nn.WithLossCell(net, create_loss(cfg.label_smoothing, soft_targets=mixing))
-    step = TrainOneStep(loss_net, optimizer,
-                        create_loss_scale(cfg.is_dynamic_loss_scale, cfg.loss_scale, cfg.loss_scale_window),
-                        clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay,
-                        ema_params=ema_source_params(model))
-    step.set_train(True)
+    step = build_train_step(model, optimizer, cfg.amp_level, create_loss(cfg.label_smoothing, soft_targets=mixing),
+                            create_loss_scale(cfg.is_dynamic_loss_scale, cfg.loss_scale, cfg.loss_scale_window),
+                            clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay)
 
     meta = {"epoch": 0, "step": 0, "best_top1": -1.0, "best_epoch": -1}
     if resume_path:

@@ -4,7 +4,7 @@ from .blocks import FFN, DyGraphConv2d, Grapher, conv_bn
 from .conv import Conv2d, resolve_kernel_impl, set_kernel_impl
 from .drop import DropPath, drop_path_schedule
 from .gcn import GRAPH_CONVS, create_graph_conv
-from .graph import DilatedKnnGraph, cap_knn, gather_rows, l2_normalize, max_over_neighbours, pairwise_sq_distance
+from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_rows, l2_normalize, negative_sq_distance
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
 from .stem import Downsample, Stem, classifier_head

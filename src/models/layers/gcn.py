@@ -10,7 +10,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .activation import GELU
 from .conv import Conv2d
-from .graph import gather_rows, max_over_neighbours
+from .graph import NeighbourMax, gather_rows
 
 
 def basic_conv(in_channels: int, out_channels: int) -> nn.SequentialCell:
@@ -38,14 +38,11 @@ class MRConv2d(nn.Cell):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.nn = basic_conv(in_channels * 2, out_channels)
-        self.per_slot = False
-
-    def set_impl(self, impl: str) -> None:
-        self.per_slot = impl == "cpu"
+        self.aggregate = NeighbourMax(in_channels)
 
     def construct(self, x, keys, idx):
         batch, channels, num_nodes, _ = x.shape
-        rel = max_over_neighbours(keys, idx, self.per_slot).swapaxes(1, 2).reshape(x.shape) - x
+        rel = self.aggregate(keys, idx).swapaxes(1, 2).reshape(x.shape) - x
         z = ops.stack((x, rel), axis=2).reshape(batch, 2 * channels, num_nodes, 1)
         return self.nn(z)
 

@@ -10,19 +10,13 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from . import kernels
+
 
 def l2_normalize(x, axis: int = -1):
     """x / max(||x||_2, 1e-12), as torch.nn.functional.normalize (basic ops, so it exports)."""
     norm = ops.sqrt((x * x).sum(axis, keepdims=True))
     return x / ops.maximum(norm, ops.full_like(norm, 1e-12))
-
-
-def pairwise_sq_distance(x, y):
-    """Squared distances (B, N, M) written |x|^2 - 2 x.y + |y|^2, the official formula and order."""
-    inner = -2 * ops.matmul(x, y.swapaxes(1, 2))
-    x_sq = (x * x).sum(-1, keepdims=True)
-    y_sq = (y * y).sum(-1, keepdims=True).swapaxes(1, 2)
-    return x_sq + inner + y_sq
 
 
 def cap_knn(k: int, dilation: int, num_keys: int) -> Tuple[int, int]:
@@ -38,13 +32,32 @@ def cap_knn(k: int, dilation: int, num_keys: int) -> Tuple[int, int]:
     return k, max(1, min(dilation, num_keys // k))
 
 
+def negative_sq_distance(x, y, relative_pos=None):
+    """-(|x|^2 - 2 x.y + |y|^2 + relative_pos), summed in the official order: negating every term is
+    exact in floating point, so this equals the negated official distance bit for bit."""
+    out = 2 * ops.matmul(x, y.swapaxes(1, 2)) - (x * x).sum(-1, keepdims=True)
+    out = out - (y * y).sum(-1, keepdims=True).swapaxes(1, 2)
+    if relative_pos is not None:
+        out = out - relative_pos
+    return out
+
+
+def _compiled_topk():
+    library = kernels.load("topk_cpu")
+    if library is None:
+        return None
+    return ops.Custom(f"{library}:TopkPositions", out_shape=lambda scores, positions: scores[:-1] + positions,
+                      out_dtype=lambda scores, positions: positions, func_type="aot")
+
+
 class DilatedKnnGraph(nn.Cell):
     """Neighbours of each query among the keys: the k.d nearest by L2-normalised distance
     (sorted, nearest first), of which positions 0, d, 2d, ... are kept.
 
     Stochastic mode (training only): with probability ``epsilon`` per forward, k random positions
     among the k.d candidates replace the dilated ones. No gradient flows through the graph, and
-    distances are computed in float32 whatever the network's precision.
+    distances are computed in float32 whatever the network's precision. On the CPU the selection
+    is a compiled kernel that reads the kept positions directly (same indices as top-k + slicing).
     """
 
     def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0):
@@ -55,17 +68,24 @@ class DilatedKnnGraph(nn.Cell):
         self.epsilon = epsilon
         self.num_candidates = k * dilation
         self.dilated_positions = Tensor(np.arange(0, self.num_candidates, dilation), ms.int32)
+        self.select = None
+
+    def set_impl(self, impl: str) -> None:
+        self.select = _compiled_topk() if impl == "cpu" else None
 
     def construct(self, x, y, relative_pos=None):
         """x: queries (B, N, C); y: keys (B, M, C); relative_pos: None or (1, N, M)."""
         x = ops.stop_gradient(l2_normalize(x.astype(ms.float32)))
         y = ops.stop_gradient(l2_normalize(y.astype(ms.float32)))
-        dist = pairwise_sq_distance(x, y)
         if relative_pos is not None:
-            dist = dist + ops.stop_gradient(relative_pos.astype(ms.float32))
-        _, idx = ops.topk(-dist, self.num_candidates, sorted=True)
+            relative_pos = ops.stop_gradient(relative_pos.astype(ms.float32))
+        score = negative_sq_distance(x, y, relative_pos)
+        positions = self._positions() if self.stochastic and self.training else self.dilated_positions
+        if self.select is not None:
+            return self.select(score, positions)
+        _, idx = ops.topk(score, self.num_candidates, sorted=True)
         if self.stochastic and self.training:
-            return ops.gather(idx, self._positions(), 2)
+            return ops.gather(idx, positions, 2)
         if self.dilation > 1:
             idx = idx[:, :, ::self.dilation]
         return idx
@@ -95,17 +115,48 @@ def gather_rows(table, idx):
     return ops.gather(flat, flat_idx.reshape(-1), 0).reshape(idx.shape + (table.shape[-1],))
 
 
-def max_over_neighbours(table, idx, per_slot: bool):
-    """max over t of table[b, idx[b, i, t]] -> (B, N, C).
+class MaxOverRows(nn.Cell):
+    """max over t of flat[idx[..., t]] for global row indices idx (..., k) -> (..., C).
 
-    ``per_slot`` gathers one neighbour slot at a time and keeps a running maximum, which is
-    several times faster on the CPU than one large gather followed by a reduction; the result
-    is identical either way.
+    ``per_slot`` gathers one neighbour slot at a time and keeps a running maximum, several times
+    faster on the CPU than one large gather followed by a reduction; the result is identical.
+    The backward sends each output gradient to the one row that attained the maximum (the first
+    on ties, as torch.max does) with a single segment sum: the generic backward of a chain of
+    element-wise maxima costs several selects and comparisons per slot, which made it the largest
+    single cost of a CPU training step.
     """
-    if not per_slot:
-        return ops.amax(gather_rows(table, idx), 2)
-    flat, flat_idx = _flat_rows(table, idx)
-    out = ops.gather(flat, flat_idx[:, :, 0], 0)
-    for t in range(1, idx.shape[2]):
-        out = ops.maximum(out, ops.gather(flat, flat_idx[:, :, t], 0))
-    return out
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.per_slot = False
+        self.channel_index = Tensor(np.arange(channels), ms.int32)  # a constant: ops.arange fails in a bprop
+
+    def set_impl(self, impl: str) -> None:
+        self.per_slot = impl == "cpu"
+
+    def construct(self, flat, idx):
+        if not self.per_slot:
+            return ops.amax(ops.gather(flat, idx, 0), -2)
+        out = ops.gather(flat, idx[..., 0], 0)
+        for t in range(1, idx.shape[-1]):
+            out = ops.maximum(out, ops.gather(flat, idx[..., t], 0))
+        return out
+
+    def bprop(self, flat, idx, out, dout):
+        winner = ops.argmax(ops.gather(flat, idx, 0), dim=-2).astype(ms.int32)  # (..., C): slot of the max
+        rows = ops.gather_elements(idx, idx.ndim - 1, winner)                    # (..., C): its row
+        elements = rows * flat.shape[1] + self.channel_index
+        grad = ops.unsorted_segment_sum(dout.reshape(-1), elements.reshape(-1), flat.shape[0] * flat.shape[1])
+        return grad.reshape(flat.shape), ops.zeros_like(idx)
+
+
+class NeighbourMax(nn.Cell):
+    """max over t of table[b, idx[b, i, t]] for per-sample tables (B, M, C) -> (B, N, C)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.rows = MaxOverRows(channels)
+
+    def construct(self, table, idx):
+        flat, flat_idx = _flat_rows(table, idx)
+        return self.rows(flat, flat_idx)

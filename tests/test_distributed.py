@@ -1,0 +1,198 @@
+"""Data-parallel training on the CPU: scripts/run_distribute_train.sh starts 2 msrun ranks.
+
+The launch goes through the real script and the real train.py. To compare the weights of both ranks the
+test runs them from a shim repository (``scripts``, ``src`` and ``configs`` are symlinks to this one; the
+script finds the repository from its own path) whose ``train.py`` wraps the real one:
+
+* each validation prints a SHA-256 of the rank's trainable weights (rank 1 writes no checkpoint);
+* each rank seeds MindSpore differently, so identical weights at the end prove that rank 0's initial
+  weights were broadcast and the gradients averaged (with one seed the ranks would start equal anyway).
+
+BatchNorm running statistics are not compared: every rank keeps its own, as in any data-parallel run
+without synchronised BatchNorm.
+"""
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
+BIN = os.path.dirname(sys.executable)
+BATCH = 6
+RANKS = 2
+
+SHIM = '''"""Test shim: the real train.py, with a per-rank seed and a weight digest after each validation."""
+import hashlib
+import os
+import runpy
+import sys
+
+import mindspore as ms
+import src.trainers.trainer as trainer  # the shim's src/ is this repository's
+
+ROOT = {root!r}
+
+RANK = int(os.environ["RANK_ID"])
+_set_seed = ms.set_seed
+ms.set_seed = lambda seed: _set_seed(seed + 1000 * RANK)
+_validate = trainer.validate
+
+
+def validate(step, model, *args, **kwargs):
+    out = _validate(step, model, *args, **kwargs)
+    digest = hashlib.sha256()
+    for param in sorted(model.trainable_params(), key=lambda p: p.name):
+        digest.update(param.name.encode() + param.asnumpy().tobytes())
+    print(f"TRAINABLE_SHA256 rank {{RANK}} {{digest.hexdigest()}}", flush=True)
+    return out
+
+
+trainer.validate = validate
+sys.argv[0] = os.path.join(ROOT, "train.py")
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+def _msrun_missing():
+    if shutil.which("bash") is None:
+        return "bash is not installed"
+    if importlib.util.find_spec("mindspore.parallel.cluster.run") is None:
+        return "this MindSpore has no msrun launcher (mindspore.parallel.cluster.run)"
+    if shutil.which("msrun", path=BIN + os.pathsep + os.environ.get("PATH", "")) is None:
+        return f"msrun is not installed next to {sys.executable}"
+    return None
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _script_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK_TABLE_FILE", "RANK_ID", "RANK_SIZE", "DEVICE_ID")}
+    # msrun starts its workers as `python` from PATH: it must be this interpreter
+    env.update(PATH=BIN + os.pathsep + env.get("PATH", ""), PYTHON=sys.executable, **extra)
+    return env
+
+
+def _run_launcher(command, cwd, env, timeout):
+    """Run a launch script; on timeout interrupt its process group (msrun then stops its workers)."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        pytest.fail(f"the launch did not finish within {timeout} s: {' '.join(command)}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _read(path):
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def _shim_repository(tmp_path):
+    shim = tmp_path / "repo"
+    shim.mkdir()
+    for name in ("scripts", "src", "configs"):
+        os.symlink(os.path.join(ROOT, name), shim / name)
+    (shim / "train.py").write_text(SHIM.format(root=ROOT))
+    return shim
+
+
+@pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
+def test_two_rank_data_parallel_training(image_folder, tmp_path):
+    from src.models import create_model
+    from src.tools.checkpoint import model_entries, read_checkpoint
+
+    shim = _shim_repository(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    command = ["bash", str(shim / "scripts" / "run_distribute_train.sh"), "configs/demo.yaml", image_folder, str(RANKS),
+               "--set", "ImageNet", "--arch", "vig_nano_gelu", "--image_size", "32", "--num_classes", "3",
+               "--batch_size", str(BATCH), "--repeated_aug", "0", "--epochs", "1", "--warmup_length", "0",
+               "--cooldown_epochs", "0", "--num_parallel_workers", "1", "--log_every", "1", "--auto_augment", "none",
+               "--re_prob", "0", "--save_every", "1"]
+    done = _run_launcher(command, work, _script_env(MASTER_PORT=str(_free_port()), MSRUN_TIMEOUT="120"), timeout=600)
+    out = work / "train_distribute"
+    logs = {rank: out / "msrun_log" / f"worker_{rank}.log" for rank in range(RANKS)}
+    detail = done.stdout[-3000:] + done.stderr[-3000:] + "".join(
+        f"\n--- {path.name} (end)\n{_read(path)[-2000:]}" for path in logs.values() if path.is_file())
+    assert done.returncode == 0, detail
+    assert all(path.is_file() for path in logs.values()), detail
+
+    # each rank trains on its half of the images: half the steps of one device
+    train_images = sum(len(files) for _, _, files in os.walk(os.path.join(image_folder, "train")))
+    steps = train_images // (BATCH * RANKS)
+    assert steps * 2 == train_images // BATCH
+    rank_logs = {0: _read(out / "train.log"), 1: _read(out / "train_rank1.log")}
+    for rank, log in rank_logs.items():
+        assert f"{RANKS} ranks x batch {BATCH}, {steps} steps/epoch" in log, (rank, log)
+        assert f"step {steps}/{steps} loss" in log and f"step {steps + 1}/" not in log, (rank, log)
+        assert "val top1" in log, (rank, log)
+
+    # the trainable weights are identical on both ranks, and rank 0's checkpoint holds them
+    digests = {}
+    for rank, path in logs.items():
+        found = re.findall(rf"TRAINABLE_SHA256 rank {rank} ([0-9a-f]{{64}})", _read(path))
+        assert found, f"rank {rank} printed no weight digest: {path}"
+        digests[rank] = found[-1]
+    assert digests[0] == digests[1], "the ranks ended with different weights"
+    assert sorted(p.name for p in out.glob("*.ckpt")) == ["best.ckpt", "epoch_0001.ckpt", "last.ckpt"]
+    weights = model_entries(read_checkpoint(str(out / "last.ckpt")))
+    net = create_model("vig_nano_gelu", num_classes=3, img_size=32)
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in net.trainable_params()):
+        digest.update(name.encode() + weights[name].asnumpy().tobytes())
+    assert digest.hexdigest() == digests[0], "rank 0's checkpoint does not hold the trained weights"
+
+
+def test_launch_scripts_check_their_arguments(tmp_path):
+    """Usage errors are reported before any rank starts (no MindSpore needed)."""
+    def run(script, *args):
+        return subprocess.run(["bash", os.path.join(ROOT, "scripts", script), *args], cwd=tmp_path,
+                              env=_script_env(), capture_output=True, text=True, timeout=60)
+
+    assert run("run_distribute_train.sh").returncode == 1
+    helped = run("run_distribute_train.sh", "--help")
+    assert helped.returncode == 0 and "Usage:" in helped.stdout
+    cases = [
+        (("run_distribute_train.sh", "configs/nope.yaml", "data", "2"), "config file 'configs/nope.yaml' not found"),
+        (("run_distribute_train.sh", "configs/demo.yaml", "data", "two"), "RANK_SIZE must be an integer"),
+        (("run_distribute_train.sh", "configs/demo.yaml", "data", "2", "--epoch", "1"), "unknown config key 'epoch'"),
+        (("run_standalone_train.sh", "configs/demo.yaml", "data", "NPU"), "DEVICE_TARGET must be"),
+        (("run_standalone_train.sh", "configs/demo.yaml", "data", "CPU", "0", "--epochs"), "--epochs needs a value"),
+        (("run_eval.sh", "configs/demo.yaml", "data", "missing.ckpt"), "checkpoint"),
+        (("run_eval.sh", "configs/vig_ti_224_gelu.yaml", "data", __file__), "has no val/ folder"),
+    ]
+    for args, message in cases:
+        done = run(*args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+    # an output folder holding checkpoints is not trained over without --resume
+    (tmp_path / "train_standalone").mkdir()
+    (tmp_path / "train_standalone" / "last.ckpt").write_bytes(b"")
+    done = run("run_standalone_train.sh", "configs/demo.yaml", "data")
+    assert done.returncode == 2 and "--resume auto" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_launch_scripts_pass_shellcheck():
+    scripts = sorted(os.path.join("scripts", name) for name in os.listdir(os.path.join(ROOT, "scripts"))
+                     if name.endswith(".sh") and name != "run_infer_310.sh")
+    done = subprocess.run(["shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
