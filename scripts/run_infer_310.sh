@@ -12,10 +12,13 @@ Usage: bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH CONFIG [DEVICE_ID]
   DEVICE_ID    Ascend device id (default: $DEVICE_ID, else 0)
 
 Writes into the current directory, replacing earlier runs: preprocess_Result/, result_Files/ and the logs
-preprocess.log, build.log, infer.log, acc.log. Needs an Ascend 310 host with the CANN toolkit; elsewhere
-run `python infer.py` between preprocess.py and postprocess.py.
-Environment: ASCEND_HOME (default /usr/local/Ascend), PYTHON, MINDSPORE_PATH and MS_CXX11_ABI
-(see ascend310_infer/build.sh).
+build.log, preprocess.log, infer.log, acc.log. Needs an Ascend 310 host with the CANN toolkit and the MindSpore
+Lite cloud-side inference package (mindspore-lite-<version>-linux-<arch>, the version of the MindSpore that
+exported the model, from https://www.mindspore.cn/lite/docs/en/master/use/downloads.html); elsewhere run
+`python infer.py` between preprocess.py and postprocess.py.
+Environment: ASCEND_HOME (default /usr/local/Ascend), PYTHON, LITE_HOME (the unpacked MindSpore Lite package,
+needed while ascend310_infer/out/main is not built), MS_INFER_API (lite, or legacy with MINDSPORE_PATH for a
+MindSpore <= 2.1 Ascend 310 package) and MS_CXX11_ABI (see ascend310_infer/build.sh).
 EOF
 }
 
@@ -87,23 +90,33 @@ for env_script in "$ascend_home/set_env.sh" "$ascend_home/ascend-toolkit/set_env
     fi
 done
 
+app="$root/ascend310_infer/out/main"
+if [[ ! -x "$app" && "${MS_INFER_API:-lite}" == lite && -z "${LITE_HOME:-}" ]]; then
+    die "LITE_HOME is not set: the 310 step is built against MindSpore Lite; download the cloud-side inference package mindspore-lite-<version>-linux-<arch>.tar.gz from https://www.mindspore.cn/lite/docs/en/master/use/downloads.html, unpack it and set LITE_HOME to that directory"
+fi
+
 echo "model: $model"
 echo "data: $data/val, config: $config, device: $device_id"
 work="$PWD"
 preprocess_path="$work/preprocess_Result"
 result_path="$work/result_Files"
-app="$root/ascend310_infer/out/main"
 
-# preprocess.py refuses a directory that already holds data, so start from an empty one.
-rm -rf "$preprocess_path"
-run_stage preprocess "$work/preprocess.log" \
-    "$python" "$root/preprocess.py" --config "$config" --data_url "$data" --preprocess_path "$preprocess_path"
-
+# Build before the slow preprocessing, so that a missing or wrong package stops the run at once.
 if [[ -x "$app" ]]; then
     echo "[build] using $app (delete ascend310_infer/out to rebuild)"
 else
     run_stage build "$work/build.log" env PYTHON="$python" bash "$root/ascend310_infer/build.sh"
 fi
+# The library path of the package the app was linked against (written by the build).
+if [[ -f "$root/ascend310_infer/out/runtime_env.sh" ]]; then
+    # shellcheck source=/dev/null
+    source "$root/ascend310_infer/out/runtime_env.sh"
+fi
+
+# preprocess.py refuses a directory that already holds data, so start from an empty one.
+rm -rf "$preprocess_path"
+run_stage preprocess "$work/preprocess.log" \
+    "$python" "$root/preprocess.py" --config "$config" --data_url "$data" --preprocess_path "$preprocess_path"
 
 # Stale result files would be scored as if this model had written them.
 rm -rf "$result_path"

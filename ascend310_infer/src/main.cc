@@ -7,10 +7,17 @@
  * evaluation transform of eval.py already applied), so no image decoding happens here: the 310 results see the
  * same pixels as eval.py. Output i of each input goes to <result_path>/<id>_<i>.bin (raw float32 logits for i = 0),
  * the layout postprocess.py and infer.py share.
+ *
+ * Runtime: the C++ API of MindSpore Lite 2.x (Model::Build from the .mindir file on an AscendDeviceInfo context), the
+ * supported way to run a MINDIR exported by MindSpore 2.2 and later. Built with VIG_LEGACY_MS_API (CMake option
+ * USE_LEGACY_MS_API), it uses the C++ API of MindSpore's own Ascend 310 package (MindSpore 2.1 and earlier) instead:
+ * Serialization::Load + GraphCell. The two differ only in the block marked below and in how precision modes are
+ * spelled (ResolvePrecisionMode).
  */
 #include <gflags/gflags.h>
 
 #include <chrono>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -18,8 +25,11 @@
 
 #include "include/api/context.h"
 #include "include/api/model.h"
-#include "include/api/serialization.h"
+#include "include/api/status.h"
 #include "include/api/types.h"
+#ifdef VIG_LEGACY_MS_API
+#include "include/api/serialization.h"
+#endif
 #include "inc/utils.h"
 
 namespace ms = mindspore;
@@ -28,11 +38,13 @@ DEFINE_string(mindir_path, "", "exported model (export.py --file_format MINDIR, 
 DEFINE_string(input_path, "", "directory of preprocessed inputs (*.bin, float32 1x3xSxS)");
 DEFINE_string(result_path, "./result_Files", "directory for the outputs <id>_<i>.bin (created if missing)");
 DEFINE_int32(device_id, 0, "Ascend device id");
-// The ACL default, force_fp16, runs every operator in float16; the graph construction of ViG picks neighbours
-// from pairwise distances, which fp16 can reorder, so keep float32 wherever the operator supports it.
-DEFINE_string(precision_mode, "allow_fp32_to_fp16",
-              "force_fp16, allow_fp32_to_fp16, must_keep_origin_dtype or allow_mix_precision ('' = toolkit default)");
-DEFINE_string(op_select_impl_mode, "", "high_performance or high_precision ('' = toolkit default)");
+// The Ascend default, enforce_fp16 (ACL: force_fp16), runs every operator in float16; the graph construction of ViG
+// picks neighbours from pairwise distances, which fp16 can reorder, so keep float32 wherever the operator supports it.
+DEFINE_string(precision_mode, "preferred_fp32",
+              "enforce_fp32, preferred_fp32, enforce_fp16, enforce_origin or preferred_optimal (MindSpore Lite names; "
+              "the ACL names force_fp32, allow_fp32_to_fp16, force_fp16, must_keep_origin_dtype and "
+              "allow_mix_precision are accepted too; '' = runtime default)");
+DEFINE_string(op_select_impl_mode, "", "high_performance or high_precision ('' = runtime default)");
 
 namespace {
 int Fail(const std::string &message) {
@@ -40,11 +52,93 @@ int Fail(const std::string &message) {
   return 1;
 }
 
-std::shared_ptr<ms::Context> MakeContext() {
-  auto device = std::make_shared<ms::Ascend310DeviceInfo>();
+// MindSpore Lite's AscendDeviceInfo::SetPrecisionMode takes its own names and passes the ACL option on the right to
+// the device; the legacy API takes the ACL names themselves.
+struct PrecisionMode {
+  const char *lite;
+  const char *acl;
+};
+constexpr PrecisionMode kPrecisionModes[] = {{"enforce_fp32", "force_fp32"},
+                                             {"preferred_fp32", "allow_fp32_to_fp16"},
+                                             {"enforce_fp16", "force_fp16"},
+                                             {"enforce_origin", "must_keep_origin_dtype"},
+                                             {"preferred_optimal", "allow_mix_precision"}};
+
+// --precision_mode in the spelling of the API this program is built for; false if it is no known mode.
+bool ResolvePrecisionMode(const std::string &flag, std::string *mode) {
+  if (flag.empty()) {
+    mode->clear();
+    return true;
+  }
+  for (const PrecisionMode &known : kPrecisionModes) {
+    if (flag == known.lite || flag == known.acl) {
+#ifdef VIG_LEGACY_MS_API
+      *mode = known.acl;
+#else
+      *mode = known.lite;
+#endif
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---- The part that differs between the two APIs. ----
+#ifdef VIG_LEGACY_MS_API
+using AscendInfo = ms::Ascend310DeviceInfo;
+const char kRuntimeName[] = "MindSpore Ascend 310 C++ API (legacy)";
+
+ms::Status BuildModel(ms::Model *model, const std::shared_ptr<ms::Context> &context) {
+  ms::Graph graph;
+  ms::Status status = ms::Serialization::Load(FLAGS_mindir_path, ms::ModelType::kMindIR, &graph);
+  if (status != ms::kSuccess) {
+    return status;
+  }
+  return model->Build(ms::GraphCell(graph), context);
+}
+
+// The tensors to pass to Predict for one input file (`data` has the size of model input 0); empty on failure.
+std::vector<ms::MSTensor> MakeInputs(std::vector<ms::MSTensor> *model_inputs, const std::vector<char> &data) {
+  const ms::MSTensor &input = (*model_inputs)[0];
+  // This MSTensor constructor copies `data`, so the buffer can be reused for the next file.
+  std::vector<ms::MSTensor> inputs;
+  inputs.emplace_back(input.Name(), input.DataType(), input.Shape(), data.data(), data.size());
+  return inputs;
+}
+#else
+using AscendInfo = ms::AscendDeviceInfo;
+const char kRuntimeName[] = "MindSpore Lite";
+
+ms::Status BuildModel(ms::Model *model, const std::shared_ptr<ms::Context> &context) {
+  // Loads the .mindir and compiles it for the device in one call (the weights are read from the same file).
+  return model->Build(FLAGS_mindir_path, ms::ModelType::kMindIR, context);
+}
+
+std::vector<ms::MSTensor> MakeInputs(std::vector<ms::MSTensor> *model_inputs, const std::vector<char> &data) {
+  // The host buffer of the model's own input tensor (allocated on first use); Predict copies it to the device.
+  void *buffer = (*model_inputs)[0].MutableData();
+  if (buffer == nullptr) {
+    return {};
+  }
+  std::memcpy(buffer, data.data(), data.size());
+  return *model_inputs;
+}
+#endif
+// ---- End of the API-specific part. ----
+
+// The device options; returns nullptr (after a message) if the runtime refuses one.
+std::shared_ptr<ms::Context> MakeContext(const std::string &precision_mode) {
+  auto device = std::make_shared<AscendInfo>();
   device->SetDeviceID(static_cast<uint32_t>(FLAGS_device_id));
-  if (!FLAGS_precision_mode.empty()) {
-    device->SetPrecisionMode(FLAGS_precision_mode);
+  if (!precision_mode.empty()) {
+    device->SetPrecisionMode(precision_mode);
+    // MindSpore Lite only logs a mode it does not know and keeps its default: do not run with another precision
+    // than the one asked for.
+    if (device->GetPrecisionMode() != precision_mode) {
+      std::cerr << "error: this " << kRuntimeName << " does not accept --precision_mode=" << precision_mode
+                << "; choose another one or '' for its default" << std::endl;
+      return nullptr;
+    }
   }
   if (!FLAGS_op_select_impl_mode.empty()) {
     device->SetOpSelectImplMode(FLAGS_op_select_impl_mode);
@@ -66,6 +160,16 @@ int main(int argc, char **argv) {
   if (FLAGS_device_id < 0) {
     return Fail("--device_id must be >= 0");
   }
+  std::string precision_mode;
+  if (!ResolvePrecisionMode(FLAGS_precision_mode, &precision_mode)) {
+    return Fail("unknown --precision_mode '" + FLAGS_precision_mode +
+                "': use enforce_fp32, preferred_fp32, enforce_fp16, enforce_origin, preferred_optimal or ''");
+  }
+  if (!FLAGS_op_select_impl_mode.empty() && FLAGS_op_select_impl_mode != "high_performance" &&
+      FLAGS_op_select_impl_mode != "high_precision") {
+    return Fail("unknown --op_select_impl_mode '" + FLAGS_op_select_impl_mode +
+                "': use high_performance, high_precision or ''");
+  }
   if (!IsFile(FLAGS_mindir_path)) {
     return Fail("model " + FLAGS_mindir_path + " does not exist; run export.py --file_format MINDIR first");
   }
@@ -81,19 +185,20 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  ms::Graph graph;
-  ms::Status status = ms::Serialization::Load(FLAGS_mindir_path, ms::ModelType::kMindIR, &graph);
-  if (status != ms::kSuccess) {
-    return Fail("cannot load " + FLAGS_mindir_path + ": " + status.ToString());
+  const std::shared_ptr<ms::Context> context = MakeContext(precision_mode);
+  if (context == nullptr) {
+    return 1;
   }
   ms::Model model;
-  status = model.Build(ms::GraphCell(graph), MakeContext());
-  if (status != ms::kSuccess) {
-    return Fail("cannot build " + FLAGS_mindir_path + " on device " + std::to_string(FLAGS_device_id) + ": " +
-                status.ToString());
+  const ms::Status build_status = BuildModel(&model, context);
+  if (build_status != ms::kSuccess) {
+    return Fail("cannot load and build " + FLAGS_mindir_path + " with " + kRuntimeName + " on Ascend device " +
+                std::to_string(FLAGS_device_id) + ": " + build_status.ToString() +
+                " (the runtime's log above says why; common causes: the CANN libraries are not set up (source the "
+                "toolkit's set_env.sh), or the runtime is older than the MindSpore that exported the model)");
   }
 
-  const std::vector<ms::MSTensor> model_inputs = model.GetInputs();
+  std::vector<ms::MSTensor> model_inputs = model.GetInputs();
   if (model_inputs.size() != 1) {
     return Fail("the model takes " + std::to_string(model_inputs.size()) + " inputs; expected 1 image tensor");
   }
@@ -107,8 +212,10 @@ int main(int argc, char **argv) {
     return Fail("model input '" + input.Name() + "' has no fixed shape (" + shape +
                 "); export with fixed --batch_size 1 and --image_size");
   }
-  std::cout << "model " << FLAGS_mindir_path << ": input '" << input.Name() << "' float32 " << shape << ", "
-            << files.size() << " input files in " << FLAGS_input_path << std::endl;
+  std::cout << kRuntimeName << " model " << FLAGS_mindir_path << " on Ascend device " << FLAGS_device_id
+            << " (precision mode " << (precision_mode.empty() ? "default" : precision_mode) << "): input '"
+            << input.Name() << "' float32 " << shape << ", " << files.size() << " input files in " << FLAGS_input_path
+            << std::endl;
 
   std::vector<char> data;
   double total_ms = 0.0;
@@ -122,15 +229,20 @@ int main(int argc, char **argv) {
                   "; preprocess with the config (image_size) the model was exported with, and export with "
                   "--batch_size 1");
     }
-    // This MSTensor constructor copies `data`, so the buffer can be reused for the next file.
-    std::vector<ms::MSTensor> inputs;
-    inputs.emplace_back(input.Name(), input.DataType(), input.Shape(), data.data(), data.size());
+    const std::vector<ms::MSTensor> inputs = MakeInputs(&model_inputs, data);
+    if (inputs.empty()) {
+      return Fail("cannot allocate the host buffer of input '" + input.Name() + "' (" + std::to_string(expected) +
+                  " bytes)");
+    }
     std::vector<ms::MSTensor> outputs;
     const auto start = std::chrono::steady_clock::now();
-    status = model.Predict(inputs, &outputs);
+    const ms::Status status = model.Predict(inputs, &outputs);
     total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (status != ms::kSuccess) {
       return Fail("inference failed on " + file + ": " + status.ToString());
+    }
+    if (outputs.empty()) {
+      return Fail("the model returned no output for " + file);
     }
     for (size_t i = 0; i < outputs.size(); ++i) {
       if (outputs[i].DataType() != ms::DataType::kNumberTypeFloat32) {

@@ -103,7 +103,7 @@ bool WriteOutputs(const std::string &result_dir, const std::string &stem,
                   const std::vector<mindspore::MSTensor> &outputs) {
   for (size_t i = 0; i < outputs.size(); ++i) {
     const std::string path = result_dir + "/" + stem + "_" + std::to_string(i) + ".bin";
-    // Data() is a host copy even when the tensor lives on the device.
+    // Data() is host memory: both runtimes copy the outputs back from the device (no device output buffer is set).
     const std::shared_ptr<const void> data = outputs[i].Data();
     const size_t size = outputs[i].DataSize();
     if (data == nullptr && size > 0) {

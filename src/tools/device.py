@@ -18,7 +18,8 @@ def init_device(device_target: str = "CPU", device_id: int = 0, graph_mode: bool
     if distribute and not any(k in os.environ for k in _LAUNCHER_ENV):
         raise ValueError("distribute=true needs a launcher: run scripts/run_distribute_train.sh (msrun, or an "
                          "HCCL rank table on Ascend), or drop --distribute")
-    device_id = int(os.environ.get("DEVICE_ID", device_id))
+    if distribute:  # launchers give each rank its device through the environment
+        device_id = int(os.environ.get("DEVICE_ID", device_id))
     if device_target == "CPU":
         ms.set_device(device_target)
     else:

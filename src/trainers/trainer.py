@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from ..config import Config, save_config
 from ..data import create_dataset
@@ -115,13 +115,14 @@ def train(cfg: Config) -> Dict[str, float]:
     ms.set_seed(cfg.seed)
     is_main = rank == 0
     resume_path = find_resume(cfg.train_url, cfg.resume)
-    if is_main and resume_path is None and glob.glob(os.path.join(cfg.train_url, "*.ckpt")):
+    if resume_path is None and glob.glob(os.path.join(cfg.train_url, "*.ckpt")):  # every rank stops alike
         raise ValueError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run "
                          f"or choose another --train_url")
     log = get_logger("train", cfg.train_url, rank)
-    if is_main:
+    if is_main:  # a resumed run keeps the first run's config.yaml and records its own beside it
         os.makedirs(cfg.train_url, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.train_url, "config.yaml"))
+        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
+        save_config(cfg, os.path.join(cfg.train_url, name))
     root = prepare_data(cfg, rank)
     train_kwargs = dict(train_dataset_args(cfg), num_shards=world, shard_id=rank)
 
@@ -157,6 +158,9 @@ def train(cfg: Config) -> Dict[str, float]:
         meta.update(restore(step, model, read_checkpoint(resume_path)))
         log.info("resumed from %s at epoch %d (step %d)", resume_path, meta["epoch"], meta["step"])
     start_epoch = int(meta["epoch"])
+    if start_epoch >= total_epochs:
+        log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url, total_epochs)
+        return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
     metrics = MetricsLog(os.path.join(cfg.train_url, "metrics.jsonl") if is_main else None)
     log.info("%s: %d ranks x batch %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels", cfg.arch, world,
              cfg.batch_size, steps_per_epoch, start_epoch + 1, total_epochs, cfg.amp_level, cfg.kernel_impl)
@@ -189,6 +193,8 @@ def train(cfg: Config) -> Dict[str, float]:
                 metrics.write({"type": "step", "epoch": epoch + 1, "step": meta["step"], "loss": loss_value,
                                "lr": lr, "loss_scale": float(scale.asnumpy()), "images_per_s": speed})
         meta["epoch"] = epoch + 1
+        if world > 1:
+            average_batchnorm_statistics(step, world)
         record = {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                   "overflow_steps": overflows, "time_s": time.time() - epoch_start}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == total_epochs:
@@ -229,6 +235,16 @@ def validate(step: TrainOneStep, model: nn.Cell, eval_net: nn.Cell, val_ds, dist
         ema = evaluate(eval_net, val_ds, distributed)
         out.update({f"ema_{k}": v for k, v in ema.items() if k != "count"})
     return out
+
+
+def average_batchnorm_statistics(step: TrainOneStep, world: int) -> None:
+    """Give every rank the mean BatchNorm statistics (and EMA copies) of all ranks, as timm's
+    ``distribute_bn`` does: each rank only saw its shard, and validation and checkpoints must use
+    one set of weights."""
+    allreduce = ops.AllReduce()
+    for param in step.get_parameters():
+        if param.name.endswith(("moving_mean", "moving_variance")):
+            param.set_data(allreduce(param.value()) / world)
 
 
 def prune_checkpoints(train_url: str, keep_last: int) -> None:

@@ -1,0 +1,70 @@
+#!/bin/bash
+# Evaluate a checkpoint on the validation split of one device.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: bash scripts/run_eval.sh CONFIG DATA_PATH CHECKPOINT [DEVICE_TARGET] [DEVICE_ID] [--key value ...]
+
+  CONFIG         YAML file of the checkpoint's model, e.g. configs/vig_ti_224_gelu.yaml
+  DATA_PATH      dataset root with a val/ folder of class folders (set: digits writes the demo data there)
+  CHECKPOINT     .ckpt file: one of ours (e.g. train_standalone/best.ckpt) or a converted official one
+  DEVICE_TARGET  Ascend, GPU or CPU (default: the config's device_target)
+  DEVICE_ID      device to evaluate on (default: 0)
+  --key value    overrides of config keys, e.g. --use_ema true --batch_size 64 --crop_pct 0.9
+
+Prints top-1, top-5 and the loss; the console output is appended to ./eval/log.txt (created in the
+current directory, which is also the working directory of the run). Environment: PYTHON.
+EOF
+}
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    usage
+    exit 0
+fi
+if (($# < 3)); then
+    usage >&2
+    exit 1
+fi
+CONFIG="$(resolve_config "$1")"
+DATA_PATH="$(abspath "$2")"
+CHECKPOINT="$(abspath "$3")"
+shift 3
+[[ -f $CHECKPOINT ]] || die "checkpoint '$CHECKPOINT' does not exist"
+DEVICE_TARGET=""
+DEVICE_ID=""
+if (($#)) && [[ $1 != --* ]]; then
+    DEVICE_TARGET="$1"
+    check_device_target "$DEVICE_TARGET"
+    shift
+fi
+if (($#)) && [[ $1 != --* ]]; then
+    DEVICE_ID="$1"
+    check_count DEVICE_ID "$DEVICE_ID" 0
+    shift
+fi
+normalise_extras "$@"
+find_python
+require_modules mindspore yaml
+
+ARGS=(--config "$CONFIG" --data_url "$DATA_PATH" --pretrained "$CHECKPOINT")
+if [[ -n $DEVICE_TARGET ]]; then
+    ARGS+=(--device_target "$DEVICE_TARGET")
+fi
+if [[ -n $DEVICE_ID ]]; then
+    ARGS+=(--device_id "$DEVICE_ID")
+    export DEVICE_ID # src/tools/device.py prefers the DEVICE_ID variable over --device_id
+fi
+ARGS+=("${EXTRA[@]+"${EXTRA[@]}"}")
+read_config "${ARGS[@]}"
+check_data "$DATA_PATH" val
+
+WORK_DIR="$(pwd)/eval"
+mkdir -p "$WORK_DIR"
+cd "$WORK_DIR"
+LOG="$WORK_DIR/log.txt"
+echo "evaluating $CFG_pretrained on $CFG_device_target; log $LOG"
+log_header "$LOG" "$PYTHON" "$REPO_ROOT/eval.py" "${ARGS[@]}"
+"$PYTHON" "$REPO_ROOT/eval.py" "${ARGS[@]}" 2>&1 | tee -a "$LOG"
