@@ -148,6 +148,24 @@ check_device_target() {
     esac
 }
 
+# device_args ARGS...: the optional DEVICE_TARGET and DEVICE_ID positional arguments in front of the
+# --key value overrides. Sets DEVICE_ARGS (the train.py/eval.py flags) and DEVICE_SHIFT (arguments used).
+device_args() {
+    DEVICE_ARGS=()
+    DEVICE_SHIFT=0
+    if (($#)) && [[ $1 != --* ]]; then
+        check_device_target "$1"
+        DEVICE_ARGS+=(--device_target "$1")
+        DEVICE_SHIFT=1
+        shift
+    fi
+    if (($#)) && [[ $1 != --* ]]; then
+        check_count DEVICE_ID "$1" 0
+        DEVICE_ARGS+=(--device_id "$1")
+        DEVICE_SHIFT=$((DEVICE_SHIFT + 1))
+    fi
+}
+
 check_count() { # check_count NAME VALUE MIN
     if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < $3)); then
         die "$1 must be an integer >= $3, got '$2'"

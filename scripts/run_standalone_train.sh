@@ -32,31 +32,15 @@ fi
 CONFIG="$(resolve_config "$1")"
 DATA_PATH="$(abspath "$2")"
 shift 2
-DEVICE_TARGET=""
-DEVICE_ID=""
-if (($#)) && [[ $1 != --* ]]; then
-    DEVICE_TARGET="$1"
-    check_device_target "$DEVICE_TARGET"
-    shift
-fi
-if (($#)) && [[ $1 != --* ]]; then
-    DEVICE_ID="$1"
-    check_count DEVICE_ID "$DEVICE_ID" 0
-    shift
-fi
+device_args "$@"
+shift "$DEVICE_SHIFT"
 normalise_extras "$@"
 find_python
 require_modules mindspore yaml
 
 WORK_DIR="$(pwd)/train_standalone"
 ARGS=(--config "$CONFIG" --data_url "$DATA_PATH" --train_url "$WORK_DIR")
-if [[ -n $DEVICE_TARGET ]]; then
-    ARGS+=(--device_target "$DEVICE_TARGET")
-fi
-if [[ -n $DEVICE_ID ]]; then
-    ARGS+=(--device_id "$DEVICE_ID")
-    export DEVICE_ID # src/tools/device.py prefers the DEVICE_ID variable over --device_id
-fi
+ARGS+=("${DEVICE_ARGS[@]+"${DEVICE_ARGS[@]}"}")
 ARGS+=("${EXTRA[@]+"${EXTRA[@]}"}") # later options win: the user's --train_url replaces the default
 read_config "${ARGS[@]}"
 check_data "$DATA_PATH" train val

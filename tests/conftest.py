@@ -1,4 +1,5 @@
 """Shared pytest setup: every test runs MindSpore on the CPU from the repository root."""
+import contextlib
 import os
 import sys
 
@@ -13,30 +14,33 @@ ms.set_device("CPU")
 import pytest  # noqa: E402
 
 
+@contextlib.contextmanager
+def execution_mode(mode):
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=previous)
+
+
 @pytest.fixture(params=["graph", "pynative"])
 def any_mode(request):
     """Run a test in GRAPH_MODE and in PYNATIVE_MODE."""
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
-    yield request.param
-    ms.set_context(mode=previous)
+    with execution_mode(ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE):
+        yield request.param
 
 
 @pytest.fixture
 def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+    with execution_mode(ms.PYNATIVE_MODE):
+        yield
 
 
 @pytest.fixture
 def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
-
+    with execution_mode(ms.GRAPH_MODE):
+        yield
 
 def write_image_folder(root, classes=3, train_per_class=12, val_per_class=4, size=32, seed=0):
     """A tiny ImageNet-style tree of learnable PNGs: class c is a stripe pattern at angle 60c degrees."""

@@ -181,39 +181,28 @@ class Mixup:
             x += flipped
         return lam
 
-    def _mix_elem(self, x: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    def _mix_per_sample(self, x: np.ndarray, gen: np.random.Generator, pairs: bool) -> np.ndarray:
+        """``elem``: sample i takes in sample n-1-i with its own lam; ``pair``: samples i and n-1-i
+        take in each other with one shared lam (and box). Returns the per-sample lam, (B, 1)."""
         n = len(x)
-        lam_batch, use_cutmix = self._params_per_elem(n, gen)
+        count = n // 2 if pairs else n
+        lam_batch, use_cutmix = self._params_per_elem(count, gen)
         x_orig = x.copy()
-        for i in range(n):
+        for i in range(count):
             j = n - i - 1
             lam = float(lam_batch[i])
-            if lam != 1.0:
-                if use_cutmix[i]:
-                    (yl, yh, xl, xh), lam = self._box(x[i].shape, lam, gen)
-                    x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
-                    lam_batch[i] = lam
-                else:
-                    x[i] = x[i] * np.float32(lam) + x_orig[j] * np.float32(1.0 - lam)
-        return lam_batch[:, None]
-
-    def _mix_pair(self, x: np.ndarray, gen: np.random.Generator) -> np.ndarray:
-        n = len(x)
-        lam_batch, use_cutmix = self._params_per_elem(n // 2, gen)
-        x_orig = x.copy()
-        for i in range(n // 2):
-            j = n - i - 1
-            lam = float(lam_batch[i])
-            if lam != 1.0:
-                if use_cutmix[i]:
-                    (yl, yh, xl, xh), lam = self._box(x[i].shape, lam, gen)
-                    x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
-                    x[j][:, yl:yh, xl:xh] = x_orig[i][:, yl:yh, xl:xh]
-                    lam_batch[i] = lam
-                else:
-                    x[i] = x[i] * np.float32(lam) + x_orig[j] * np.float32(1.0 - lam)
-                    x[j] = x[j] * np.float32(lam) + x_orig[i] * np.float32(1.0 - lam)
-        return np.concatenate((lam_batch, lam_batch[::-1]))[:, None]
+            if lam == 1.0:
+                continue
+            moves = ((i, j), (j, i)) if pairs else ((i, j),)
+            if use_cutmix[i]:
+                (yl, yh, xl, xh), lam = self._box(x[i].shape, lam, gen)
+                for dst, src in moves:
+                    x[dst][:, yl:yh, xl:xh] = x_orig[src][:, yl:yh, xl:xh]
+                lam_batch[i] = lam
+            else:
+                for dst, src in moves:
+                    x[dst] = x[dst] * np.float32(lam) + x_orig[src] * np.float32(1.0 - lam)
+        return (np.concatenate((lam_batch, lam_batch[::-1])) if pairs else lam_batch)[:, None]
 
     def __call__(self, images: np.ndarray, labels: np.ndarray, *,
                  gen: Optional[np.random.Generator] = None,
@@ -238,9 +227,9 @@ class Mixup:
         x = np.array(images, dtype=np.float32, copy=copy)
         gen = self.rng.gen if gen is None else gen
         if self.mode == "elem":
-            lam = self._mix_elem(x, gen)
+            lam = self._mix_per_sample(x, gen, pairs=False)
         elif self.mode == "pair":
-            lam = self._mix_pair(x, gen)
+            lam = self._mix_per_sample(x, gen, pairs=True)
         else:
             lam = self._mix_batch(x, gen)
         targets = mixup_target(labels, self.num_classes, lam, self.label_smoothing)

@@ -23,27 +23,39 @@ int64_t Elements(int ndim, const int64_t *shape) {
 float GeluScalar(float x) { return 0.5f * x * (1.0f + erff(x * kRsqrt2)); }
 float GeluGradScalar(float x) { return 0.5f * (1.0f + erff(x * kRsqrt2)) + x * kRsqrt2Pi * expf(-0.5f * x * x); }
 constexpr int64_t kBlock = 4096;  // elements per parallel task (a multiple of the vector width)
+
+// Runs vector(i) on the 8-element groups and scalar(i) on the rest of each block; blocks in parallel.
+template <typename Vector, typename Scalar>
+void ForEach(int64_t n, Vector vector, Scalar scalar) {
+#pragma omp parallel for schedule(static)
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t end = start + kBlock < n ? start + kBlock : n;
+    int64_t i = start;
+#if defined(VIG_AVX2)
+    for (; i + 8 <= end; i += 8) vector(i);
+#else
+    (void)vector;
+#endif
+    for (; i < end; ++i) scalar(i);
+  }
+}
 }  // namespace
 
 // inputs: x (float32); output: y
 extern "C" int GeluForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
-  const int64_t n = Elements(ndims[0], shapes[0]);
-#pragma omp parallel for schedule(static)
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t end = start + kBlock < n ? start + kBlock : n;
-    int64_t i = start;
+  ForEach(
+      Elements(ndims[0], shapes[0]),
+      [&]([[maybe_unused]] int64_t i) {
 #if defined(VIG_AVX2)
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), c = _mm256_set1_ps(kRsqrt2);
-    for (; i + 8 <= end; i += 8) {
-      const __m256 v = _mm256_loadu_ps(x + i);
-      const __m256 e = _ZGVdN8v_erff(_mm256_mul_ps(v, c));
-      _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
-    }
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = _ZGVdN8v_erff(_mm256_mul_ps(v, _mm256_set1_ps(kRsqrt2)));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v),
+                                              _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
 #endif
-    for (; i < end; ++i) y[i] = GeluScalar(x[i]);
-  }
+      },
+      [&](int64_t i) { y[i] = GeluScalar(x[i]); });
   return 0;
 }
 
@@ -52,23 +64,18 @@ extern "C" int GeluBackward(int, void **params, int *ndims, int64_t **shapes, co
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
-  const int64_t n = Elements(ndims[0], shapes[0]);
-#pragma omp parallel for schedule(static)
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t end = start + kBlock < n ? start + kBlock : n;
-    int64_t i = start;
+  ForEach(
+      Elements(ndims[0], shapes[0]),
+      [&]([[maybe_unused]] int64_t i) {
 #if defined(VIG_AVX2)
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), c = _mm256_set1_ps(kRsqrt2);
-    const __m256 k = _mm256_set1_ps(kRsqrt2Pi), minus_half = _mm256_set1_ps(-0.5f);
-    for (; i + 8 <= end; i += 8) {
-      const __m256 v = _mm256_loadu_ps(x + i);
-      const __m256 cdf = _mm256_mul_ps(half, _mm256_add_ps(one, _ZGVdN8v_erff(_mm256_mul_ps(v, c))));
-      const __m256 pdf = _mm256_mul_ps(k, _ZGVdN8v_expf(_mm256_mul_ps(minus_half, _mm256_mul_ps(v, v))));
-      const __m256 grad = _mm256_add_ps(cdf, _mm256_mul_ps(v, pdf));
-      _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), grad));
-    }
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 erf = _ZGVdN8v_erff(_mm256_mul_ps(v, _mm256_set1_ps(kRsqrt2)));
+        const __m256 cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+        const __m256 gauss = _ZGVdN8v_expf(_mm256_mul_ps(_mm256_set1_ps(-0.5f), _mm256_mul_ps(v, v)));
+        const __m256 pdf = _mm256_mul_ps(_mm256_set1_ps(kRsqrt2Pi), gauss);
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), _mm256_add_ps(cdf, _mm256_mul_ps(v, pdf))));
 #endif
-    for (; i < end; ++i) dx[i] = dy[i] * GeluGradScalar(x[i]);
-  }
+      },
+      [&](int64_t i) { dx[i] = dy[i] * GeluGradScalar(x[i]); });
   return 0;
 }
