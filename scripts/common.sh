@@ -15,6 +15,20 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Config keys whose values are paths (made absolute); `auto` / `none` keep their meaning.
 PATH_KEYS="train_url data_url pretrained resume preprocess_path result_path"
 
+# check_usage MIN ARGS...: -h/--help prints the calling script's usage(); fewer than MIN arguments is an error.
+check_usage() {
+    local min="$1"
+    shift
+    if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+        usage
+        exit 0
+    fi
+    if (($# < min)); then
+        usage >&2
+        exit 1
+    fi
+}
+
 die() {
     echo "error: $*" >&2
     exit 2

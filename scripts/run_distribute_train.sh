@@ -28,14 +28,7 @@ MSRUN_TIMEOUT (seconds msrun waits for all ranks to join; default 600).
 EOF
 }
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    usage
-    exit 0
-fi
-if (($# < 3)); then
-    usage >&2
-    exit 1
-fi
+check_usage 3 "$@"
 CONFIG="$(resolve_config "$1")"
 DATA_PATH="$(abspath "$2")"
 RANK_SIZE="$3"

@@ -20,14 +20,7 @@ current directory, which is also the working directory of the run). Environment:
 EOF
 }
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    usage
-    exit 0
-fi
-if (($# < 3)); then
-    usage >&2
-    exit 1
-fi
+check_usage 3 "$@"
 CONFIG="$(resolve_config "$1")"
 DATA_PATH="$(abspath "$2")"
 CHECKPOINT="$(abspath "$3")"

@@ -21,14 +21,7 @@ checkpoints is only continued with --resume auto. Environment: PYTHON (interpret
 EOF
 }
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    usage
-    exit 0
-fi
-if (($# < 2)); then
-    usage >&2
-    exit 1
-fi
+check_usage 2 "$@"
 CONFIG="$(resolve_config "$1")"
 DATA_PATH="$(abspath "$2")"
 shift 2
