@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor
 
 from src.models.layers import GELU, Conv2d, create_graph_conv, erf_by_formula, set_export_mode, set_kernel_impl
 from src.models.layers.activation import compiled_gelu

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import mindspore as ms
 
 import train as train_entry
 from src.tools.checkpoint import read_checkpoint

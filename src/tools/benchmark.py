@@ -52,7 +52,7 @@ def graph_part(grapher: Grapher, with_grad: bool):
     max-relative gather (with its backward when ``with_grad``). A closure, so that the model's
     cells are not re-parented (which would rename their parameters)."""
     def aggregate(x):
-        _, keys, idx = grapher.graph_conv.graph(x, grapher._relative_pos())
+        _, keys, idx = grapher.graph_conv.graph(x, grapher.position_bias())
         return grapher.graph_conv.gconv.aggregate(keys, idx)
 
     return ms.jit(ops.grad(aggregate) if with_grad else aggregate)
@@ -92,13 +92,13 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
         if mode == "infer":
             net.set_train(False)
             runner = net if amp_level == "O0" else ms.amp.auto_mixed_precision(net, amp_level)
-            call = lambda: runner(x)  # noqa: E731
+            call = lambda net=runner: net(x)  # noqa: E731
         else:
             labels = Tensor(np.arange(batch_size, dtype=np.int32) % num_classes)
             optimizer = create_optimizer(net.trainable_params(), "adamw", np.full(warmup + runs + 2, 1e-5, np.float32),
                                          0.05)
             step = build_train_step(net, optimizer, amp_level)
-            call = lambda: step(x, labels)  # noqa: E731
+            call = lambda cell=step, y=labels: cell(x, y)  # noqa: E731
         start = time.perf_counter()
         _sync(call())
         compile_s = time.perf_counter() - start

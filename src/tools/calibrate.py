@@ -97,7 +97,7 @@ def _grapher_margin(grapher, x) -> np.ndarray:
     nodes /= np.maximum(np.linalg.norm(nodes, axis=-1, keepdims=True), 1e-12)
     keys /= np.maximum(np.linalg.norm(keys, axis=-1, keepdims=True), 1e-12)
     dist = (nodes ** 2).sum(-1)[..., None] - 2 * nodes @ keys.transpose(0, 2, 1) + (keys ** 2).sum(-1)[:, None]
-    table = grapher._relative_pos()
+    table = grapher.position_bias()
     if table is not None:
         dist = dist + table.asnumpy().astype(np.float64)
     k, d = grapher.k, grapher.dilation

@@ -99,7 +99,7 @@ def check_fits(net: nn.Cell, weights: Mapping[str, Union[Tensor, np.ndarray]], s
         if unexpected:
             parts.append(f"{len(unexpected)} entries are not in the model (first: {_first(unexpected)})")
         raise CheckpointError(f"{source} does not fit {what}: " + "; ".join(parts) + ". Is it a checkpoint of "
-                              f"another architecture?")
+                              "another architecture?")
 
 
 def _first(names: Iterable[str], count: int = 3) -> str:

@@ -8,3 +8,35 @@ from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_r
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
 from .stem import Downsample, Stem, classifier_head
+
+__all__ = [
+    "GELU",
+    "erf_by_formula",
+    "set_export_mode",
+    "FFN",
+    "DyGraphConv2d",
+    "Grapher",
+    "conv_bn",
+    "Conv2d",
+    "resolve_kernel_impl",
+    "set_kernel_impl",
+    "DropPath",
+    "drop_path_schedule",
+    "GRAPH_CONVS",
+    "create_graph_conv",
+    "DilatedKnnGraph",
+    "MaxOverRows",
+    "NeighbourMax",
+    "cap_knn",
+    "gather_rows",
+    "l2_normalize",
+    "negative_sq_distance",
+    "relative_pos_table",
+    "sincos_2d",
+    "BicubicResize",
+    "bicubic_resize_np",
+    "bicubic_taps",
+    "Downsample",
+    "Stem",
+    "classifier_head",
+]

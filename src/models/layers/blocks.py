@@ -2,7 +2,7 @@
 from typing import Optional, Tuple
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn
 
 from .activation import GELU
 from .conv import Conv2d
@@ -84,7 +84,8 @@ class Grapher(nn.Cell):
                 self.resize_relative_pos = True
                 self.relative_pos_resize = BicubicResize(table.shape[1:], (self.num_nodes, self.num_keys))
 
-    def _relative_pos(self):
+    def position_bias(self):
+        """The relative-position term for this block's node grid (resized when needed), or None."""
         if not self.use_relative_pos:
             return None
         if self.resize_relative_pos:
@@ -93,12 +94,12 @@ class Grapher(nn.Cell):
 
     def neighbours(self, x):
         """Neighbour indices (B, N, k) this block uses for input x (for tests and visualisation)."""
-        return self.graph_conv.graph(self.fc1(x), self._relative_pos())[2]
+        return self.graph_conv.graph(self.fc1(x), self.position_bias())[2]
 
     def construct(self, x):
         shortcut = x
         x = self.fc1(x)
-        x = self.graph_conv(x, self._relative_pos())
+        x = self.graph_conv(x, self.position_bias())
         x = self.fc2(x)
         return self.drop_path(x) + shortcut
 
