@@ -159,3 +159,11 @@ def test_offline_flow_gives_eval_top1(graph_mode, image_folder, checkpoint, tmp_
     assert preprocess_entry.main(args)["reused"]  # same settings: kept as they are
     with pytest.raises(ValueError, match="preprocessed with other settings"):
         preprocess_entry.main(args + ["--crop_pct", "0.8"])
+
+
+def test_an_unreadable_image_is_named(graph_mode, tmp_path, checkpoint):
+    from conftest import write_image_folder
+    folder = write_image_folder(tmp_path / "data", train_per_class=1, val_per_class=2)
+    (tmp_path / "data" / "val" / "class_1" / "broken.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"cannot read image '.*/val/class_1/broken.png': it is not a decodable"):
+        eval_entry.main(base_args(folder, checkpoint))

@@ -4,7 +4,7 @@ Modules: ``dataset`` (``create_dataset``, ``class_names``), ``transforms`` (``cr
 ``rand_augment``, ``random_erasing``, ``mixup``, ``samplers``, ``digits`` (demo data), ``rng``
 (per-process random generators for worker processes).
 """
-from .dataset import class_names, create_dataset
+from .dataset import batches, class_names, create_dataset
 from .digits import write_digits_dataset
 from .mixup import Mixup, one_hot_smoothed
 from .rand_augment import RandAugment, parse_rand_augment
@@ -13,7 +13,7 @@ from .samplers import DistributedShuffleSampler, RepeatedAugSampler
 from .transforms import create_transforms
 
 __all__ = [
-    "create_dataset", "class_names", "create_transforms", "write_digits_dataset", "Mixup",
+    "create_dataset", "class_names", "batches", "create_transforms", "write_digits_dataset", "Mixup",
     "one_hot_smoothed", "RandAugment", "parse_rand_augment", "RandomErasing",
     "RepeatedAugSampler", "DistributedShuffleSampler",
 ]

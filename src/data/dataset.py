@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -55,7 +56,7 @@ from .rng import derive_seed
 from .samplers import DistributedShuffleSampler, RepeatedAugSampler
 from .transforms import create_transforms
 
-__all__ = ["create_dataset", "class_names", "IMAGE_EXTENSIONS", "SPLITS"]
+__all__ = ["create_dataset", "class_names", "batches", "IMAGE_EXTENSIONS", "SPLITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +216,16 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
     else:
         data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
     return data
+
+
+def batches(dataset: ds.Dataset):
+    """Iterate a pipeline's (image, label) batches once. An image that cannot be decoded stops the
+    iteration with one error naming the file, instead of MindSpore's multi-page pipeline traceback."""
+    try:
+        yield from dataset.create_tuple_iterator(num_epochs=1)
+    except RuntimeError as err:
+        found = re.search(r"data file is: (\S+)", str(err))
+        if found is None:
+            raise
+        raise ValueError(f"cannot read image {found.group(1).rstrip('.')!r}: it is not a decodable image file; "
+                         f"remove or replace it") from None

@@ -5,6 +5,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from ..data import batches
 from ..tools.metrics import cross_entropy_sum, topk_correct
 
 
@@ -12,7 +13,7 @@ def evaluate(net: nn.Cell, dataset, distributed: bool = False) -> Dict[str, floa
     """Run ``net`` (eval mode) over ``dataset`` (columns image, integer label)."""
     net.set_train(False)
     totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, samples
-    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+    for images, labels in batches(dataset):
         logits = net(images).asnumpy().astype(np.float64)
         labels = labels.asnumpy().astype(np.int64)
         hits = topk_correct(logits, labels)

@@ -19,7 +19,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..config import Config, save_config
-from ..data import create_dataset
+from ..data import batches, create_dataset
 from ..tools.checkpoint import (EMA_PREFIX, META_PREFIX, STATE_PREFIX, CheckpointError, check_fits,
                                 model_entries, read_checkpoint, save_checkpoint)
 from ..tools.device import init_device
@@ -172,7 +172,7 @@ def train(cfg: Config) -> Dict[str, float]:
             train_ds = create_dataset(root, "train", is_training=True, epoch=epoch, **train_kwargs)
         model.set_train(True)
         epoch_start, overflows, losses = time.time(), 0, []
-        for i, (images, labels) in enumerate(train_ds.create_tuple_iterator(num_epochs=1)):
+        for i, (images, labels) in enumerate(batches(train_ds)):
             step_start = time.time()
             loss, overflow, scale = step(images, labels)
             loss_value = float(loss.asnumpy())
