@@ -12,6 +12,7 @@ BatchNorm running statistics are not compared: every rank keeps its own, as in a
 without synchronised BatchNorm.
 """
 import hashlib
+import json
 import importlib.util
 import os
 import re
@@ -49,9 +50,9 @@ _validate = trainer.validate
 def validate(step, model, *args, **kwargs):
     out = _validate(step, model, *args, **kwargs)
     digest = hashlib.sha256()
-    for param in sorted(model.trainable_params(), key=lambda p: p.name):
+    for param in sorted(model.get_parameters(), key=lambda p: p.name):  # BatchNorm statistics included
         digest.update(param.name.encode() + param.asnumpy().tobytes())
-    print(f"TRAINABLE_SHA256 rank {{RANK}} {{digest.hexdigest()}}", flush=True)
+    print(f"MODEL_SHA256 rank {{RANK}} {{digest.hexdigest()}}", flush=True)
     return out
 
 
@@ -149,17 +150,21 @@ def test_two_rank_data_parallel_training(image_folder, tmp_path):
     # the trainable weights are identical on both ranks, and rank 0's checkpoint holds them
     digests = {}
     for rank, path in logs.items():
-        found = re.findall(rf"TRAINABLE_SHA256 rank {rank} ([0-9a-f]{{64}})", _read(path))
+        found = re.findall(rf"MODEL_SHA256 rank {rank} ([0-9a-f]{{64}})", _read(path))
         assert found, f"rank {rank} printed no weight digest: {path}"
         digests[rank] = found[-1]
-    assert digests[0] == digests[1], "the ranks ended with different weights"
+    assert digests[0] == digests[1], "the ranks ended with different weights or BatchNorm statistics"
     assert sorted(p.name for p in out.glob("*.ckpt")) == ["best.ckpt", "epoch_0001.ckpt", "last.ckpt"]
     weights = model_entries(read_checkpoint(str(out / "last.ckpt")))
     net = create_model("vig_nano_gelu", num_classes=3, img_size=32)
     digest = hashlib.sha256()
-    for name in sorted(p.name for p in net.trainable_params()):
+    for name in sorted(p.name for p in net.get_parameters()):
         digest.update(name.encode() + weights[name].asnumpy().tobytes())
     assert digest.hexdigest() == digests[0], "rank 0's checkpoint does not hold the trained weights"
+    # validation ran on both shards and summed the counts: the whole split
+    val_images = sum(len(files) for _, _, files in os.walk(os.path.join(image_folder, "val")))
+    epochs = [json.loads(line) for line in _read(out / "metrics.jsonl").splitlines() if '"epoch"' in line]
+    assert [r["count"] for r in epochs if r["type"] == "epoch"] == [val_images]
 
 
 def test_launch_scripts_check_their_arguments(tmp_path):

@@ -154,6 +154,8 @@ def train(cfg: Config) -> Dict[str, float]:
                             clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay)
 
     meta = {"epoch": 0, "step": 0, "best_top1": -1.0, "best_epoch": -1}
+    if cfg.resume == "auto" and resume_path is None:
+        log.info("--resume auto: no last.ckpt in %s, starting a new run", cfg.train_url)
     if resume_path:
         meta.update(restore(step, model, read_checkpoint(resume_path)))
         log.info("resumed from %s at epoch %d (step %d)", resume_path, meta["epoch"], meta["step"])
