@@ -168,22 +168,23 @@ def train(cfg: Config) -> Dict[str, float]:
              cfg.batch_size, steps_per_epoch, start_epoch + 1, total_epochs, cfg.amp_level, cfg.kernel_impl)
 
     results = {}
-    timed_steps, timed_seconds = 0, 0.0  # steady-state step time, for images/s and the ETA
+    timed_steps, timed_seconds = 0, 0.0  # step-to-step time incl. data loading, for images/s and the ETA
     for epoch in range(start_epoch, total_epochs):
         if epoch > 0:  # each epoch's order and augmentation are seeded by (seed, epoch)
             train_ds = create_dataset(root, "train", is_training=True, epoch=epoch, **train_kwargs)
         model.set_train(True)
-        epoch_start, overflows, losses = time.time(), 0, []
+        epoch_start, overflows, losses, last_done = time.time(), 0, [], None
         for i, (images, labels) in enumerate(batches(train_ds)):
-            step_start = time.time()
             loss, overflow, scale = step(images, labels)
             loss_value = float(loss.asnumpy())
             overflows += int(overflow.asnumpy())
             losses.append(loss_value)
             meta["step"] += 1
-            if i > 0 or epoch > start_epoch:  # the first step includes graph compilation
+            done = time.time()
+            if last_done is not None:  # an epoch's first step includes pipeline start-up (and compilation)
                 timed_steps += 1
-                timed_seconds += time.time() - step_start
+                timed_seconds += done - last_done
+            last_done = done
             if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:
                 lr = float(lrs[min(int(meta["step"]) - 1, len(lrs) - 1)])
                 per_step = timed_seconds / timed_steps if timed_steps else 0.0
