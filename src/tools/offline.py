@@ -52,8 +52,9 @@ def preprocess(cfg) -> Dict[str, int]:
                 raw = np.frombuffer(handle.read(), np.uint8)
             try:
                 tensor = pipeline(raw)
-            except RuntimeError as err:
-                raise ValueError(f"cannot decode image {os.path.join(root, relative)!r}: {err}") from None
+            except RuntimeError:
+                raise ValueError(f"cannot read image {os.path.join(root, relative)!r}: it is not a decodable image "
+                                 f"file; remove or replace it") from None
             key = f"img_{len(images):06d}"
             tensor[None].astype("<f4").tofile(os.path.join(cfg.preprocess_path, f"{key}.bin"))
             images[key] = {"label": label, "file": relative}
