@@ -148,16 +148,16 @@ def test_a_few_steps_lower_the_loss(graph_mode):
 
 def test_pretrained_initialisation_keeps_a_new_classifier(tmp_path):
     """Fine-tuning: every weight comes from the checkpoint except a classifier of another class count."""
-    import logging
     from src.models import create_model
-    from src.tools.checkpoint import save_checkpoint
-    from src.trainers.trainer import load_pretrained
+    from src.tools.checkpoint import load_model_weights, save_checkpoint
+    from src.trainers.trainer import CLASSIFIER
 
     source = create_model("vig_nano_gelu", num_classes=3, img_size=32)
     save_checkpoint({p.name: p for p in source.get_parameters()}, str(tmp_path / "src.ckpt"))
     target = create_model("vig_nano_gelu", num_classes=5, img_size=32)
     head_before = target.parameters_dict()["prediction.4.weight"].asnumpy().copy()
-    load_pretrained(target, str(tmp_path / "src.ckpt"), use_ema=False, log=logging.getLogger("test"))
+    kept = load_model_weights(target, str(tmp_path / "src.ckpt"), new_classifier=CLASSIFIER)
+    assert kept == ["prediction.4.weight", "prediction.4.bias"]
     weights = target.parameters_dict()
     np.testing.assert_array_equal(weights["prediction.4.weight"].asnumpy(), head_before)
     for param in source.get_parameters():

@@ -6,7 +6,7 @@ state under ``optimizer.<name>`` and run metadata (epoch, step, loss scale, best
 ``meta.<name>``. Converted official checkpoints hold model parameters only.
 """
 import os
-from typing import Dict, Iterable, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Union
 
 import numpy as np
 import mindspore as ms
@@ -107,11 +107,22 @@ def _first(names: Iterable[str], count: int = 3) -> str:
     return ", ".join(repr(n) for n in names[:count]) + (", ..." if len(names) > count else "")
 
 
-def load_model_weights(net: nn.Cell, path: str, use_ema: bool = False, arch: Optional[str] = None) -> None:
-    """Load a project or converted checkpoint into ``net``, refusing anything that does not fit exactly."""
+def load_model_weights(net: nn.Cell, path: str, use_ema: bool = False, arch: Optional[str] = None,
+                       new_classifier: Optional[str] = None) -> List[str]:
+    """Load a project or converted checkpoint into ``net``, refusing anything that does not fit exactly.
+
+    Fine-tuning: with ``new_classifier`` (a parameter-name prefix), entries under it whose shapes differ
+    from the model's (another class count) are not loaded and the model keeps its freshly initialised
+    ones; their names are returned.
+    """
     weights = model_entries(read_checkpoint(path), use_ema)
+    params = net.parameters_dict()
+    kept = [n for n in weights if new_classifier and n.startswith(new_classifier) and n in params
+            and tuple(weights[n].shape) != tuple(params[n].shape)]
+    weights.update({name: params[name] for name in kept})
     check_fits(net, weights, f"checkpoint {path!r}", arch)
-    params = {name: ms.Parameter(value, name=name) for name, value in weights.items()}
-    not_loaded, _ = ms.load_param_into_net(net, params, strict_load=True)
+    not_loaded, _ = ms.load_param_into_net(net, {n: ms.Parameter(v, name=n) for n, v in weights.items()},
+                                           strict_load=True)
     if not_loaded:
         raise CheckpointError(f"parameters {_first(not_loaded)} of the model were not loaded from {path!r}")
+    return kept

@@ -21,7 +21,7 @@ from mindspore import Tensor, nn, ops
 from ..config import Config, save_config
 from ..data import batches, create_dataset
 from ..tools.checkpoint import (EMA_PREFIX, META_PREFIX, STATE_PREFIX, CheckpointError, check_fits,
-                                model_entries, read_checkpoint, save_checkpoint)
+                                load_model_weights, model_entries, read_checkpoint, save_checkpoint)
 from ..tools.device import init_device
 from ..tools.logger import get_logger
 from ..tools.loss import create_loss
@@ -34,20 +34,6 @@ from .train_step import TrainOneStep, build_train_step, create_loss_scale
 
 PERIODIC = re.compile(r"epoch_(\d{4,})\.ckpt$")
 CLASSIFIER = "prediction.4."
-
-
-def load_pretrained(net: nn.Cell, path: str, use_ema: bool, log) -> None:
-    """Initialise from a checkpoint; a classifier of another class count is left re-initialised."""
-    weights = model_entries(read_checkpoint(path), use_ema)
-    shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
-    head = [n for n in weights if n.startswith(CLASSIFIER) and n in shapes and tuple(weights[n].shape) != shapes[n]]
-    if head:
-        log.info("pretrained classifier has %d classes: %s re-initialised", weights[head[0]].shape[0], CLASSIFIER)
-        weights = {n: v for n, v in weights.items() if n not in head}
-        for name in head:  # keep the freshly initialised classifier
-            weights[name] = net.parameters_dict()[name]
-    check_fits(net, weights, f"pretrained checkpoint {path!r}")
-    ms.load_param_into_net(net, {n: ms.Parameter(v, name=n) for n, v in weights.items()}, strict_load=True)
 
 
 def checkpoint_entries(step: TrainOneStep, model: nn.Cell, meta: Dict[str, float]) -> Dict[str, object]:
@@ -127,8 +113,8 @@ def train(cfg: Config) -> Dict[str, float]:
     train_kwargs = dict(train_dataset_args(cfg), num_shards=world, shard_id=rank)
 
     model = model_from_config(cfg, training=True)
-    if cfg.pretrained:
-        load_pretrained(model, cfg.pretrained, cfg.use_ema, log)
+    if cfg.pretrained and load_model_weights(model, cfg.pretrained, cfg.use_ema, cfg.arch, new_classifier=CLASSIFIER):
+        log.info("the pretrained classifier has another class count: %s re-initialised", CLASSIFIER)
     eval_net = model_from_config(cfg)
     if cfg.amp_level != "O0":
         eval_net = ms.amp.auto_mixed_precision(eval_net, cfg.amp_level)

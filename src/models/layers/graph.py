@@ -4,6 +4,7 @@ Nodes are handled token-major, (B, N, C): that is the layout of the distance mat
 of the neighbour gathers. Neighbour lists are int32 (B, N, k) indices into the key set; the
 centre of row i is node i itself, so no centre index is stored.
 """
+from functools import lru_cache
 from typing import Tuple
 
 import numpy as np
@@ -42,6 +43,7 @@ def negative_sq_distance(x, y, relative_pos=None):
     return out
 
 
+@lru_cache(maxsize=None)
 def _compiled_topk():
     library = kernels.load("topk_cpu")
     if library is None:
