@@ -11,7 +11,8 @@ Usage: bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH CONFIG [DEVICE_ID]
   CONFIG       YAML file of the model, as for eval.py (same preprocessing), e.g. configs/vig_ti_224_gelu.yaml
   DEVICE_ID    Ascend device id (default: $DEVICE_ID, else 0)
 
-Writes into the current directory, replacing earlier runs: preprocess_Result/, result_Files/ and the logs
+Writes into the current directory: preprocess_Result/ (reused when an earlier run made it from the same images
+and settings, else the run stops: move it away), result_Files/ (one <id>_0.bin per input, rewritten) and the logs
 build.log, preprocess.log, infer.log, acc.log. Needs an Ascend 310 host with the CANN toolkit and the MindSpore
 Lite cloud-side inference package (mindspore-lite-<version>-linux-<arch>, the version of the MindSpore that
 exported the model, from https://www.mindspore.cn/lite/docs/en/master/use/downloads.html); elsewhere run
@@ -113,13 +114,12 @@ if [[ -f "$root/ascend310_infer/out/runtime_env.sh" ]]; then
     source "$root/ascend310_infer/out/runtime_env.sh"
 fi
 
-# preprocess.py refuses a directory that already holds data, so start from an empty one.
-rm -rf "$preprocess_path"
+# preprocess.py reuses an earlier preprocess_Result of the same images and settings and refuses any other.
 run_stage preprocess "$work/preprocess.log" \
     "$python" "$root/preprocess.py" --config "$config" --data_url "$data" --preprocess_path "$preprocess_path"
 
-# Stale result files would be scored as if this model had written them.
-rm -rf "$result_path"
+# The app rewrites the result of every input or fails, and postprocess.py reads only the results of the inputs
+# listed in preprocess_Result, so older files in result_Files are never scored.
 run_stage inference "$work/infer.log" \
     "$app" --mindir_path="$model" --input_path="$preprocess_path" --result_path="$result_path" --device_id="$device_id"
 

@@ -38,6 +38,25 @@ def _floats(value: Any) -> Tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+def fraction(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return number
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
 def _optional(kind: Callable) -> Callable:
     def convert(value: Any):
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
@@ -90,6 +109,12 @@ OPTIONS: Dict[str, Option] = {
     "mixup_mode": Option("batch", _str, "mix per batch, pair or element", ("batch", "pair", "elem")),
     "label_smoothing": Option(0.1, _float, "label smoothing"),
     "repeated_aug": Option(3, _int, "repeated augmentation: copies of each image per epoch (0 or 1: off)"),
+    "max_bad_image_fraction": Option(0.001, fraction, "unreadable images (damaged, truncated, not images) are skipped "
+                                                      "with a warning each; a run stops when more than this share "
+                                                      "of a split's images are unreadable"),
+    "max_image_pixels": Option(178_956_970, positive_int, "images with more pixels (width x height) are skipped as "
+                                                         "unreadable, a guard against decompression bombs (default: "
+                                                         "Pillow's limit); raise it for genuine huge images"),
     # ----- optimisation
     "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", ("adamw", "sgd", "momentum")),
     "base_lr": Option(2e-3, _float, "peak learning rate"),

@@ -79,3 +79,16 @@ def test_no_dead_keys():
     code = "\n".join(sources)
     unread = [k for k in OPTIONS if not re.search(rf"cfg\.{k}\b|cfg\[\"{k}\"\]", code)]
     assert not unread, f"config keys nobody reads: {unread}"
+
+
+def test_bad_image_limits_are_checked():
+    cfg = load_config(["--arch", "x"])
+    assert cfg.max_bad_image_fraction == 0.001 and cfg.max_image_pixels == 178_956_970  # Pillow's own limit
+    assert load_config(["--arch", "x", "--max_bad_image_fraction", "0"]).max_bad_image_fraction == 0.0
+    with pytest.raises(ConfigError, match=r"'max_bad_image_fraction' on the command line: cannot use '1.5' as "
+                                          r"fraction \(must be between 0 and 1\)"):
+        load_config(["--arch", "x", "--max_bad_image_fraction", "1.5"])
+    with pytest.raises(ConfigError, match=r"'max_image_pixels'.*cannot use '0'.*must be at least 1"):
+        load_config(["--arch", "x", "--max_image_pixels", "0"])
+    with pytest.raises(ConfigError, match=r"'max_image_pixels'.*must be a whole number"):
+        load_config(["--arch", "x", "--max_image_pixels", "1.5"])

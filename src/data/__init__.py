@@ -1,6 +1,7 @@
 """Data pipeline: ImageNet-layout folders -> timm 0.3.2-style augmented batches for MindSpore.
 
-Modules: ``dataset`` (``create_dataset``, ``class_names``), ``transforms`` (``create_transforms``),
+Modules: ``dataset`` (``create_dataset``, ``batches``), ``files`` (what a split holds, the bad-image
+policy), ``transforms`` (``create_transforms``), ``staging`` (folders written whole or not at all),
 ``rand_augment``, ``random_erasing``, ``mixup``, ``samplers``, ``digits`` (demo data), ``rng``
 (per-process random generators for worker processes).
 """

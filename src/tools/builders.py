@@ -29,6 +29,11 @@ def model_from_config(cfg: Config, training: bool = False, kernel_impl=None) -> 
                         kernel_impl=kernel_impl or cfg.kernel_impl)
 
 
+def bad_image_args(cfg: Config) -> dict:
+    """How every image reader treats unreadable and oversized images."""
+    return dict(max_bad_image_fraction=cfg.max_bad_image_fraction, max_image_pixels=cfg.max_image_pixels)
+
+
 def eval_transform_args(cfg: Config) -> dict:
     """The model's evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct, centre crop."""
     defaults = model_cfg(cfg.arch)
@@ -44,11 +49,11 @@ def train_dataset_args(cfg: Config) -> dict:
                 auto_augment=cfg.auto_augment, color_jitter=cfg.color_jitter, re_prob=cfg.re_prob,
                 re_mode=cfg.re_mode, re_count=cfg.re_count, mix_up=cfg.mix_up, cutmix=cfg.cutmix,
                 mixup_prob=cfg.mixup_prob, switch_prob=cfg.switch_prob, mixup_mode=cfg.mixup_mode,
-                label_smoothing=cfg.label_smoothing)
+                label_smoothing=cfg.label_smoothing, **bad_image_args(cfg))
 
 
 def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
     """Batched validation split (this rank's shard)."""
     return create_dataset(root, "val", is_training=False, batch_size=cfg.batch_size,
                           num_parallel_workers=cfg.num_parallel_workers, num_classes=cfg.num_classes,
-                          num_shards=world, shard_id=rank, **eval_transform_args(cfg))
+                          num_shards=world, shard_id=rank, **eval_transform_args(cfg), **bad_image_args(cfg))

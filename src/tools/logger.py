@@ -1,4 +1,8 @@
-"""Run logging: one logger per process, on the console and in ``<train_url>/<name>.log``."""
+"""Run logging: one logger per process, on the console and in ``<train_url>/<name>.log``.
+
+The project's modules log through their own loggers (``src.data.files`` names skipped images,
+for instance); their warnings go to the same console and file as the run's messages.
+"""
 import logging
 import os
 import sys
@@ -10,8 +14,10 @@ def get_logger(name: str = "vig", output_dir: Optional[str] = None, rank: int = 
     logger = logging.getLogger(f"{name}.{rank}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    modules = logging.getLogger("src")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
+        modules.removeHandler(handler)
         handler.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if rank == 0:
@@ -24,4 +30,6 @@ def get_logger(name: str = "vig", output_dir: Optional[str] = None, rank: int = 
         handler = logging.FileHandler(os.path.join(output_dir, f"{name}{suffix}.log"))
         handler.setFormatter(fmt)
         logger.addHandler(handler)
+    for handler in logger.handlers:
+        modules.addHandler(handler)
     return logger
