@@ -50,7 +50,7 @@ def test_digits_tree(digits, tmp_path):
         write_digits_dataset(root, image_size=SIZE + 1)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not empty"):
+    with pytest.raises(ValueError, match="only into a new or empty folder"):
         write_digits_dataset(str(tmp_path / "other"))
 
 

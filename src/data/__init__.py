@@ -6,7 +6,7 @@ policy), ``transforms`` (``create_transforms``), ``staging`` (folders written wh
 (per-process random generators for worker processes).
 """
 from .dataset import batches, class_names, create_dataset
-from .digits import write_digits_dataset
+from .digits import wait_for_digits_dataset, write_digits_dataset
 from .mixup import Mixup, one_hot_smoothed
 from .rand_augment import RandAugment, parse_rand_augment
 from .random_erasing import RandomErasing
@@ -14,7 +14,8 @@ from .samplers import DistributedShuffleSampler, RepeatedAugSampler
 from .transforms import create_transforms
 
 __all__ = [
-    "create_dataset", "class_names", "batches", "create_transforms", "write_digits_dataset", "Mixup",
+    "create_dataset", "class_names", "batches", "create_transforms", "write_digits_dataset",
+    "wait_for_digits_dataset", "Mixup",
     "one_hot_smoothed", "RandAugment", "parse_rand_augment", "RandomErasing",
     "RepeatedAugSampler", "DistributedShuffleSampler",
 ]

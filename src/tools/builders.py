@@ -1,24 +1,19 @@
 """What the entry points build from a configuration: the data root, the model, the datasets."""
-import os
-import time
-
 from mindspore import nn
 
 from ..config import Config
-from ..data import create_dataset, write_digits_dataset
+from ..data import create_dataset, wait_for_digits_dataset, write_digits_dataset
 from ..models import create_model, model_cfg
 
 
 def prepare_data(cfg: Config, rank: int) -> str:
-    """The dataset root; the bundled digits are written there first when ``set`` is 'digits'."""
+    """The dataset root; the bundled digits are written there first when ``set`` is 'digits'
+    (by rank 0; the other ranks wait for its finished tree)."""
     if cfg.set == "digits":
-        marker = os.path.join(cfg.data_url, "val")
         if rank == 0:
             write_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed)
-        else:  # other ranks wait for rank 0's tree
-            deadline = time.time() + 600
-            while not os.path.isdir(marker) and time.time() < deadline:
-                time.sleep(1)
+        else:
+            wait_for_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed, timeout=600)
     return cfg.data_url
 
 
