@@ -37,7 +37,7 @@ import runpy
 import sys
 
 import mindspore as ms
-import src.trainers.trainer as trainer  # the shim's src/ is this repository's
+import src.engine.trainer as trainer  # the shim's src/ is this repository's
 
 ROOT = {root!r}
 
@@ -119,7 +119,7 @@ def _shim_repository(tmp_path):
 @pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
 def test_two_rank_data_parallel_training(image_folder, tmp_path):
     from src.models import create_model
-    from src.tools.checkpoint import model_entries, read_checkpoint
+    from src.weights.checkpoint import model_entries, read_checkpoint
 
     shim = _shim_repository(tmp_path)
     work = tmp_path / "work"
