@@ -9,7 +9,11 @@ import pytest
 
 import eval as eval_entry
 from conftest import ROOT, snapshot, write_image_folder
-from src.data.digits import wait_for_digits_dataset, write_digits_dataset
+from src.app.builders import prepare_data
+from src.app.cli import TRACEBACK_HINT
+from src.app.config import load_config
+from src.data import DatasetError
+from src.data.digits import write_digits_dataset
 
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
 
@@ -31,24 +35,23 @@ def refusal(root):
 
 def test_a_users_folder_is_refused_untouched(users_folder, tmp_path):
     before = snapshot(users_folder)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(DatasetError) as info:
         write_digits_dataset(users_folder, image_size=8)
     assert str(info.value) == refusal(users_folder)
     assert snapshot(users_folder) == before
     assert sorted(os.listdir(tmp_path)) == ["my_data"]  # no temporary folder either
-    with pytest.raises(ValueError) as info:  # other ranks refuse at once instead of waiting
-        wait_for_digits_dataset(users_folder, image_size=8, timeout=600)
+    cfg = load_config(["--config", DEMO, "--data_url", users_folder])
+    with pytest.raises(DatasetError) as info:  # the other ranks of a distributed run refuse at once, not after 600 s
+        prepare_data(cfg, rank=1)
     assert str(info.value) == refusal(users_folder)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no digits tree appeared"):
-        wait_for_digits_dataset(str(tmp_path / "empty"), image_size=8, timeout=0)
+    assert snapshot(users_folder) == before
 
 
 def test_eval_with_the_demo_config_refuses_a_users_folder(users_folder, tmp_path, graph_mode):
     checkpoint = tmp_path / "model.ckpt"
     checkpoint.write_bytes(b"never read")
     before = snapshot(users_folder)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(DatasetError) as info:
         eval_entry.main(["--config", DEMO, "--data_url", users_folder, "--pretrained", str(checkpoint)])
     assert str(info.value) == refusal(users_folder)
     assert snapshot(users_folder) == before
@@ -64,7 +67,7 @@ def test_run_eval_script_refuses_a_users_folder(users_folder, tmp_path):
                           cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
                           timeout=300)
     assert done.returncode == 2
-    assert done.stdout.strip().splitlines()[-1] == f"error: {refusal(users_folder)}"
+    assert done.stdout.strip().splitlines()[-1] == f"error: {refusal(users_folder)} {TRACEBACK_HINT}"
     assert "Traceback" not in done.stdout + done.stderr
     assert snapshot(users_folder) == before
 

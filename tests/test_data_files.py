@@ -12,10 +12,11 @@ from PIL import Image, ImageFile
 
 import mindspore.dataset.vision as vision
 from conftest import write_image_folder
+from src.data import DatasetError
 from src.data.dataset import batches, class_names, create_dataset
 from src.data.files import BadImagesError, ImageFiles
 from src.data.transforms import DecodeImage, UndecodableImage, create_transforms
-from src.trainers.evaluate import evaluate
+from src.engine.evaluate import evaluate
 
 SIZE = 16
 FAST = dict(image_size=SIZE, num_parallel_workers=1, repeated_aug=0)
@@ -170,6 +171,18 @@ def test_too_many_unreadable_images_stop_the_run(tmp_path, is_training):
     assert message.startswith(f"1 of 14 images in '{os.path.join(root, split)}' cannot be read")
     assert "max_bad_image_fraction 0.001" in message and "raise max_bad_image_fraction" in message
     assert bad[split][0] in message or bad[split][1] in message
+
+
+def test_a_dataset_of_unreadable_files_is_one_error(tmp_path):
+    root = write_image_folder(tmp_path / "data", classes=2, train_per_class=10, val_per_class=1, size=12)
+    for cls in ("class_0", "class_1"):
+        for name in os.listdir(os.path.join(root, "train", cls)):
+            with open(os.path.join(root, "train", cls, name), "wb") as handle:
+                handle.write(b"not an image")
+    data = create_dataset(root, "train", is_training=True, batch_size=4, max_bad_image_fraction=1.0, **FAST)
+    with pytest.raises(DatasetError, match=r"^16 images in a row from '.*/train/class_0/\d.png' on cannot be read"):
+        for _ in batches(data):
+            pass
 
 
 # ------------------------------------------------------------------ decoding

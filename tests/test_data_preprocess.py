@@ -9,6 +9,7 @@ from PIL import Image
 import preprocess as preprocess_entry
 from conftest import snapshot, write_image_folder
 from src.data.files import BadImagesError
+from src.deploy.errors import DeployError
 from test_data_files import _add_hidden_entries
 
 
@@ -28,7 +29,7 @@ def test_another_file_list_is_refused(data, tmp_path):
     assert preprocess_entry.main(args(data, out))["reused"]
     before = snapshot(str(out))
     Image.new("RGB", (20, 20)).save(os.path.join(data, "val", "class_1", "new.png"))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(DeployError) as info:
         preprocess_entry.main(args(data, out))
     assert str(info.value) == (
         f"{str(out)!r} holds inputs preprocessed from other images than {os.path.join(data, 'val')!r} now has "
@@ -66,6 +67,6 @@ def test_a_folder_of_other_files_is_refused_untouched(data, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "img_000000.bin").write_bytes(b"someone else's")
-    with pytest.raises(ValueError, match="is not empty and holds no labels.json written by preprocess.py"):
+    with pytest.raises(DeployError, match="is not empty and holds no labels.json written by preprocess.py"):
         preprocess_entry.main(args(data, out))
     assert snapshot(str(out)) == {"img_000000.bin": snapshot(str(out / "img_000000.bin"))}

@@ -45,7 +45,7 @@ Randomness and reproducibility (measured on MindSpore 2.10, CPU, ``fork`` start 
 
 Errors: a missing root or split folder, a split without class folders or images, class
 folders that differ between ``train`` and ``val`` and a ``num_classes`` that does not match
-raise ``FileNotFoundError``/``ValueError`` naming the path and the fix.
+raise ``FileNotFoundError``/``DatasetError`` naming the path and the fix.
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import mindspore.dataset as ds
 
+from .errors import DatasetError
 from .files import IMAGE_EXTENSIONS, LAYOUT, SPLITS, BadImagePolicy, ImageFiles, class_names
 from .mixup import MIX_MODES, Mixup
 from .rng import derive_seed
@@ -81,7 +82,7 @@ def _check_other_split(root: str, split: str, names: List[str]) -> None:
     if other_names != names:
         only_here = sorted(set(names) - set(other_names))
         only_there = sorted(set(other_names) - set(names))
-        raise ValueError(
+        raise DatasetError(
             f"class folders differ between {os.path.join(root, split)!r} ({len(names)} classes) and "
             f"{os.path.join(root, other)!r} ({len(other_names)} classes): only in {split}: {only_here[:10]}, "
             f"only in {other}: {only_there[:10]}; both splits need the same <class> folder names")
@@ -118,7 +119,7 @@ class _LoadImage:
             image = self._load(other)
             if image is not None:
                 return image, self.files.labels[other], np.int64(index)
-        raise ValueError(f"{_MAX_TRIES} images in a row from {self.files.path(index)!r} on cannot be read; "
+        raise DatasetError(f"{_MAX_TRIES} images in a row from {self.files.path(index)!r} on cannot be read; "
                          "is the dataset damaged?")
 
 
@@ -191,13 +192,13 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
     _check_other_split(root, split, names)
     path = os.path.join(root, split)
     if num_classes is not None and num_classes != len(names):
-        raise ValueError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
+        raise DatasetError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
                          "set num_classes to the folder count (or fix the folders)")
     num_classes = len(names)
     files = ImageFiles(root, split, names)
     size = len(files)
     if size == 0:
-        raise ValueError(f"split folder {path!r} has class folders but no images with extensions "
+        raise DatasetError(f"split folder {path!r} has class folders but no images with extensions "
                          f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
 
     if is_training and repeated_aug > 1:
@@ -217,7 +218,7 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
         if mixup_mode in ("pair", "elem"):
             last = len(sampler) % batch_size
             if batch_size % 2 or (not drop_remainder and last % 2):
-                raise ValueError(f"mixup_mode={mixup_mode!r} needs even batches: batch_size={batch_size}, "
+                raise DatasetError(f"mixup_mode={mixup_mode!r} needs even batches: batch_size={batch_size}, "
                                  f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
                                  "even batch_size with drop_remainder=True, or mixup_mode='batch'")
     elif mixup_mode not in MIX_MODES:
@@ -256,8 +257,8 @@ def batches(dataset: ds.Dataset):
 
     Unreadable images met on the way are named (once per file and process), counted, and
     summarised at the end; more than ``max_bad_image_fraction`` of them stops the iteration
-    with one ``BadImagesError``.  A failure inside the pipeline's Python code becomes one
-    ``ValueError`` with that code's message instead of MindSpore's multi-page report.
+    with one ``BadImagesError``.  A ``DatasetError`` raised inside the pipeline's workers comes out as
+    that one error instead of MindSpore's multi-page report.
     """
     policy: BadImagePolicy = dataset.bad_image_policy
     try:
@@ -267,8 +268,8 @@ def batches(dataset: ds.Dataset):
                 policy.add(found)
             yield images, labels
     except RuntimeError as err:
-        found = re.search(r"^ValueError: (.+)$", str(err), re.MULTILINE)
-        if found is None:
+        found = re.findall(r"^(?:[\w.]+\.)?DatasetError: (.+)$", str(err), re.MULTILINE)
+        if not found:
             raise
-        raise ValueError(found.group(1)) from None
+        raise DatasetError(found[-1]) from None  # the last: MindSpore may quote the traceback's header first
     policy.summary()

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
 
+from .errors import DatasetError
 from .files import visible
 from .staging import StagedDir
 
-__all__ = ["write_digits_dataset", "wait_for_digits_dataset", "MARKER"]
+__all__ = ["write_digits_dataset", "find_digits_dataset", "MARKER"]
 
 MARKER = "digits.json"
 
@@ -56,7 +56,7 @@ def _existing(root: str, settings: dict) -> Optional[Dict[str, int]]:
     if not os.path.isfile(marker):
         if os.path.exists(root) and (not os.path.isdir(root) or any(os.scandir(root))):
             found = sorted(os.listdir(root))[:5] if os.path.isdir(root) else []
-            raise ValueError(
+            raise DatasetError(
                 f"set: digits writes the demo digits only into a new or empty folder, and {root} holds other files "
                 f"({', '.join(found) or 'it is a file'}): nothing was changed; point data_url at a new folder for "
                 f"the demo, or use set: ImageNet to read your own train/ and val/ there")
@@ -64,11 +64,11 @@ def _existing(root: str, settings: dict) -> Optional[Dict[str, int]]:
     with open(marker, encoding="utf-8") as fh:
         info = json.load(fh)
     if info.get("settings") != settings:
-        raise ValueError(f"{root} already holds a digits tree written with {info.get('settings')}, "
+        raise DatasetError(f"{root} already holds a digits tree written with {info.get('settings')}, "
                          f"not {settings}; use another data_url or delete {root}")
     counts = _count_pngs(root)
     if "train" not in info or counts["train"] != info["train"] or counts["val"] != info["val"]:
-        raise ValueError(f"the digits tree in {root} is damaged ({counts} files, {MARKER} says "
+        raise DatasetError(f"the digits tree in {root} is damaged ({counts} files, {MARKER} says "
                          f"train={info.get('train')}, val={info.get('val')}); delete {root} and run again")
     return {"train": info["train"], "val": info["val"], "num_classes": info["num_classes"]}
 
@@ -96,9 +96,9 @@ def _write_tree(dest: str, image_size: int, val_fraction: float, seed: int) -> d
 
 def _settings(image_size: int, val_fraction: float, seed: int) -> dict:
     if int(image_size) != image_size or image_size < 8:
-        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+        raise DatasetError(f"image_size must be an int >= 8, got {image_size!r}")
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
     return {"image_size": int(image_size), "val_fraction": float(val_fraction), "seed": int(seed)}
 
 
@@ -116,22 +116,13 @@ def write_digits_dataset(root: str, *, image_size: int = 32, val_fraction: float
         if not stage.publish():  # root was filled meanwhile: another process's tree, or not ours
             found = _existing(root, settings)
             if found is None:
-                raise ValueError(f"cannot publish the digits tree at {root}")
+                raise DatasetError(f"cannot publish the digits tree at {root}")
             return {**found, "written": False}
     return {**counts, "written": True}
 
 
-def wait_for_digits_dataset(root: str, *, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0,
-                            timeout: float = 600.0) -> dict:
-    """Wait until another process (rank 0) has written the tree ``write_digits_dataset`` would write."""
-    settings = _settings(image_size, val_fraction, seed)
-    root = os.path.abspath(root)
-    deadline = time.time() + timeout
-    while True:
-        found = _existing(root, settings)
-        if found is not None:
-            return {**found, "written": False}
-        if time.time() > deadline:
-            raise FileNotFoundError(f"no digits tree appeared in {root} within {timeout:.0f} s; see the log of "
-                                    "rank 0, which writes it")
-        time.sleep(1)
+def find_digits_dataset(root: str, *, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Optional[dict]:
+    """The finished tree ``write_digits_dataset`` would write at ``root``, or None while there is none yet
+    (for processes that wait for another to write it); refuses like ``write_digits_dataset``."""
+    found = _existing(os.path.abspath(root), _settings(image_size, val_fraction, seed))
+    return None if found is None else {**found, "written": False}

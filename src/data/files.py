@@ -22,6 +22,8 @@ from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 
+from .errors import DatasetError
+
 __all__ = ["SPLITS", "IMAGE_EXTENSIONS", "visible", "split_dir", "class_names", "ImageFiles",
            "BadImagePolicy", "BadImagesError"]
 
@@ -54,7 +56,7 @@ def class_names(root: str, split: str) -> List[str]:
     path = split_dir(root, split)
     names = sorted(e.name for e in os.scandir(path) if e.is_dir() and visible(e.name))
     if not names:
-        raise ValueError(f"split folder {path!r} has no class folders; {LAYOUT}")
+        raise DatasetError(f"split folder {path!r} has no class folders; {LAYOUT}")
     return names
 
 
@@ -98,7 +100,7 @@ class ImageFiles:
             return handle.read()
 
 
-class BadImagesError(ValueError):
+class BadImagesError(DatasetError):
     """More of a split's images are unreadable than ``max_bad_image_fraction`` allows."""
 
 

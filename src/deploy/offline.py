@@ -18,35 +18,36 @@ import numpy as np
 
 from ..data.files import BadImagePolicy, ImageFiles
 from ..data.staging import StagedDir
-from ..data.transforms import UndecodableImage, create_transforms
-from .builders import eval_transform_args
-from .metrics import topk_correct
+from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImage, create_transforms
+from ..engine.metrics import topk_correct
+from .errors import DeployError
 
 LABELS = "labels.json"
 
 
-def preprocess(cfg) -> Dict[str, int]:
-    """Write one input file per readable validation image and the label file; returns counts.
+def preprocess(data_root: str, preprocess_path: str, args: dict, *, max_bad_image_fraction: float = 0.001,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dict[str, int]:
+    """Write one input file per readable image of ``<data_root>/val`` and the label file; returns counts.
+    ``args``: the evaluation transform (image_size, mean, std, crop_pct).
 
     Unreadable images are skipped under the same policy as training and evaluation
     (``src/data/files.py``) and listed in ``labels.json`` under ``skipped``.
     """
-    files = ImageFiles(cfg.data_url, "val")
-    args = eval_transform_args(cfg)
+    files = ImageFiles(data_root, "val")
     (transform,) = create_transforms(False, args["image_size"], mean=args["mean"], std=args["std"],
-                                     crop_pct=args["crop_pct"], max_image_pixels=cfg.max_image_pixels)
+                                     crop_pct=args["crop_pct"], max_image_pixels=max_image_pixels)
     settings = {"classes": files.classes, "image_size": args["image_size"],
                 "transform": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
     listing = [files.relative(i) for i in range(len(files))]
-    out = os.path.abspath(cfg.preprocess_path)
+    out = os.path.abspath(preprocess_path)
     if os.path.exists(os.path.join(out, LABELS)):
         _check_reusable(out, settings, listing, files.folder)
         return {"images": len(read_labels(out)["images"]), "classes": len(files.classes), "reused": True}
     if os.path.exists(out) and (not os.path.isdir(out) or any(os.scandir(out))):
-        raise ValueError(f"{out!r} is not empty and holds no {LABELS} written by preprocess.py; nothing was changed: "
+        raise DeployError(f"{out!r} is not empty and holds no {LABELS} written by preprocess.py; nothing was changed: "
                          f"choose a new or empty --preprocess_path")
     reasons: Dict[int, str] = {}
-    policy = BadImagePolicy(files, cfg.max_bad_image_fraction, reasons.get)
+    policy = BadImagePolicy(files, max_bad_image_fraction, reasons.get)
     images, skipped = {}, []
     with StagedDir(out, LABELS, settings) as stage:  # labels.json is its first file; the folder appears when done
         for index, relative in enumerate(listing):
@@ -62,7 +63,7 @@ def preprocess(cfg) -> Dict[str, int]:
             images[key] = {"label": int(files.labels[index]), "file": relative}
         stage.write_marker({"images": images, "skipped": skipped})
         if not stage.publish():
-            raise ValueError(f"{out!r} was filled by another process while preprocessing; choose another "
+            raise DeployError(f"{out!r} was filled by another process while preprocessing; choose another "
                              "--preprocess_path")
     policy.summary()
     return {"images": len(images), "classes": len(files.classes), "reused": False}
@@ -72,13 +73,13 @@ def _check_reusable(out: str, settings: dict, listing: list, folder: str) -> Non
     """An earlier output is reused only for the same settings and the same image files."""
     done = read_labels(out)
     if {k: done.get(k) for k in settings} != settings:
-        raise ValueError(f"{out!r} holds inputs preprocessed with other settings; choose another "
+        raise DeployError(f"{out!r} holds inputs preprocessed with other settings; choose another "
                          f"--preprocess_path")
     before = sorted([item["file"] for item in done["images"].values()] + done.get("skipped", []))
     now = sorted(listing)
     if before != now:
         gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
-        raise ValueError(f"{out!r} holds inputs preprocessed from other images than {folder!r} now has "
+        raise DeployError(f"{out!r} holds inputs preprocessed from other images than {folder!r} now has "
                          f"({len(before)} files then, {len(now)} now; {len(gone)} gone, e.g. {gone[:2]}, {len(new)} "
                          f"new, e.g. {new[:2]}); choose another --preprocess_path or move the old one away")
 
@@ -106,7 +107,7 @@ def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
 
         graph = ms.nn.GraphCell(ms.load(model_file))
         return lambda x: graph(ms.Tensor(x)).asnumpy()
-    raise ValueError(f"{model_file!r} is neither a .mindir nor an .onnx file")
+    raise DeployError(f"{model_file!r} is neither a .mindir nor an .onnx file")
 
 
 def run_inference(model_file: str, preprocess_path: str, result_path: str) -> int:
@@ -120,7 +121,7 @@ def run_inference(model_file: str, preprocess_path: str, result_path: str) -> in
         try:
             logits = runner(x)
         except Exception as err:  # the runtimes raise their own types for a wrong input shape
-            raise ValueError(f"{model_file} cannot run a (1, 3, {size}, {size}) input ({str(err).splitlines()[0]}); "
+            raise DeployError(f"{model_file} cannot run a (1, 3, {size}, {size}) input ({str(err).splitlines()[0]}); "
                              f"export it with --batch_size 1 --image_size {size}") from None
         np.asarray(logits, np.float32).reshape(-1).tofile(os.path.join(result_path, f"{key}_0.bin"))
     return len(labels["images"])
@@ -136,11 +137,11 @@ def postprocess(preprocess_path: str, result_path: str) -> Dict[str, float]:
             raise FileNotFoundError(f"result {path} is missing; did the inference step run over {preprocess_path}?")
         values = np.fromfile(path, "<f4")
         if values.size != len(labels["classes"]):
-            raise ValueError(f"result {path} holds {values.size} float32 values, expected {len(labels['classes'])} "
+            raise DeployError(f"result {path} holds {values.size} float32 values, expected {len(labels['classes'])} "
                              f"logits (one per class); was the model exported for another num_classes or batch?")
         logits.append(values)
         targets.append(item["label"])
     if not logits:
-        raise ValueError(f"{preprocess_path} lists no images")
+        raise DeployError(f"{preprocess_path} lists no images")
     hits = topk_correct(np.stack(logits), np.array(targets))
     return {"top1": 100.0 * hits[1] / len(targets), "top5": 100.0 * hits[5] / len(targets), "count": len(targets)}
