@@ -41,10 +41,12 @@ def kernel_impl(cfg: Config) -> str:
 
 
 def model_from_config(cfg: Config, training: bool = False, impl: str = None) -> nn.Cell:
-    """The configured model; drop path and dropout only when ``training``."""
+    """The configured model; drop path, dropout and the fine-tuning freezes (frozen_stages, norm_eval) only
+    when ``training``."""
     return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size,
                         drop_rate=cfg.drop_rate if training else 0.0,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,
+                        frozen_stages=cfg.frozen_stages if training else 0, norm_eval=training and cfg.norm_eval,
                         kernel_impl=impl or kernel_impl(cfg))
 
 

@@ -131,6 +131,9 @@ OPTIONS: Dict[str, Option] = {
                              check=in_range(0.0, 1.0, high_open=True)),
     "drop_rate": Option(0.0, _float, "dropout before the classifier's last layer",
                         check=in_range(0.0, 1.0, high_open=True)),
+    "frozen_stages": Option(0, _int, "fine-tuning: freeze the stem, pos_embed and the first N stages (pyramid) or "
+                                     "blocks (isotropic): no updates, BatchNorm statistics kept", check=NON_NEGATIVE),
+    "norm_eval": Option(False, _bool, "fine-tuning: every backbone BatchNorm keeps its running statistics"),
     "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere", KERNEL_IMPLS),
     "pretrained": Option(None, _optional(str), "checkpoint to start from (train) or to evaluate/export"),
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
@@ -219,7 +222,7 @@ _MODEL = ("arch", "num_classes", "image_size", "kernel_impl", "pretrained", "use
 _IMAGES = ("max_bad_image_fraction", "max_image_pixels")
 _DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
 _DEVICE = ("device_target", "device_id", "graph_mode")
-_TRAINING = ("drop_path_rate", "drop_rate", "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter",
+_TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter",
              "re_prob", "re_mode", "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode",
              "label_smoothing", "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr",
              "lr_scheduler", "warmup_length", "epochs", "cooldown_epochs", "weight_decay", "beta", "eps", "momentum",

@@ -1,16 +1,35 @@
-"""What the ViG families share: stem + position embedding in, pooled head out."""
-from typing import Tuple
+"""What the ViG families share: stem + position embedding in, pooled head out; backbone access.
+
+Backbone use (timm's API on the model itself): ``feature_info`` describes the feature points (the
+four stages of a pyramid model, every block of an isotropic one), ``forward_intermediates`` returns
+their maps, ``set_features_only`` turns the model into a backbone whose forward returns them (the
+head and the blocks after the last chosen point are dropped), and ``freeze_stages`` /
+``set_norm_eval`` prepare it for fine-tuning with mmpretrain's meaning.
+"""
+from typing import List, Optional, Sequence, Tuple, Union
 
 import mindspore as ms
 from mindspore import Parameter, nn
 from mindspore.common.initializer import initializer
 
-from .layers import BicubicResize
+from .errors import ModelError
+from .layers import BicubicResize, Downsample, DropPath, Grapher
+
+HEAD = "prediction"
 
 
 class GraphClassifier(nn.Cell):
     """Base of the ViG classifiers. Subclasses set ``stem``, ``backbone`` and ``prediction`` and call
-    ``_init_pos_embed``; the forward pass is stem + pos_embed -> backbone -> mean pool -> head."""
+    ``_init_pos_embed``; the forward pass is stem + pos_embed -> backbone -> mean pool -> head, or,
+    after ``set_features_only``, stem + pos_embed -> backbone with the chosen feature maps out."""
+
+    def __init__(self):
+        super().__init__()
+        self.features_only = False
+        self.out_entries: Tuple[int, ...] = ()  # backbone entries whose outputs a features-only model returns
+        self.dropped_prefixes: Tuple[str, ...] = ()  # parameter-name prefixes a features-only model dropped
+        self.frozen_stages = 0
+        self.norm_eval = False
 
     def _init_pos_embed(self, channels: int, table_grid: Tuple[int, int], grid: Tuple[int, int]) -> None:
         """Zero-initialised, trainable, shaped for the 224 grid; resized bicubically to ``grid``."""
@@ -33,4 +52,161 @@ class GraphClassifier(nn.Cell):
         return self.prediction(x.mean(axis=(2, 3), keep_dims=True)).squeeze((2, 3))
 
     def construct(self, x):
+        if self.features_only:
+            return self._run_backbone(self.embed(x), self.out_entries, self.out_entries[-1])
         return self.forward_head(self.forward_features(x))
+
+    # ----- backbone structure
+
+    def stages(self) -> List[List[int]]:
+        """Backbone entry indices per stage: a pyramid stage is its Downsample (if any) and its blocks;
+        in an isotropic model every block is a stage of its own (mmpretrain's grouping)."""
+        stages: List[List[int]] = []
+        pyramid = self.is_pyramid
+        for index, entry in enumerate(self.backbone):
+            if not stages or not pyramid or isinstance(entry, Downsample):
+                stages.append([])
+            stages[-1].append(index)
+        return stages
+
+    def graphers(self) -> List[Tuple[int, Grapher]]:
+        """(backbone entry index, Grapher) of every block, in order: the blocks whose graphs can be inspected."""
+        found = []
+        for index, entry in enumerate(self.backbone):
+            found += [(index, cell) for _, cell in entry.cells_and_names() if isinstance(cell, Grapher)]
+        return found
+
+    @property
+    def feature_info(self) -> List[dict]:
+        """One entry per feature point (stage end): its backbone entry (``index``, ``module``), channels
+        (``num_chs``), stride (``reduction``) and node grid (``grid``) at the model's input size."""
+        graphers = dict(self.graphers())
+        stride = self.stem.stride
+        info = []
+        for stage in self.stages():
+            if isinstance(self.backbone[stage[0]], Downsample):
+                stride *= 2
+            grapher = graphers[stage[-1]]
+            info.append({"index": stage[-1], "module": f"backbone.{stage[-1]}", "num_chs": grapher.channels,
+                         "reduction": stride, "grid": grapher.grid})
+        return info
+
+    def feature_entries(self, indices: Union[None, int, Sequence[int]] = None) -> Tuple[int, ...]:
+        """Backbone entries of the feature points ``indices`` (timm's meaning: None = all, an int n = the
+        last n, a sequence = those points, negative values counting from the end)."""
+        entries = [item["index"] for item in self.feature_info]
+        count = len(entries)
+        if indices is None:
+            chosen = list(range(count))
+        elif isinstance(indices, int):
+            if not 0 < indices <= count:
+                raise ModelError(f"cannot take the last {indices} feature points: the model has {count}")
+            chosen = list(range(count - indices, count))
+        else:
+            chosen = []
+            for i in indices:
+                if not -count <= int(i) < count:
+                    raise ModelError(f"feature index {i} is out of range: this model has {count} feature points "
+                                     f"(0..{count - 1}, or -{count}..-1 from the end); "
+                                     f"{'stages' if self.is_pyramid else 'blocks'} are numbered from 0")
+                chosen.append(int(i) % count)
+            if not chosen or len(set(chosen)) != len(chosen):
+                raise ModelError(f"feature indices {tuple(indices)} must be distinct and not empty")
+        return tuple(entries[i] for i in sorted(chosen))
+
+    @property
+    def is_pyramid(self) -> bool:
+        """Stages of several blocks at growing strides (Downsample entries between them)."""
+        return any(isinstance(entry, Downsample) for entry in self.backbone)
+
+    def _run_backbone(self, x, take: Tuple[int, ...], stop: int):
+        """The outputs of backbone entries ``take`` (ascending), running the entries up to ``stop``."""
+        outs = ()
+        for index, entry in enumerate(self.backbone):
+            if index <= stop:
+                x = entry(x)
+                if index in take:
+                    outs = outs + (x,)
+        return outs
+
+    def forward_intermediates(self, x, indices: Union[None, int, Sequence[int]] = None, stop_early: bool = False,
+                              intermediates_only: bool = False):
+        """timm's ``forward_intermediates``: the feature maps of the chosen points (see ``feature_entries``),
+        NCHW; with ``intermediates_only`` False also the final features (those of the last block run,
+        which stops at the last chosen point when ``stop_early``)."""
+        take = self.feature_entries(indices)
+        stop = take[-1] if stop_early or intermediates_only else len(self.backbone) - 1
+        if stop not in take:
+            take = take + (stop,)
+            outs = self._run_backbone(self.embed(x), take, stop)
+            return outs[-1], list(outs[:-1])
+        outs = list(self._run_backbone(self.embed(x), take, stop))
+        return outs if intermediates_only else (outs[-1], outs)
+
+    # ----- backbone use
+
+    def set_features_only(self, out_indices: Union[None, int, Sequence[int]] = None) -> "GraphClassifier":
+        """Make the forward return the maps of ``out_indices`` (a tuple, shallow to deep). The head and the
+        blocks after the last chosen point are removed; ``dropped_prefixes`` names their parameters, which
+        checkpoint loading then skips (so a full checkpoint loads into the backbone)."""
+        if self.features_only:
+            raise ModelError("the model is already a features-only backbone")
+        take = self.feature_entries(out_indices)
+        total = len(self.backbone)
+        keep = take[-1] + 1
+        self.backbone = nn.SequentialCell(list(self.backbone)[:keep])
+        delattr(self, HEAD)
+        self.dropped_prefixes = (HEAD + ".",) + tuple(f"backbone.{i}." for i in range(keep, total))
+        self.out_entries = take
+        self.features_only = True
+        return self
+
+    def freeze_stages(self, frozen_stages: int) -> "GraphClassifier":
+        """mmpretrain's ``frozen_stages``: with n > 0 the stem, ``pos_embed`` and the first n stages (pyramid)
+        or blocks (isotropic) stop learning. Their parameters leave ``trainable_params()`` (so no optimizer
+        updates them), their BatchNorms keep their statistics and their drop path is off, in any mode."""
+        stages = self.stages()
+        if not 0 <= frozen_stages <= len(stages):
+            raise ModelError(f"frozen_stages must be in 0..{len(stages)} for this model "
+                             f"({len(stages)} {'stages' if self.is_pyramid else 'blocks'}), got {frozen_stages}")
+        if frozen_stages == 0:
+            return self
+        self.pos_embed.requires_grad = False
+        frozen = [self.stem] + [self.backbone[i] for stage in stages[:frozen_stages] for i in stage]
+        for cell in frozen:
+            for param in cell.get_parameters():
+                param.requires_grad = False
+            for _, sub in cell.cells_and_names():
+                if isinstance(sub, nn.BatchNorm2d):
+                    sub.use_batch_statistics = False
+                elif isinstance(sub, DropPath):
+                    sub.rate = 0.0
+        self.frozen_stages = frozen_stages
+        return self
+
+    def set_norm_eval(self, norm_eval: bool = True) -> "GraphClassifier":
+        """mmpretrain's ``norm_eval``: every BatchNorm of the stem and backbone normalises with its running
+        statistics and never updates them, whatever the training mode (the head's BatchNorm trains)."""
+        for cell in (self.stem, self.backbone):
+            for _, sub in cell.cells_and_names():
+                if isinstance(sub, nn.BatchNorm2d):
+                    sub.use_batch_statistics = False if norm_eval else None
+        self.norm_eval = norm_eval
+        if not norm_eval and self.frozen_stages:
+            self.freeze_stages(self.frozen_stages)  # frozen stages keep their statistics regardless
+        return self
+
+
+def backbone_options(model: GraphClassifier, features_only: bool = False,
+                     out_indices: Optional[Sequence[int]] = None, frozen_stages: int = 0,
+                     norm_eval: bool = False) -> GraphClassifier:
+    """Apply ``create_model``'s backbone arguments to a built model."""
+    if out_indices is not None and not features_only:
+        raise ModelError("out_indices chooses the maps of a features-only model: pass features_only=True too")
+    if features_only:
+        model.set_features_only(out_indices)
+    if frozen_stages:
+        model.freeze_stages(frozen_stages)
+    if norm_eval:
+        model.set_norm_eval(True)
+    return model

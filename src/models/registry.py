@@ -5,6 +5,7 @@ from typing import Callable, Dict, List, Optional
 
 from mindspore import nn
 
+from .base import backbone_options
 from .errors import ModelError
 from .layers import set_kernel_impl
 
@@ -54,15 +55,20 @@ def model_cfg(name: str) -> dict:
 
 
 def create_model(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0, img_size=224,
-                 kernel_impl: str = "auto", **kwargs) -> nn.Cell:
+                 kernel_impl: str = "auto", features_only: bool = False, out_indices=None, frozen_stages: int = 0,
+                 norm_eval: bool = False, **kwargs) -> nn.Cell:
     """Build a registered model.
 
     ``img_size`` (int or (h, w)) sets the node grid; position tables keep their 224 shapes and are
     resized in the forward pass. ``kernel_impl`` picks the CPU formulations ('cpu') or the native
     kernels ('native'); 'auto' follows the device target. Other keyword arguments go to the
     family's constructor (e.g. ``drop_rate``, ``conv``, ``stochastic``).
+
+    Backbone use: ``features_only`` makes the forward return a tuple of feature maps, those of the
+    feature points ``out_indices`` (pyramid: stages 0-3 at strides 4/8/16/32; isotropic: blocks;
+    default all); ``frozen_stages`` and ``norm_eval`` as in mmpretrain (see ``GraphClassifier``).
     """
     builder = _BUILDERS[canonical_name(name)]
     model = builder(num_classes=num_classes, drop_path_rate=drop_path_rate, img_size=img_size, **kwargs)
     set_kernel_impl(model, kernel_impl)
-    return model
+    return backbone_options(model, features_only, out_indices, frozen_stages, norm_eval)

@@ -130,6 +130,8 @@ def load_model_weights(net: nn.Cell, path: str, use_ema: Optional[bool] = False,
     """Load a project or converted checkpoint into ``net``, refusing anything that does not fit exactly.
 
     ``use_ema`` None takes the weights the checkpoint records as its best (see ``wants_ema``).
+    A features-only backbone (``create_model(..., features_only=True)``) takes a full model's checkpoint:
+    the entries of the parts it dropped (head, blocks after its last feature point) are skipped.
     Fine-tuning: with ``new_classifier`` (a parameter-name prefix), entries under it whose shapes differ
     from the model's (another class count) are not loaded and the model keeps its freshly initialised
     ones; their names are returned.
@@ -137,6 +139,8 @@ def load_model_weights(net: nn.Cell, path: str, use_ema: Optional[bool] = False,
     checkpoint = read_checkpoint(path)
     ema = wants_ema(checkpoint, use_ema)
     weights = model_entries(checkpoint, ema)
+    dropped = getattr(net, "dropped_prefixes", ())  # a features-only backbone: no head, maybe fewer blocks
+    weights = {name: value for name, value in weights.items() if not name.startswith(dropped)}
     params = net.parameters_dict()
     kept = [n for n in weights if new_classifier and n.startswith(new_classifier) and n in params
             and tuple(weights[n].shape) != tuple(params[n].shape)]

@@ -66,6 +66,8 @@ class Grapher(nn.Cell):
         height, width = grid
         if height % reduce_ratio or width % reduce_ratio:
             raise ValueError(f"node grid {grid} is not divisible by the reduce ratio {reduce_ratio}")
+        self.channels = channels
+        self.grid = (height, width)  # this block's node grid (rows, columns)
         self.num_nodes = height * width
         self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
         self.k, self.dilation = cap_knn(k, dilation, self.num_keys)
