@@ -1,7 +1,9 @@
-"""Measure a model's speed: images/s, compile time, peak memory and the graph part's share of time.
+"""Measure a model's speed: images/s, compile time, peak memory and the graph part's share of time;
+or, with --flops, its parameters and MACs per image.
 
     python benchmark.py --arch vig_ti_224_gelu [--batch_size 8] [--image_size 224] [--mode infer|train|both]
         [--amp_level O0|O2] [--runs 10] [--kernel_impl auto|native|cpu] [--pretrained CKPT]
+    python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
 
 Training steps are forward, cross-entropy, backward and AdamW (no clipping, no EMA), in GRAPH_MODE.
 Without --pretrained the BatchNorm statistics are calibrated on smooth images first (fresh weights
@@ -14,7 +16,8 @@ from src.app.cli import run_cli
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True)
+    parser.add_argument("--arch", nargs="+", help="registered model name(s); --flops without it: every model")
+    parser.add_argument("--flops", action="store_true", help="print parameters and MACs per image instead of speed")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--mode", choices=("infer", "train", "both"), default="both")
@@ -24,17 +27,41 @@ def main(argv=None):
     parser.add_argument("--pretrained", help="weights to measure with (default: calibrated BatchNorm statistics)")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     args = parser.parse_args(argv)
+    if args.flops:
+        return flops(args.arch, args.image_size)
+    if not args.arch or len(args.arch) > 1:
+        parser.error("speed is measured for one model: pass --arch NAME (or --flops for sizes)")
 
     from tools.benchmark import benchmark, format_table, machine_description
     from src.app.device import init_device
     init_device(args.device_target, graph_mode=True)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
-    rows = benchmark(args.arch, args.batch_size, args.image_size, modes, args.amp_level, args.runs,
+    rows = benchmark(args.arch[0], args.batch_size, args.image_size, modes, args.amp_level, args.runs,
                      args.kernel_impl, args.pretrained)
     print(f"machine: {machine_description()}")
     print(format_table(rows))
     return rows
 
+
+def flops(archs, image_size):
+    """Parameters and MACs per image (tools/flops.py), one table row per model, printed as it is counted.
+    Without ``archs`` every registered model that accepts ``image_size`` is counted."""
+    from src.app.device import init_device
+    from src.models import ModelError, canonical_name, list_models
+    from tools.flops import format_sizes, model_size
+    init_device("CPU", graph_mode=False)
+    header, rows = format_sizes([]), []
+    print(header, flush=True)
+    for arch in [canonical_name(a) for a in archs] if archs else list_models():
+        try:
+            rows.append(model_size(arch, image_size))
+        except ValueError as err:  # an input size the model does not accept
+            if archs:
+                raise ModelError(f"{arch} at {image_size}x{image_size}: {err}") from None
+            print(f"| {arch} | {image_size} | not counted: {err} |", flush=True)
+            continue
+        print(format_sizes(rows[-1:])[len(header) + 1:], flush=True)
+    return rows
 
 if __name__ == "__main__":
     run_cli(main)

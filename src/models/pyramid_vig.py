@@ -32,6 +32,15 @@ ARCHS = {
                             crop_pct=0.95),
 }
 
+# The official release files (GitHub release "pyramid-vig"), as the timm pull request's default_cfgs list them.
+_RELEASE = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/pyramid-vig/"
+RELEASES = {
+    "pvig_ti_224_gelu": dict(url=_RELEASE + "pvig_ti_78.5.pth.tar"),
+    "pvig_s_224_gelu": dict(url=_RELEASE + "pvig_s_82.1.pth.tar"),
+    "pvig_m_224_gelu": dict(url=_RELEASE + "pvig_m_83.1.pth.tar"),
+    "pvig_b_224_gelu": dict(url=_RELEASE + "pvig_b_83.66.pth.tar"),
+}
+
 
 def knn_schedule(depths: Sequence[int], k: int = 9, last_stage_nodes: int = 49) -> Tuple[list, list]:
     """The official rule: constant k; d = min(idx // 4 + 1, N_last // k) over the global index."""
@@ -87,4 +96,4 @@ def _build(arch: str, **kwargs) -> PyramidVisionGNN:
 
 
 for _name, _spec in ARCHS.items():
-    register_model(_name, partial(_build, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9)))
+    register_model(_name, partial(_build, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9), **RELEASES[_name]))

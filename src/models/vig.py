@@ -28,6 +28,13 @@ ARCHS = {
     "vig_s_224_gelu": dict(channels=320, k=_K_16, dilation=_D_16, alias="vig_s_patch16_224"),
     "vig_b_224_gelu": dict(channels=640, k=_K_16, dilation=_D_16, alias="vig_b_patch16_224"),
 }
+# The official release files (GitHub release "vig"). SHA-256 prefixes as torch.hub loaders of these URLs check them.
+_RELEASE = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/vig/"
+RELEASES = {
+    "vig_ti_224_gelu": dict(url=_RELEASE + "vig_ti_74.5.pth", sha256="61872146"),
+    "vig_s_224_gelu": dict(url=_RELEASE + "vig_s_80.6.pth", sha256="081bb44c"),
+    "vig_b_224_gelu": dict(url=_RELEASE + "vig_b_82.6.pth", sha256="40b0685d"),
+}
 # A small member of the family for quick runs on small images (the one-command demo): 6 blocks of 64
 # channels, k from 4 to 8 by the official rule.
 SMALL_ARCHS = {
@@ -79,6 +86,6 @@ def _build(arch: str, **kwargs) -> VisionGNN:
 
 
 for _name, _spec in ARCHS.items():
-    register_model(_name, partial(_build, _name), default_cfg(), aliases=(_spec["alias"],))
+    register_model(_name, partial(_build, _name), default_cfg(**RELEASES[_name]), aliases=(_spec["alias"],))
 for _name in SMALL_ARCHS:
     register_model(_name, partial(_build, _name), default_cfg(input_size=64))

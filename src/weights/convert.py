@@ -11,6 +11,7 @@ import numpy as np
 
 from ..models import canonical_name, create_model, model_cfg
 from .checkpoint import CheckpointError, check_fits, save_checkpoint
+from .download import download
 from .pth_reader import read_pth
 
 BN_RENAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
@@ -51,12 +52,17 @@ def to_mindspore_names(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
+def check_destination(dst: str, overwrite: bool) -> None:
+    """An existing output is replaced only when asked (checked before any download or conversion)."""
+    if os.path.exists(dst) and not overwrite:
+        raise CheckpointError(f"{dst!r} already exists; choose another --dst or pass --overwrite")
+
+
 def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = False,
                                 overwrite: bool = False) -> Dict[str, int]:
     """Convert ``src`` (.pth) for ``arch`` into ``dst`` (.ckpt) after checking it fits the model exactly."""
     arch = canonical_name(arch)
-    if os.path.exists(dst) and not overwrite:
-        raise CheckpointError(f"{dst!r} already exists; choose another --dst or pass --overwrite")
+    check_destination(dst, overwrite)
     weights = to_mindspore_names(select_state_dict(read_pth(src), use_ema))
     classifier_bias = model_cfg(arch)["classifier"] + ".bias"
     num_classes = int(weights[classifier_bias].shape[0]) if classifier_bias in weights else 1000
@@ -64,3 +70,13 @@ def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = F
     check_fits(net, weights, f"checkpoint {src!r}", arch)
     save_checkpoint(weights, dst)
     return {"tensors": len(weights), "num_classes": num_classes}
+
+
+def fetch_release(arch: str, progress: bool = True) -> str:
+    """The official checkpoint file of ``arch`` (its default cfg's ``url``), from the cache or downloaded."""
+    arch = canonical_name(arch)
+    cfg = model_cfg(arch)
+    if not cfg.get("url"):
+        raise CheckpointError(f"no downloadable release file is known for {arch}; download its official checkpoint "
+                              f"by hand and convert it with --src <file>")
+    return download(cfg["url"], sha256=cfg.get("sha256"), num_bytes=cfg.get("num_bytes"), progress=progress)

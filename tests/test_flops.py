@@ -1,0 +1,47 @@
+"""Parameters and MACs per image: the official paper's figures for ViG-Ti and Pyramid ViG-Ti."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools.flops import count_macs, model_size
+from src.models import create_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# official_vig.md section 2: README parameters, paper/README GMACs; MACs by torchprofile's rule and conv+matmul
+PUBLISHED = {
+    "vig_ti_224_gelu": dict(params_trainable=7_184_744, params_all=7_184_744, gmacs=1.3, official=1.3065,
+                            conv_matmul=1.3009),
+    "pvig_ti_224_gelu": dict(params_trainable=10_714_376, params_all=12_486_314, gmacs=1.7, official=1.7100,
+                             conv_matmul=1.6996),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED))
+def test_published_figures(arch):
+    want = PUBLISHED[arch]
+    got = model_size(arch, 224)
+    assert (got["params_trainable"], got["params_all"]) == (want["params_trainable"], want["params_all"])
+    assert round(got["macs_official"] / 1e9, 1) == want["gmacs"]
+    assert abs(got["macs_official"] / 1e9 - want["official"]) < 5e-5
+    assert abs(got["macs_conv_matmul"] / 1e9 - want["conv_matmul"]) < 5e-5
+
+
+def test_counts_follow_the_input_size_and_the_features_only_model(pynative):
+    """Convolutions scale with the node count, the distance with its square; the head adds its two 1x1 convs."""
+    small, large = (count_macs(create_model("vig_nano_gelu", img_size=s, features_only=True, kernel_impl="native"), s)
+                    for s in (32, 64))
+    assert large["conv"] == 4 * small["conv"]
+    assert large["matmul"] == 16 * small["matmul"]
+    full = count_macs(create_model("vig_nano_gelu", img_size=64, kernel_impl="native"), 64)
+    assert full["conv"] - large["conv"] == 64 * 1024 + 1024 * 1000
+    assert full["matmul"] == large["matmul"]
+
+
+def test_command_line_prints_a_row_per_model():
+    done = subprocess.run([sys.executable, "benchmark.py", "--flops", "--arch", "vig_nano_gelu", "--image_size", "32"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = [line for line in done.stdout.splitlines() if line.startswith("| vig_nano_gelu")]
+    assert len(row) == 1 and row[0].split("|")[2].strip() == "32"
