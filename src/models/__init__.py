@@ -1,7 +1,9 @@
 """Vision GNN models for MindSpore: ``create_model(name, ...)`` and ``list_models()``."""
 from . import pyramid_vig, vig  # noqa: F401  (registers the families)
+from .layers import Formulation, export_formulation, resolve_kernel_impl
 from .pyramid_vig import PyramidVisionGNN
 from .registry import canonical_name, create_model, list_models, model_cfg
 from .vig import VisionGNN
 
-__all__ = ["create_model", "list_models", "model_cfg", "canonical_name", "VisionGNN", "PyramidVisionGNN"]
+__all__ = ["create_model", "list_models", "model_cfg", "canonical_name", "resolve_kernel_impl", "export_formulation",
+           "Formulation", "VisionGNN", "PyramidVisionGNN"]

@@ -6,7 +6,7 @@ from mindspore import nn
 
 from ..config import Config
 from ..data import create_dataset, write_digits_dataset
-from ..models import create_model, model_cfg
+from ..models import create_model, model_cfg, resolve_kernel_impl
 
 
 def prepare_data(cfg: Config, rank: int) -> str:
@@ -23,10 +23,11 @@ def prepare_data(cfg: Config, rank: int) -> str:
 
 
 def model_from_config(cfg: Config, training: bool = False, kernel_impl=None) -> nn.Cell:
-    """The configured model; drop path only when ``training``."""
+    """The configured model; drop path only when ``training``. The formulation is ``kernel_impl`` if
+    given, else the configured one ('auto': by ``device_target``)."""
     return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size, drop_rate=cfg.drop_rate,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,
-                        kernel_impl=kernel_impl or cfg.kernel_impl)
+                        kernel_impl=kernel_impl or resolve_kernel_impl(cfg.kernel_impl, cfg.device_target))
 
 
 def eval_transform_args(cfg: Config) -> dict:
