@@ -1,5 +1,13 @@
-"""The CPU formulations compute the native kernels' function (same parameters, same results)."""
+"""The CPU formulations compute the native kernels' function (same parameters, same results), and
+the compiled-kernel cache survives every fault."""
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -108,6 +116,184 @@ def test_kernels_fall_back_without_a_compiler(isolated_kernels, monkeypatch, cap
     assert form.cpu_ops and form.gelu is None and form.topk is None
     assert [r.name for r in caplog.records if r.levelname == "WARNING"] == [kernels.__name__] * 2
     assert "no C++ compiler found" in caplog.text
+
+
+# ----- the compiled-kernel cache never breaks a run: each fault falls back (or rebuilds) with a warning
+
+def warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == kernels.__name__ and r.levelname == "WARNING"]
+
+
+def fake_compiler(folder, script):
+    """A compiler stand-in running ``script`` (arguments: source -o output flags...); each call is logged."""
+    path, calls = folder / "fake-cxx", folder / "calls"
+    path.write_text(f"#!/bin/sh\necho call >> {calls}\n{script}\n")
+    path.chmod(0o755)
+    return str(path), calls
+
+
+def build_files(cache):
+    return [f for f in os.listdir(cache) if f.startswith(".vig-build")] if os.path.isdir(cache) else []
+
+
+def test_a_failing_compile_falls_back_once(isolated_kernels, monkeypatch, caplog):
+    """A full disk: the compiler cannot write its output. No temporary file stays; the second call
+    gives the same answer without compiling again."""
+    compiler, calls = fake_compiler(isolated_kernels.parent, 'printf partial > "$3"; echo "ld: final link failed: '
+                                                             'No space left on device" >&2; exit 1')
+    monkeypatch.setenv("CXX", compiler)
+    assert kernels.load("topk_cpu") is None and kernels.load("topk_cpu") is None
+    assert calls.read_text().count("call") == 1
+    assert build_files(isolated_kernels) == [] and os.listdir(isolated_kernels) == []
+    (message,) = warnings_of(caplog)
+    assert "topk_cpu falls back to MindSpore's CPU kernel" in message and "No space left on device" in message
+
+
+def test_a_hanging_compile_is_stopped(isolated_kernels, monkeypatch, caplog):
+    pid_file = isolated_kernels.parent / "pid"
+    compiler, _ = fake_compiler(isolated_kernels.parent, f'sleep 60 & echo $! > {pid_file}; wait')
+    monkeypatch.setenv("CXX", compiler)
+    monkeypatch.setattr(kernels, "COMPILE_TIMEOUT", 1.0)
+    start = time.monotonic()
+    assert kernels.load("topk_cpu") is None
+    assert time.monotonic() - start < 10
+    assert "longer than 1 s" in warnings_of(caplog)[0] and build_files(isolated_kernels) == []
+    child = int(pid_file.read_text())  # the compiler's own subprocess is stopped too
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and " Z " not in open(f"/proc/{child}/stat").read() and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}") or " Z " in open(f"/proc/{child}/stat").read()
+
+
+def test_a_later_start_removes_only_stale_temporary_files(isolated_kernels):
+    """Builds killed midway leave temporary files; only those named by the cache whose process is gone
+    (this host) or that are older than any build are removed."""
+    host = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    isolated_kernels.mkdir()
+    files = {f".vig-build.{dead.pid}.{host}.abc123_x.so": False,          # killed build on this host
+             f".vig-build.{os.getpid()}.{host}.def456_y.so": True,         # a build still running
+             f".vig-build.{dead.pid}.another-host.ghi789_z.so": True,      # another host's, recent
+             f".vig-build.{dead.pid}.another-host.jkl012_w.so": False,     # another host's, old
+             ".vig-build.notes.txt": True, "mine.so.tmp": True}            # not the cache's
+    for name in files:
+        (isolated_kernels / name).write_bytes(b"partial")
+    day_ago = time.time() - 86400
+    for name in (".vig-build.notes.txt", "mine.so.tmp", f".vig-build.{dead.pid}.another-host.jkl012_w.so"):
+        os.utime(isolated_kernels / name, (day_ago, day_ago))
+    assert kernels.load("topk_cpu") is not None
+    left = set(os.listdir(isolated_kernels))
+    assert {name for name, kept in files.items() if kept} <= left
+    assert not {name for name, kept in files.items() if not kept} & left
+
+
+@needs_compiler
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other library"])
+def test_a_damaged_library_is_rebuilt(isolated_kernels, caplog, damage):
+    path = kernels.library_path("topk_cpu", kernels._compiler())
+    os.makedirs(isolated_kernels, exist_ok=True)
+    if damage == "other library":  # a loadable library without the kernel's symbol
+        content = open(kernels.load("gelu_cpu"), "rb").read()
+    else:
+        good = kernels.load("topk_cpu")
+        content = open(good, "rb").read()
+        content = content[:len(content) // 2] if damage == "truncated" else b"not a library" * 100
+        kernels._LOADED.clear()
+    with open(path, "wb") as handle:
+        handle.write(content)
+    assert kernels.load("topk_cpu") == path and kernels.load("topk_cpu") == path
+    assert kernels.library_problem(path, kernels.SYMBOLS["topk_cpu"]) is None
+    reason = {"truncated": "", "garbage": "invalid ELF header", "other library": "undefined symbol: TopkPositions"}
+    (message,) = warnings_of(caplog)
+    assert "is unusable" in message and reason[damage] in message and "rebuilding it" in message
+
+
+def test_a_damaged_library_that_cannot_be_rebuilt_falls_back(isolated_kernels, monkeypatch, caplog):
+    compiler, _ = fake_compiler(isolated_kernels.parent, "exit 1")
+    monkeypatch.setenv("CXX", compiler)
+    os.makedirs(isolated_kernels)
+    path = kernels.library_path("topk_cpu", compiler)
+    open(path, "wb").write(b"not a library")
+    assert kernels.load("topk_cpu") is None and kernels.load("topk_cpu") is None
+    assert len(warnings_of(caplog)) == 2 and "falls back" in warnings_of(caplog)[1]
+
+
+LOAD_TWICE = """
+import importlib.util, json, logging, sys
+logging.basicConfig(format="%(levelname)s %(message)s")
+spec = importlib.util.spec_from_file_location("kernels", sys.argv[1])
+kernels = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kernels)
+print(json.dumps([kernels.load("topk_cpu"), kernels.load("topk_cpu")]))
+"""
+
+
+def reachable_by_all(path):
+    """Whether every user may run ``path`` (it and every folder above it executable by others)."""
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        if path == os.path.dirname(path):
+            return True
+        path = os.path.dirname(path)
+
+
+@pytest.fixture
+def shared_cache(monkeypatch):
+    """A kernel cache, and a copy of the kernels module, that another user can reach (pytest's
+    temporary folders may be private); yields (cache folder, function loading twice as another user)."""
+    python = next((p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3")
+                   if os.path.exists(p) and reachable_by_all(p)), None)
+    if python is None:
+        pytest.skip("no Python interpreter that another user may run")
+    folder = tempfile.mkdtemp(prefix="vig-shared-cache-")
+    os.chmod(folder, 0o755)
+    module = shutil.copytree(os.path.dirname(kernels.__file__), os.path.join(folder, "kernels"),
+                             ignore=shutil.ignore_patterns("__pycache__"))
+    cache = os.path.join(folder, "cache")
+    os.mkdir(cache, 0o755)
+    monkeypatch.setenv("VIG_KERNEL_CACHE", cache)
+    monkeypatch.setattr(kernels, "_LOADED", {})
+
+    def load_as_another_user():
+        """``load`` twice in a process of another user (nobody, when the tests run as root)."""
+        env = {"PATH": os.environ["PATH"], "VIG_KERNEL_CACHE": cache, "HOME": "/nonexistent"}
+        done = subprocess.run([python, "-c", LOAD_TWICE, os.path.join(module, "__init__.py")], env=env, cwd="/",
+                              timeout=120, capture_output=True, text=True,
+                              user=65534 if os.geteuid() == 0 else None)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout), done.stderr
+
+    yield cache, load_as_another_user
+    os.chmod(cache, 0o755)
+    shutil.rmtree(folder)
+
+
+@needs_compiler
+def test_a_shared_cache_serves_another_user(shared_cache):
+    cache, load_as_another_user = shared_cache
+    path = kernels.load("topk_cpu")
+    assert os.stat(path).st_mode & 0o777 == 0o644 and build_files(cache) == []  # mkstemp's 0600 is widened
+    assert load_as_another_user() == ([path, path], "")
+
+
+@needs_compiler
+def test_an_unwritable_cache_or_unreadable_library_falls_back(shared_cache):
+    cache, load_as_another_user = shared_cache
+    os.chmod(cache, 0o555)
+    loaded, log = load_as_another_user()
+    assert loaded == [None, None]
+    assert log.count("WARNING") == 1 and "cannot write to the kernel cache" in log
+    os.chmod(cache, 0o755)
+    path = kernels.load("topk_cpu")
+    os.chmod(path, 0)
+    os.chmod(cache, 0o555)
+    loaded, log = load_as_another_user()
+    assert loaded == [None, None]
+    assert "is unusable (cannot read it: Permission denied)" in log and "falls back" in log
 
 
 @needs_compiler
