@@ -9,7 +9,7 @@ make denormal floats that slow CPUs several-fold).
 """
 import argparse
 
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
 def main(argv=None):
@@ -26,8 +26,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from src.models import resolve_kernel_impl
-    from src.tools.benchmark import benchmark, format_table, machine_description
-    from src.tools.device import init_device
+    from tools.benchmark import benchmark, format_table, machine_description
+    from src.app.device import init_device
     init_device(args.device_target, graph_mode=True)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     rows = benchmark(args.arch, args.batch_size, args.image_size, modes, args.amp_level, args.runs,

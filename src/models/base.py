@@ -5,6 +5,7 @@ import mindspore as ms
 from mindspore import Parameter, nn
 from mindspore.common.initializer import initializer
 
+from .errors import ModelError
 from .layers import BicubicResize, Conv2d
 
 REFERENCE_SIZE = 224  # position tables have the 224 grid's shapes; other sizes resize them
@@ -35,7 +36,7 @@ class GraphClassifier(nn.Cell):
     def reset_classifier(self, num_classes: int) -> None:
         """A freshly initialised classifier for ``num_classes`` classes, under the same parameter names."""
         if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+            raise ModelError(f"num_classes must be at least 1, got {num_classes}")
         parent, index = CLASSIFIER.rsplit(".", 1)
         getattr(self, parent)[int(index)] = Conv2d(self.get_classifier().in_channels, num_classes, 1)
 

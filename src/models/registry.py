@@ -6,6 +6,7 @@ from typing import Callable, Dict, List, Optional, Union
 from mindspore import nn
 
 from .base import CLASSIFIER, FIRST_CONV
+from .errors import ModelError
 from .layers import Formulation
 
 _BUILDERS: Dict[str, Callable[..., nn.Cell]] = {}
@@ -14,17 +15,17 @@ _DEFAULT_CFGS: Dict[str, dict] = {}
 
 
 def default_cfg(**overrides) -> dict:
-    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), and the
-    names of the classifier and of the first conv (the layers fine-tuning and conversion treat apart)."""
+    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9) and the
+    names of their first convolution and classifier (what fine-tuning and conversion look for)."""
     cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-           "crop_pct": 0.9, "interpolation": "bicubic", "classifier": CLASSIFIER, "first_conv": FIRST_CONV}
+           "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": FIRST_CONV, "classifier": CLASSIFIER}
     cfg.update(overrides)
     return cfg
 
 
 def register_model(name: str, builder: Callable[..., nn.Cell], cfg: dict, aliases=()) -> None:
     if name in _BUILDERS or name in _ALIASES:
-        raise ValueError(f"model {name!r} is registered twice")
+        raise ModelError(f"model {name!r} is registered twice")
     _BUILDERS[name] = builder
     _DEFAULT_CFGS[name] = cfg
     for alias in aliases:
@@ -45,7 +46,7 @@ def canonical_name(name: str) -> str:
     known = list_models(include_aliases=True)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown model {name!r}.{hint} Registered models: {', '.join(known)}")
+    raise ModelError(f"Unknown model {name!r}.{hint} Registered models: {', '.join(known)}")
 
 
 def model_cfg(name: str) -> dict:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 from mindspore import ops
 
 from . import kernels
+from ..errors import ModelError
 
 KERNEL_IMPLS = ("native", "cpu")
 
@@ -77,7 +78,7 @@ def formulation(kernel_impl: Union[str, Formulation] = "native") -> Formulation:
     hint = ""
     if kernel_impl == "auto":
         hint = " ('auto' is resolved by the caller: resolve_kernel_impl(impl, device_target))"
-    raise ValueError(f"kernel_impl must be one of {KERNEL_IMPLS} or a Formulation, got {kernel_impl!r}{hint}")
+    raise ModelError(f"kernel_impl must be one of {KERNEL_IMPLS} or a Formulation, got {kernel_impl!r}{hint}")
 
 
 def resolve_kernel_impl(impl: str, device_target: str) -> str:
@@ -85,7 +86,7 @@ def resolve_kernel_impl(impl: str, device_target: str) -> str:
     if impl == "auto":
         return "cpu" if device_target == "CPU" else "native"
     if impl not in KERNEL_IMPLS:
-        raise ValueError(f"kernel_impl must be 'auto' or one of {KERNEL_IMPLS}, got {impl!r}")
+        raise ModelError(f"kernel_impl must be 'auto' or one of {KERNEL_IMPLS}, got {impl!r}")
     return impl
 
 
@@ -94,8 +95,8 @@ def export_formulation(kernel_impl: str, file_format: str) -> Formulation:
     ``kernel_impl`` 'cpu' the CPU formulations without compiled kernels (plain MindSpore operators,
     faster in MindSpore on the CPU); ONNX with erf by formula."""
     if kernel_impl not in KERNEL_IMPLS:
-        raise ValueError(f"kernel_impl must be one of {KERNEL_IMPLS}, got {kernel_impl!r}")
+        raise ModelError(f"kernel_impl must be one of {KERNEL_IMPLS}, got {kernel_impl!r}")
     if kernel_impl == "cpu" and file_format != "MINDIR":
-        raise ValueError(f"the CPU formulations (patch extraction) export only to MINDIR, not {file_format}: "
+        raise ModelError(f"the CPU formulations (patch extraction) export only to MINDIR, not {file_format}: "
                          f"use kernel_impl 'native'")
     return Formulation(cpu_ops=kernel_impl == "cpu", erf_formula=file_format == "ONNX")
