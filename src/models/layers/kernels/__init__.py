@@ -32,8 +32,7 @@ SYMBOLS = {"gelu_cpu": ("GeluForward", "GeluBackward"), "topk_cpu": ("TopkPositi
 COMPILE_TIMEOUT = 120.0  # seconds; a compile takes about one
 _TMP_PREFIX = ".vig-build"  # temporary files: <prefix>.<pid>.<host>.<random>.so
 _TMP_NAME = re.compile(re.escape(_TMP_PREFIX) + r"\.(\d+)\.(.+)\.[A-Za-z0-9_]+\.so$")
-_CHECK = ("import ctypes, sys\nlibrary = ctypes.CDLL(sys.argv[1])\n"
-          "for symbol in sys.argv[2:]:\n    getattr(library, symbol)")
+_CHECK = "import ctypes\nlibrary = ctypes.CDLL({path!r})\nfor symbol in {symbols!r}:\n    getattr(library, symbol)"
 _LOADED = {}
 logger = logging.getLogger(__name__)
 
@@ -152,8 +151,8 @@ def library_problem(path: str, symbols) -> Optional[str]:
     except OSError as err:
         return f"cannot read it: {err.strerror}"
     try:
-        done = subprocess.run([sys.executable, "-c", _CHECK, path, *symbols], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run([sys.executable, "-c", _CHECK.format(path=path, symbols=tuple(symbols))],
+                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as err:
         return f"it could not be checked: {err}"
     if done.returncode == 0:
