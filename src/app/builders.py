@@ -11,8 +11,7 @@ from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
 from ..engine.train_step import build_train_step, create_loss_scale
-from ..models import create_model, model_cfg
-from ..models.layers.conv import resolve_kernel_impl
+from ..models import create_model, model_cfg, resolve_kernel_impl
 
 DIGITS_WAIT_SECONDS = 600
 
@@ -40,9 +39,9 @@ def kernel_impl(cfg: Config) -> str:
     return resolve_kernel_impl(cfg.kernel_impl, cfg.device_target)
 
 
-def model_from_config(cfg: Config, training: bool = False, impl: str = None) -> nn.Cell:
+def model_from_config(cfg: Config, training: bool = False, impl=None) -> nn.Cell:
     """The configured model; drop path, dropout and the fine-tuning freezes (frozen_stages, norm_eval) only
-    when ``training``."""
+    when ``training``. ``impl`` (a kernel_impl name or a Formulation) overrides the configured formulation."""
     return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size,
                         drop_rate=cfg.drop_rate if training else 0.0,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,

@@ -24,7 +24,7 @@ from ..engine.optim import OPTIMIZERS
 from ..engine.schedule import SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
-from ..models.layers.conv import KERNEL_IMPLS
+from ..models import KERNEL_IMPLS
 from .device import DEVICE_TARGETS
 
 
@@ -134,7 +134,8 @@ OPTIONS: Dict[str, Option] = {
     "frozen_stages": Option(0, _int, "fine-tuning: freeze the stem, pos_embed and the first N stages (pyramid) or "
                                      "blocks (isotropic): no updates, BatchNorm statistics kept", check=NON_NEGATIVE),
     "norm_eval": Option(False, _bool, "fine-tuning: every backbone BatchNorm keeps its running statistics"),
-    "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere", KERNEL_IMPLS),
+    "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere",
+                          ("auto",) + KERNEL_IMPLS),
     "pretrained": Option(None, _optional(str), "checkpoint to start from (train) or to evaluate/export"),
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
                                               "(false); null: the weights the checkpoint records as its best"),

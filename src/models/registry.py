@@ -1,13 +1,13 @@
 """Model registry: builders registered by name, with their evaluation settings."""
 import difflib
 import fnmatch
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 from mindspore import nn
 
-from .base import backbone_options
+from .base import CLASSIFIER, FIRST_CONV, backbone_options
 from .errors import ModelError
-from .layers import set_kernel_impl
+from .layers import Formulation
 
 _BUILDERS: Dict[str, Callable[..., nn.Cell]] = {}
 _ALIASES: Dict[str, str] = {}
@@ -20,7 +20,7 @@ def default_cfg(**overrides) -> dict:
     the released weights: ``url`` of the official checkpoint file (None: none is downloadable), with
     its ``sha256`` (hex digest or prefix) and ``num_bytes`` where known."""
     cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-           "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": "stem.convs.0", "classifier": "prediction.4",
+           "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": FIRST_CONV, "classifier": CLASSIFIER,
            "url": None, "sha256": None, "num_bytes": None}
     cfg.update(overrides)
     return cfg
@@ -53,25 +53,28 @@ def canonical_name(name: str) -> str:
 
 
 def model_cfg(name: str) -> dict:
-    """Evaluation settings (input size, mean, std, crop_pct, interpolation) of a registered model."""
+    """Default cfg of a registered model: evaluation settings (input size, mean, std, crop_pct,
+    interpolation), ``classifier`` and ``first_conv``."""
     return dict(_DEFAULT_CFGS[canonical_name(name)])
 
 
 def create_model(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0, img_size=224,
-                 kernel_impl: str = "auto", features_only: bool = False, out_indices=None, frozen_stages: int = 0,
-                 norm_eval: bool = False, **kwargs) -> nn.Cell:
+                 kernel_impl: Union[str, Formulation] = "native", features_only: bool = False, out_indices=None,
+                 frozen_stages: int = 0, norm_eval: bool = False, **kwargs) -> nn.Cell:
     """Build a registered model.
 
     ``img_size`` (int or (h, w)) sets the node grid; position tables keep their 224 shapes and are
-    resized in the forward pass. ``kernel_impl`` picks the CPU formulations ('cpu') or the native
-    kernels ('native'); 'auto' follows the device target. Other keyword arguments go to the
-    family's constructor (e.g. ``drop_rate``, ``conv``, ``stochastic``).
+    resized in the forward pass. ``kernel_impl`` is the layers' formulation, fixed here: 'native'
+    (MindSpore's kernels, for Ascend/GPU), 'cpu' (the CPU formulations; compiles the CPU kernels on
+    first use), or a ``Formulation`` (e.g. ``export_formulation(...)``); a device-dependent choice
+    is the caller's (``resolve_kernel_impl``). Other keyword arguments go to the family's
+    constructor (e.g. ``drop_rate``, ``conv``, ``stochastic``).
 
     Backbone use: ``features_only`` makes the forward return a tuple of feature maps, those of the
     feature points ``out_indices`` (pyramid: stages 0-3 at strides 4/8/16/32; isotropic: blocks;
     default all); ``frozen_stages`` and ``norm_eval`` as in mmpretrain (see ``GraphClassifier``).
     """
     builder = _BUILDERS[canonical_name(name)]
-    model = builder(num_classes=num_classes, drop_path_rate=drop_path_rate, img_size=img_size, **kwargs)
-    set_kernel_impl(model, kernel_impl)
+    model = builder(num_classes=num_classes, drop_path_rate=drop_path_rate, img_size=img_size,
+                    kernel_impl=kernel_impl, **kwargs)
     return backbone_options(model, features_only, out_indices, frozen_stages, norm_eval)
