@@ -1,12 +1,15 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
+import os
 import time
+from typing import List, Tuple
 
 import mindspore as ms
 from mindspore import nn
 
-from .config import Config
+from .config import Config, ConfigError, read_yaml
 from ..data import DatasetError, create_dataset, find_digits_dataset, write_digits_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
+from ..data.files import class_names as folder_class_names, imagenet_class_names
 from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
@@ -64,6 +67,24 @@ def eval_transform_args(cfg: Config) -> dict:
     defaults = model_cfg(cfg.arch)
     return dict(image_size=cfg.image_size, mean=defaults["mean"], std=defaults["std"],
                 crop_pct=cfg.crop_pct or defaults["crop_pct"])
+
+
+def class_names(cfg: Config, checkpoint: str) -> Tuple[List[str], str]:
+    """Names of the model's classes and where they come from: the training run's ``config.yaml`` beside
+    the checkpoint (its dataset's class folders), else ImageNet-1k's for 1000 classes (converted official
+    weights), else 'class <i>'."""
+    run_config = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+    if os.path.isfile(run_config):
+        try:
+            data_url = read_yaml(run_config).get("data_url")
+            names = folder_class_names(data_url, "train") if data_url else []
+        except (ConfigError, DatasetError, OSError):
+            names = []
+        if len(names) == cfg.num_classes:
+            return names, f"the class folders of {data_url}/train ({run_config})"
+    if cfg.num_classes == 1000:
+        return imagenet_class_names(), "ImageNet-1k"
+    return [f"class {i}" for i in range(cfg.num_classes)], "class indices (no class names found)"
 
 
 def soft_labels(cfg: Config) -> bool:

@@ -13,7 +13,7 @@ import difflib
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -26,6 +26,9 @@ from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
 from ..models import KERNEL_IMPLS
 from .device import DEVICE_TARGETS
+
+
+Argument = Tuple[Tuple[str, ...], Dict[str, Any]]  # an entry point's own argument: (flags, argparse options)
 
 
 class ConfigError(ValueError):
@@ -239,6 +242,8 @@ ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
                   + _IMAGES,
     "infer": ("arch", "device_target", "device_id", "file_format", "file_name", "preprocess_path", "result_path"),
     "postprocess": ("preprocess_path", "result_path"),
+    "predict": _MODEL + _DEVICE + _IMAGES[1:] + ("batch_size", "eval_amp_level"),
+    "visualize": _MODEL + _DEVICE + _IMAGES[1:],
 }
 assert all(set(keys) <= set(OPTIONS) for keys in ENTRY_KEYS.values())
 
@@ -288,11 +293,16 @@ def read_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
-def build_parser(description: str, entry: str = "train") -> argparse.ArgumentParser:
-    """The command line of ``entry``: --config and the keys that entry point reads."""
+def build_parser(description: str, entry: str = "train", arguments: Sequence[Argument] = ()) -> argparse.ArgumentParser:
+    """The command line of ``entry``: --config, the entry point's own ``arguments`` (not config keys: inputs
+    such as image files) and the keys that entry point reads."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--vig_config", dest="config", help="YAML file (configs/<model>.yaml)")
+    if arguments:
+        own = parser.add_argument_group(f"{entry}.py arguments")
+        for flags, options in arguments:
+            own.add_argument(*flags, **options)
     group = parser.add_argument_group("config keys (override the YAML file)")
     for key in ENTRY_KEYS[entry]:
         option = OPTIONS[key]
@@ -302,12 +312,16 @@ def build_parser(description: str, entry: str = "train") -> argparse.ArgumentPar
     return parser
 
 
-def load_config(argv: Optional[List[str]] = None, description: str = "", entry: str = "train") -> Config:
+def load_config(argv: Optional[List[str]] = None, description: str = "", entry: str = "train",
+                arguments: Sequence[Argument] = ()) -> Config:
     """Schema defaults <- YAML file (--config) <- command-line overrides of ``entry``'s keys, converted
-    and checked. The YAML file may hold any schema key; the command line only ``ENTRY_KEYS[entry]``."""
+    and checked. The YAML file may hold any schema key; the command line only ``ENTRY_KEYS[entry]``.
+    ``arguments`` ((flags, argparse options) pairs) are the entry point's own; their values are in the
+    result under their argparse names."""
     if entry not in ENTRY_KEYS:
         raise ValueError(f"unknown entry point {entry!r}; one of {sorted(ENTRY_KEYS)}")
-    parser = build_parser(description, entry)
+    parser = build_parser(description, entry, arguments)
+    own = {action.dest for action in parser._actions if action.dest not in OPTIONS} - {"config", "help"}
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("--"):
@@ -318,7 +332,7 @@ def load_config(argv: Optional[List[str]] = None, description: str = "", entry: 
             raise _unknown(key, "on the command line", ENTRY_KEYS[entry])
         raise ConfigError(f"unexpected command-line argument {token!r}; use --key value")
     values = {key: option.default for key, option in OPTIONS.items()}
-    cli = {k: v for k, v in vars(args).items() if k != "config"}
+    cli = {k: v for k, v in vars(args).items() if k != "config" and k not in own}
     if args.config:
         for key, value in read_yaml(args.config).items():
             if key not in OPTIONS:
@@ -331,6 +345,7 @@ def load_config(argv: Optional[List[str]] = None, description: str = "", entry: 
     cfg = Config(values)
     cfg["config"] = args.config
     cfg["command_line_keys"] = sorted(cli)
+    cfg.update({name: getattr(args, name) for name in own})
     return cfg
 
 

@@ -2,22 +2,25 @@
 
 train.py -> ``run_training``, eval.py -> ``run_evaluation``, export.py -> ``run_export``, and the
 offline flow preprocess.py / infer.py / postprocess.py -> ``run_preprocess`` / ``run_inference`` /
-``run_postprocess``. Each sets up the device, builds what the job needs (``builders``) and makes one
+``run_postprocess``, predict.py -> ``run_prediction``. Each sets up the device, builds what the job needs (``builders``) and makes one
 call into the engine, weights or deploy packages.
 """
 import os
 import time
-from typing import Dict
+from typing import Dict, List
 
 import mindspore as ms
 
-from .builders import (bad_image_args, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+from .builders import (bad_image_args, class_names, eval_dataset, eval_transform_args, inference_net, kernel_impl,
                        learning_rates, model_from_config, prepare_data, train_dataset, train_step)
 from .config import Config, ConfigError, save_config
 from .device import init_device
 from ..data import DatasetError
 from ..deploy.export import EXTENSIONS, export_network
 from ..deploy.offline import postprocess, preprocess, run_inference as infer_files
+from ..deploy.predict import classify_files
+from ..data.files import find_images
+from ..data.transforms import create_transforms
 from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
@@ -134,3 +137,27 @@ def run_inference(cfg: Config) -> int:
 def run_postprocess(cfg: Config) -> Dict[str, float]:
     """postprocess.py: top-1 / top-5 of the inference results against the preprocessed labels."""
     return postprocess(cfg.preprocess_path, cfg.result_path)
+
+
+PREDICT_BATCH = 8
+
+
+def run_prediction(cfg: Config) -> Dict[str, object]:
+    """predict.py: the top-k classes of each image named by ``cfg.images`` (files, folders, glob patterns)
+    with the ``pretrained`` weights. Returns {"classes_from", "results"}: one result per file (see
+    ``deploy.predict.classify_files``), plus one with an error for each name that matches no file.
+    Batches of 8 unless --batch_size is on the command line."""
+    if not cfg.pretrained:
+        raise _no_weights("predict with")
+    if cfg.topk < 1:
+        raise ConfigError(f"--topk must be at least 1, got {cfg.topk}")
+    paths, missing = find_images(cfg.images)
+    init_device(cfg.device_target, cfg.device_id, cfg.graph_mode)
+    net = model_from_config(cfg)
+    load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    names, source = class_names(cfg, cfg.pretrained)
+    (transform,) = create_transforms(False, **eval_transform_args(cfg), max_image_pixels=cfg.max_image_pixels)
+    batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else PREDICT_BATCH
+    results: List[dict] = [{"file": spec, "error": problem} for spec, problem in missing]
+    results += classify_files(inference_net(cfg, net), paths, transform, names, cfg.topk, batch_size)
+    return {"classes_from": source, "results": results}

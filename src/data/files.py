@@ -15,16 +15,18 @@ files are judged when the pipeline reads them.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import os
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import DatasetError
 
-__all__ = ["SPLITS", "IMAGE_EXTENSIONS", "visible", "split_dir", "class_names", "ImageFiles",
+__all__ = ["SPLITS", "IMAGE_EXTENSIONS", "visible", "split_dir", "class_names", "imagenet_class_names", "find_images",
+           "ImageFiles",
            "BadImagePolicy", "BadImagesError"]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,55 @@ def class_names(root: str, split: str) -> List[str]:
     if not names:
         raise DatasetError(f"split folder {path!r} has no class folders; {LAYOUT}")
     return names
+
+
+IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet1k_classes.txt")
+
+
+def imagenet_class_names() -> List[str]:
+    """The 1000 ImageNet-1k class names in label order (the classes of the official checkpoints)."""
+    with open(IMAGENET_CLASSES, encoding="utf-8") as handle:
+        names = [line.rstrip("\n") for line in handle if not line.startswith("#")]
+    assert len(names) == 1000, IMAGENET_CLASSES
+    return names
+
+
+def _folder_images(folder: str, extensions: Tuple[str, ...]) -> List[str]:
+    files: List[str] = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if visible(d)]
+        files += [os.path.join(parent, n) for n in names if visible(n) and n.lower().endswith(extensions)]
+    return sorted(files)
+
+
+def find_images(specs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """The files named by ``specs``, in order and without repeats: files as given (the decoder judges them),
+    folders searched recursively for visible files with an extension PIL reads, glob patterns (``**``
+    included); and (spec, problem) for each spec that names no file."""
+    from PIL import Image
+    extensions = tuple(Image.registered_extensions())
+    found: List[str] = []
+    seen: set = set()
+    problems: List[Tuple[str, str]] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            files = _folder_images(spec, extensions)
+            if not files:
+                problems.append((spec, "the folder holds no image files"))
+        elif os.path.exists(spec):
+            files = [spec]
+        elif glob.has_magic(spec):
+            files = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
+            if not files:
+                problems.append((spec, "the pattern matches no file"))
+        else:
+            files = []
+            problems.append((spec, "no such file or folder"))
+        for path in files:
+            if path not in seen:
+                seen.add(path)
+                found.append(path)
+    return found, problems
 
 
 class ImageFiles:
