@@ -1,6 +1,7 @@
 """Classify images with a checkpoint: the top-k classes of each image with their probabilities and names.
 
-    python predict.py --config configs/vig_ti_224_gelu.yaml --pretrained vig_ti.ckpt IMAGE [IMAGE ...] [--topk 5] [--json]
+    python predict.py --config configs/vig_ti_224_gelu.yaml --pretrained vig_ti.ckpt IMAGE [IMAGE ...]
+        [--topk 5] [--json]
 
 IMAGE is a file (any image PIL reads: grey, palette, RGBA, CMYK, 16-bit), a folder (searched
 recursively) or a glob pattern ("photos/**/*.jpg"). Class names come from the training run's

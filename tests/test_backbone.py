@@ -2,24 +2,13 @@
 model, frozen stages and norm_eval through a real training step."""
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor
 
 from src.engine.optim import create_optimizer
 from src.engine.train_step import build_train_step
-from src.models import ModelError, create_model, list_models
+from src.models import ModelError, create_model
 from src.weights.checkpoint import load_model_weights, save_checkpoint
-
-
-def family_representatives():
-    """The smallest registered model of each family (name prefix: vig, pvig, svig, graphconvnet, ...)."""
-    reps = {}
-    for name in list_models():
-        family = name.split("_")[0]
-        rank = (0 if "nano" in name else 1 if "_ti" in name else 2, name)
-        if family not in reps or rank < reps[family][0]:
-            reps[family] = (rank, name)
-    return sorted(name for _, name in reps.values())
+from conftest import family_representatives
 
 
 FAMILIES = family_representatives()

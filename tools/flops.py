@@ -77,14 +77,16 @@ def model_size(arch: str, image_size: int = 224, num_classes: int = 1000) -> Dic
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl="native")
     params = [p for p in net.get_parameters() if not p.name.endswith(("moving_mean", "moving_variance"))]
     macs = count_macs(net, image_size)
-    return {"arch": arch, "size": image_size, "params_trainable": sum(_numel(p.shape) for p in params if p.requires_grad),
+    return {"arch": arch, "size": image_size,
+            "params_trainable": sum(_numel(p.shape) for p in params if p.requires_grad),
             "params_all": sum(_numel(p.shape) for p in params), "macs_conv_matmul": macs["conv"] + macs["matmul"],
             "macs_official": macs["conv"] + macs["matmul"] + macs["other"]}
 
 
 def format_sizes(rows: List[Dict[str, float]]) -> str:
     """A table: GMACs rounded as the official README prints them, and the exact counts."""
-    lines = ["| model | input | params (trainable) | params (all) | GMACs | MACs (official rule) | MACs (conv+matmul) |",
+    lines = ["| model | input | params (trainable) | params (all) | GMACs | MACs (official rule) "
+             "| MACs (conv+matmul) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['size']} | {r['params_trainable']:,} | {r['params_all']:,} | "

@@ -2,13 +2,14 @@
 
 train.py -> ``run_training``, eval.py -> ``run_evaluation``, export.py -> ``run_export``, and the
 offline flow preprocess.py / infer.py / postprocess.py -> ``run_preprocess`` / ``run_inference`` /
-``run_postprocess``, predict.py -> ``run_prediction``. Each sets up the device, builds what the job needs (``builders``) and makes one
+``run_postprocess``, predict.py -> ``run_prediction``, visualize.py -> ``run_visualization``. Each sets up the device, builds what the job needs (``builders``) and makes one
 call into the engine, weights or deploy packages.
 """
 import os
 import time
 from typing import Dict, List
 
+import numpy as np
 import mindspore as ms
 
 from .builders import (bad_image_args, class_names, eval_dataset, eval_transform_args, inference_net, kernel_impl,
@@ -19,8 +20,9 @@ from ..data import DatasetError
 from ..deploy.export import EXTENSIONS, export_network
 from ..deploy.offline import postprocess, preprocess, run_inference as infer_files
 from ..deploy.predict import classify_files
+from ..deploy.visualize import visualize
 from ..data.files import find_images
-from ..data.transforms import create_transforms
+from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
@@ -161,3 +163,26 @@ def run_prediction(cfg: Config) -> Dict[str, object]:
     results: List[dict] = [{"file": spec, "error": problem} for spec, problem in missing]
     results += classify_files(inference_net(cfg, net), paths, transform, names, cfg.topk, batch_size)
     return {"classes_from": source, "results": results}
+
+
+def run_visualization(cfg: Config) -> dict:
+    """visualize.py: neighbour drawings and Grad-CAM maps of the blocks ``cfg.layers`` (1-based; default: the
+    last block of each quarter of the network) for ``cfg.image``, written to ``cfg.out``; returns the summary."""
+    if not cfg.pretrained:
+        raise _no_weights("visualise")
+    init_device(cfg.device_target, cfg.device_id, graph_mode=False)  # hooks need PyNative mode
+    net = model_from_config(cfg)
+    load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    args = eval_transform_args(cfg)
+    (transform,) = create_transforms(False, **args, max_image_pixels=cfg.max_image_pixels)
+    try:
+        with open(cfg.image, "rb") as handle:
+            image = transform(handle.read())
+    except UndecodableImage as err:
+        raise ConfigError(f"--image {cfg.image}: {err}") from None
+    display = np.clip(image.transpose(1, 2, 0) * np.array(args["std"]) + np.array(args["mean"]), 0, 1)
+    depth = len(net.graphers())
+    layers = cfg.layers or sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)})
+    names, _ = class_names(cfg, cfg.pretrained)
+    return visualize(net, image, display, layers, cfg.out, names, node=tuple(cfg.node) if cfg.node else None,
+                     target=cfg.target_class)
