@@ -127,3 +127,20 @@ def test_grad_cam_shape_target_class_and_true_gradient(pynative):
     numeric = (logit(bump) - logit(-bump)) / (2 * eps)
     assert abs(numeric - grad[at]) < 1e-2 * abs(grad[at]) + 1e-4
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_threshold_graph_rows_are_drawn_whole(pynative, tmp_path, monkeypatch):
+    """A boolean adjacency (SViG's similarity-threshold graph) has any number of neighbours per node."""
+    net = model("vig_nano_gelu")
+    grapher = net.graphers()[0][1]
+    count = grapher.grid[0] * grapher.grid[1]
+    adjacency = (np.add.outer(np.arange(count) * 7, np.arange(count)) % 3 == 0) | np.eye(count, dtype=bool)
+    monkeypatch.setattr(grapher, "neighbours", lambda x: Tensor(adjacency[None]))
+    image = structured_images(1, SIZE, seed=7)[0]
+    summary = visualize(net, image, np.clip(image.transpose(1, 2, 0) * 0.5 + 0.5, 0, 1), [1], str(tmp_path),
+                        [f"c{i}" for i in range(5)], node=(1, 2))
+    centre = 1 * grapher.grid[1] + 2
+    expected = ["neighbour" if edge else "other" for edge in adjacency[centre]]
+    expected[centre] = "centre"
+    assert drawn_kinds(tmp_path / "block01_neighbours.png", grapher.grid) == expected
+    assert len(summary["blocks"]["1"]["neighbours"]) == adjacency[centre].sum()
