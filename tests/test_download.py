@@ -113,7 +113,7 @@ def test_download_resumes_after_an_interruption_checks_caches_and_converts(relea
     np.testing.assert_array_equal(net.parameters_dict()["backbone.5.1.fc2.0.weight"].asnumpy(),
                                   release_file["state"]["backbone.5.1.fc2.0.weight"].numpy())
     backbone = create_model(ARCH, kernel_impl="native", features_only=True, out_indices=(0, 2))
-    load_model_weights(backbone, str(tmp_path / "nano.ckpt"), arch=ARCH)  # the converted file: head and blocks 3-5 skipped
+    load_model_weights(backbone, str(tmp_path / "nano.ckpt"), arch=ARCH)  # head and blocks 3-5 are skipped
     np.testing.assert_array_equal(backbone.parameters_dict()["backbone.2.0.fc1.0.weight"].asnumpy(),
                                   release_file["state"]["backbone.2.0.fc1.0.weight"].numpy())
     # the server is gone: the cached file is used as it is

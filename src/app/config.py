@@ -226,7 +226,8 @@ _MODEL = ("arch", "num_classes", "image_size", "kernel_impl", "pretrained", "use
 _IMAGES = ("max_bad_image_fraction", "max_image_pixels")
 _DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
 _DEVICE = ("device_target", "device_id", "graph_mode")
-_TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter",
+_TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "interpolation", "crop_scale", "hflip",
+             "auto_augment", "color_jitter",
              "re_prob", "re_mode", "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode",
              "label_smoothing", "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr",
              "lr_scheduler", "warmup_length", "epochs", "cooldown_epochs", "weight_decay", "beta", "eps", "momentum",

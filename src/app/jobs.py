@@ -2,8 +2,9 @@
 
 train.py -> ``run_training``, eval.py -> ``run_evaluation``, export.py -> ``run_export``, and the
 offline flow preprocess.py / infer.py / postprocess.py -> ``run_preprocess`` / ``run_inference`` /
-``run_postprocess``, predict.py -> ``run_prediction``, visualize.py -> ``run_visualization``. Each sets up the device, builds what the job needs (``builders``) and makes one
-call into the engine, weights or deploy packages.
+``run_postprocess``, predict.py -> ``run_prediction``, visualize.py -> ``run_visualization``. Each sets
+up the device, builds what the job needs (``builders``) and makes one call into the engine, weights or
+deploy packages.
 """
 import os
 import time
