@@ -21,18 +21,17 @@ def images(size, batch=1, seed=0):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_feature_maps_of_every_family_at_two_sizes(pynative, name, tmp_path):
     full = create_model(name, num_classes=10, img_size=64, kernel_impl="native")
+    full.set_train(False)
     pyramid = full.is_pyramid
     depth = len(full.graphers())
-    for size in (64, 96):
-        net = create_model(name, img_size=size, features_only=True, kernel_impl="native")
-        net.set_train(False)
-        info = net.feature_info
-        if pyramid:
-            assert [f["reduction"] for f in info] == [4, 8, 16, 32]
-        else:
-            assert [f["reduction"] for f in info] == [16] * depth
-        outs = net(images(size))
-        assert isinstance(outs, tuple) and len(outs) == len(info)
+    x = images(64, seed=1)
+    final, maps = full.forward_intermediates(x)  # the full model, all feature points, at 64
+    np.testing.assert_array_equal(full.forward_head(final).asnumpy(), full(x).asnumpy())
+    backbone = create_model(name, img_size=96, features_only=True, kernel_impl="native")  # a backbone at 96
+    backbone.set_train(False)
+    for size, outs, info in ((64, maps, full.feature_info), (96, backbone(images(96)), backbone.feature_info)):
+        assert [f["reduction"] for f in info] == ([4, 8, 16, 32] if pyramid else [16] * depth)
+        assert len(outs) == len(info)
         for out, f in zip(outs, info):
             side = size // f["reduction"]
             assert out.shape == (1, f["num_chs"], side, side) and f["grid"] == (side, side)
@@ -44,13 +43,9 @@ def test_feature_maps_of_every_family_at_two_sizes(pynative, name, tmp_path):
     ckpt = save_checkpoint({p.name: p for p in full.get_parameters()}, str(tmp_path / "full.ckpt"))
     load_model_weights(net, ckpt)
     net.set_train(False)
-    full.set_train(False)
-    x = images(64, seed=1)
-    final, expected = full.forward_intermediates(x, indices=chosen)
-    np.testing.assert_array_equal(full.forward_head(final).asnumpy(), full(x).asnumpy())
     outs = net(x)
     assert len(outs) == 2
-    for got, want in zip(outs, expected):
+    for got, want in zip(outs, (maps[chosen[0]], maps[chosen[1]])):
         np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
 
 
