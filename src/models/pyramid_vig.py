@@ -6,12 +6,12 @@ Module tree and names follow the official ``pyramid_vig.py``: ``backbone`` is on
 where the Downsample cells sit between stages (``backbone.2``, ``backbone.5``, ...).
 """
 from functools import partial
-from typing import Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 from mindspore import nn
 
 from .base import GraphClassifier
-from .layers import FFN, Downsample, Grapher, Stem, classifier_head, drop_path_schedule
+from .layers import Downsample, Grapher, Stem, classifier_head, drop_path_schedule, vig_block
 from .registry import default_cfg, register_model
 from .vig import REFERENCE_SIZE, to_2tuple
 
@@ -40,12 +40,17 @@ def knn_schedule(depths: Sequence[int], k: int = 9, last_stage_nodes: int = 49) 
 
 
 class PyramidVisionGNN(GraphClassifier):
-    """Pyramid ViG. ``k`` and ``dilation`` are per-block lists over all stages (length sum(depths))."""
+    """Pyramid ViG. ``k`` and ``dilation`` are per-block lists over all stages (length sum(depths)).
+
+    ``block(grapher, channels, drop_path)`` builds each backbone entry around its Grapher (default:
+    ViG's (Grapher, FFN)); other pyramid families pass their own.
+    """
 
     def __init__(self, channels: Sequence[int], depths: Sequence[int], k: Sequence[int], dilation: Sequence[int],
                  num_classes: int = 1000, img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0, conv: str = "mr",
-                 reduce_ratios: Sequence[int] = REDUCE_RATIOS, stochastic: bool = False, epsilon: float = 0.2):
+                 reduce_ratios: Sequence[int] = REDUCE_RATIOS, stochastic: bool = False, epsilon: float = 0.2,
+                 block: Callable[[Grapher, int, float], nn.Cell] = vig_block):
         super().__init__()
         total = sum(depths)
         if not len(channels) == len(depths) == len(reduce_ratios):
@@ -69,21 +74,21 @@ class PyramidVisionGNN(GraphClassifier):
                 grid = (grid[0] // 2, grid[1] // 2)
                 table_side //= 2
             for _ in range(depth):
-                entries.append(nn.SequentialCell([
+                entries.append(block(
                     Grapher(channels[stage], k[idx], dilation[idx], grid, conv=conv,
                             reduce_ratio=reduce_ratios[stage], relative_pos=True, table_grid=table_side,
                             drop_path=rates[idx], stochastic=stochastic, epsilon=epsilon),
-                    FFN(channels[stage], channels[stage] * 4, drop_path=rates[idx]),
-                ]))
+                    channels[stage], rates[idx]))
                 idx += 1
         self.backbone = nn.SequentialCell(entries)
         self.prediction = classifier_head(channels[-1], num_classes, drop_rate)
 
 
-def _build(arch: str, **kwargs) -> PyramidVisionGNN:
+def _build(arch: str, k: Optional[int] = None, **kwargs) -> PyramidVisionGNN:
+    """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
     spec = ARCHS[arch]
-    ks, _ = knn_schedule(spec["depths"])
-    return PyramidVisionGNN(spec["channels"], spec["depths"], ks, spec["dilation"], **kwargs)
+    ks, dilation = ([9] * sum(spec["depths"]), spec["dilation"]) if k is None else knn_schedule(spec["depths"], k)
+    return PyramidVisionGNN(spec["channels"], spec["depths"], ks, dilation, **kwargs)
 
 
 for _name, _spec in ARCHS.items():

@@ -13,9 +13,10 @@ _DEFAULT_CFGS: Dict[str, dict] = {}
 
 
 def default_cfg(**overrides) -> dict:
-    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9)."""
+    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), and the
+    model's graph: 'knn' (options k, conv, stochastic, epsilon) or 'threshold' (start_thresh, dec)."""
     cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-           "crop_pct": 0.9, "interpolation": "bicubic"}
+           "crop_pct": 0.9, "interpolation": "bicubic", "graph": "knn"}
     cfg.update(overrides)
     return cfg
 

@@ -1,6 +1,7 @@
 """The graph library every ViG family is built from."""
 from .activation import GELU, erf_by_formula, set_export_mode
-from .blocks import FFN, DyGraphConv2d, Grapher, conv_bn
+from .blocks import FFN, DyGraphConv2d, Grapher, conv_bn, vig_block
+from .bottleneck import Bottleneck
 from .conv import Conv2d, resolve_kernel_impl, set_kernel_impl
 from .drop import DropPath, drop_path_schedule
 from .gcn import GRAPH_CONVS, create_graph_conv
@@ -8,6 +9,8 @@ from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_r
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
 from .stem import Downsample, Stem, classifier_head
+from .threshold_graph import (MaskedNeighbourMax, SimilarityThresholdGraph, probability_to_z,
+                              threshold_probabilities)
 
 __all__ = [
     "GELU",
@@ -17,6 +20,8 @@ __all__ = [
     "DyGraphConv2d",
     "Grapher",
     "conv_bn",
+    "vig_block",
+    "Bottleneck",
     "Conv2d",
     "resolve_kernel_impl",
     "set_kernel_impl",
@@ -39,4 +44,8 @@ __all__ = [
     "Downsample",
     "Stem",
     "classifier_head",
+    "MaskedNeighbourMax",
+    "SimilarityThresholdGraph",
+    "probability_to_z",
+    "threshold_probabilities",
 ]

@@ -5,6 +5,8 @@ Every conv maps centre features x (B, C, N, 1) plus neighbours gathered from the
 ``nn2``, ``eps``) and the 4-group 1x1 ``BasicConv`` follow the official ``gcn_lib`` so that state
 dicts map one-to-one.
 """
+from typing import Optional
+
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
@@ -35,10 +37,11 @@ class MRConv2d(nn.Cell):
     equals max_j(x_j - x) exactly, without a (B, C, N, k) temporary.
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, aggregate: Optional[nn.Cell] = None):
         super().__init__()
         self.nn = basic_conv(in_channels * 2, out_channels)
-        self.aggregate = NeighbourMax(in_channels)
+        # (keys, graph) -> per-node max over its neighbours; another graph form brings its own
+        self.aggregate = NeighbourMax(in_channels) if aggregate is None else aggregate
 
     def construct(self, x, keys, idx):
         batch, channels, num_nodes, _ = x.shape
