@@ -1,5 +1,5 @@
 """Vision GNN models for MindSpore: ``create_model(name, ...)`` and ``list_models()``."""
-from . import pyramid_vig, vig  # noqa: F401  (registers the families)
+from . import graphconvnet, pyramid_vig, svig, vig  # noqa: F401  (registers the families)
 from .pyramid_vig import PyramidVisionGNN
 from .registry import canonical_name, create_model, list_models, model_cfg
 from .vig import VisionGNN
