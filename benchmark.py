@@ -9,7 +9,7 @@ make denormal floats that slow CPUs several-fold).
 """
 import argparse
 
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
 def main(argv=None):
@@ -25,8 +25,8 @@ def main(argv=None):
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     args = parser.parse_args(argv)
 
-    from src.tools.benchmark import benchmark, format_table, machine_description
-    from src.tools.device import init_device
+    from tools.benchmark import benchmark, format_table, machine_description
+    from src.app.device import init_device
     init_device(args.device_target, graph_mode=True)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     rows = benchmark(args.arch, args.batch_size, args.image_size, modes, args.amp_level, args.runs,

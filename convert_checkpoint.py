@@ -6,7 +6,7 @@ PyTorch is not needed, and nothing in the file is executed: only tensor data is 
 """
 import argparse
 
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
 def main(argv=None) -> None:
@@ -18,7 +18,7 @@ def main(argv=None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
     args = parser.parse_args(argv)
 
-    from src.tools.convert import convert_official_checkpoint
+    from src.weights.convert import convert_official_checkpoint
     info = convert_official_checkpoint(args.src, args.dst, args.arch, use_ema=args.ema, overwrite=args.overwrite)
     print(f"wrote {args.dst}: {info['tensors']} tensors, {info['num_classes']} classes, fits {args.arch}")
 

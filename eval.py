@@ -1,20 +1,20 @@
 """Evaluate a checkpoint (ours, or a converted official one) on the validation split.
 
-    python eval.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet --pretrained vig_ti.ckpt [--use_ema true]
+    python eval.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet --pretrained vig_ti.ckpt [--use_ema true|false]
 
 Prints top-1, top-5 and the mean cross-entropy, computed with the model's evaluation transform
 (bicubic resize to image_size / crop_pct, centre crop, the model's mean/std).
 """
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
 def main(argv=None) -> dict:
-    from src.config import load_config
-    cfg = load_config(argv, description=__doc__)
-    from src.trainers.evaluate import run_evaluation
+    from src.app.config import load_config
+    from src.app.jobs import run_evaluation
+    cfg = load_config(argv, description=__doc__, entry="eval")
     result = run_evaluation(cfg)
-    print(f"{cfg.arch} {'EMA ' if cfg.use_ema else ''}weights {cfg.pretrained}: top1 {result['top1']:.2f} "
-          f"top5 {result['top5']:.2f} loss {result['loss']:.4f} ({result['count']} images)")
+    print(f"{cfg.arch} {'EMA' if result['ema'] else 'model'} weights of {cfg.pretrained} ({cfg.eval_amp_level}): "
+          f"top1 {result['top1']:.2f} top5 {result['top5']:.2f} loss {result['loss']:.4f} ({result['count']} images)")
     return result
 
 

@@ -4,14 +4,13 @@
 
 Compares <result_path>/<id>_0.bin (float32 logits) with the labels preprocess.py wrote.
 """
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
 def main(argv=None) -> dict:
-    from src.config import load_config
-    cfg = load_config(argv, description=__doc__, require_arch=False)
-    from src.tools.offline import postprocess
-    result = postprocess(cfg.preprocess_path, cfg.result_path)
+    from src.app.config import load_config
+    from src.app.jobs import run_postprocess
+    result = run_postprocess(load_config(argv, description=__doc__, entry="postprocess"))
     print(f"top1 {result['top1']:.2f} top5 {result['top5']:.2f} ({result['count']} images)")
     return result
 

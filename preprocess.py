@@ -6,14 +6,14 @@ Each image of <data_url>/val goes through the model's evaluation transform (bicu
 image_size / crop_pct, centre crop, the model's mean/std) into <id>.bin (float32, 1x3xSxS), with
 labels.json mapping ids to labels and files.
 """
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
 def main(argv=None) -> dict:
-    from src.config import load_config
-    cfg = load_config(argv, description=__doc__)
-    from src.tools.offline import preprocess
-    counts = preprocess(cfg)
+    from src.app.config import load_config
+    from src.app.jobs import run_preprocess
+    cfg = load_config(argv, description=__doc__, entry="preprocess")
+    counts = run_preprocess(cfg)
     verb = "reused" if counts["reused"] else "wrote"
     print(f"{verb} {counts['images']} inputs of {counts['classes']} classes in {cfg.preprocess_path}")
     return counts

@@ -5,14 +5,13 @@
 Every key of the YAML file can be overridden on the command line (see --help); the merged
 configuration, logs, checkpoints and training curves are written to --train_url.
 """
-from src.tools.cli import run_cli
+from src.app.cli import run_cli
 
 
-def main(argv=None) -> None:
-    from src.config import load_config
-    cfg = load_config(argv, description=__doc__)
-    from src.trainers.trainer import train
-    train(cfg)
+def main(argv=None) -> dict:
+    from src.app.config import load_config
+    from src.app.jobs import run_training
+    return run_training(load_config(argv, description=__doc__, entry="train"))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 # * paths given on the command line are relative to the directory the user is in; they are made absolute
 #   before any rank starts, because ranks run in their own working directories;
 # * CONFIG may also be given relative to the repository (configs/x.yaml works from scripts/ too);
-# * the merged configuration (YAML <- overrides) is checked by src/config.py before anything starts,
+# * the merged configuration (YAML <- overrides) is checked by src/app/config.py before anything starts,
 #   so a typo is one error line instead of N failing ranks;
 # * the interpreter is $PYTHON, else `python` (or `python3`) on PATH; its directory is put first on PATH,
 #   because msrun starts its workers as `python ...` from PATH.
@@ -113,7 +113,7 @@ read_config() {
     lines="$(cd "$REPO_ROOT" && "$PYTHON" - "$@" <<'PY'
 import sys
 
-from src.config import ConfigError, load_config
+from src.app.config import ConfigError, load_config
 
 try:
     cfg = load_config(sys.argv[1:])

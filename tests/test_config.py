@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from src.config import OPTIONS, ConfigError, load_config, save_config
+from src.app.config import OPTIONS, ConfigError, load_config, save_config
 from src.models import list_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

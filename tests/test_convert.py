@@ -20,9 +20,9 @@ torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402
 from src.models import PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.models.layers import set_kernel_impl  # noqa: E402
-from src.tools.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402
-from src.tools.convert import convert_official_checkpoint, select_state_dict, to_mindspore_names  # noqa: E402
-from src.tools.pth_reader import PthFormatError, read_pth  # noqa: E402
+from src.weights.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402
+from src.weights.convert import convert_official_checkpoint, select_state_dict, to_mindspore_names  # noqa: E402
+from src.weights.pth_reader import PthFormatError, read_pth  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARGIN = 1e-5   # candidate-distance gaps below this may order differently in another float32 implementation

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import onnxruntime
 import pytest
+import yaml
 import mindspore as ms
 from mindspore import Tensor, nn
 from mindspore.dataset import transforms
@@ -17,18 +18,22 @@ import postprocess as postprocess_entry
 import preprocess as preprocess_entry
 from src.data import class_names, create_transforms
 from src.models import create_model, list_models
-from src.tools.calibrate import calibrate, knn_margins, structured_images
-from src.tools.checkpoint import load_model_weights, save_checkpoint
-from src.tools.metrics import cross_entropy_sum
+from tools.calibrate import calibrate, knn_margins, structured_images
+from src.weights.checkpoint import load_model_weights, save_checkpoint
+from src.engine.metrics import cross_entropy_sum
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH, SIZE, CLASSES = "vig_nano_gelu", 32, 3
 
 
 def base_args(image_folder, checkpoint, *extra):
-    return ["--arch", ARCH, "--data_url", image_folder, "--num_classes", str(CLASSES), "--image_size", str(SIZE),
-            "--pretrained", str(checkpoint), "--amp_level", "O0", "--batch_size", "5",
-            "--num_parallel_workers", "2", *extra]
+    """A YAML file shared by every entry point (as a user's config is), plus this entry's own keys."""
+    path = os.path.join(os.path.dirname(str(checkpoint)), f"run-{abs(hash(image_folder))}.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"arch": ARCH, "data_url": image_folder, "num_classes": CLASSES, "image_size": SIZE,
+                        "pretrained": str(checkpoint), "amp_level": "O2", "batch_size": 5,
+                        "num_parallel_workers": 2}, handle)
+    return ["--config", path, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +49,9 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def direct_eval(image_folder, checkpoint, use_ema=False):
-    """Top-1/top-5/loss image by image, with the evaluation transform applied eagerly."""
+def direct_logits(image_folder, checkpoint, use_ema=False):
+    """Logits and labels image by image (classes in order, files sorted), the evaluation transform applied
+    eagerly, in float32."""
     net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="cpu")
     load_model_weights(net, str(checkpoint), use_ema=use_ema)
     net.set_train(False)
@@ -57,7 +63,12 @@ def direct_eval(image_folder, checkpoint, use_ema=False):
             x = pipeline(np.fromfile(os.path.join(folder, file), np.uint8))[None]
             logits.append(net(Tensor(x)).asnumpy()[0])
             labels.append(label)
-    logits, labels = np.array(logits, np.float64), np.array(labels)
+    return np.array(logits, np.float64), np.array(labels)
+
+
+def direct_eval(image_folder, checkpoint, use_ema=False):
+    """Top-1/top-5/loss of ``direct_logits``."""
+    logits, labels = direct_logits(image_folder, checkpoint, use_ema)
     order = np.argsort(-logits, 1)
     return {"top1": 100 * np.mean(order[:, 0] == labels), "top5": 100 * np.mean((order[:, :5] == labels[:, None]).any(1)),
             "loss": cross_entropy_sum(logits, labels) / len(labels), "count": len(labels)}
@@ -65,7 +76,9 @@ def direct_eval(image_folder, checkpoint, use_ema=False):
 
 @pytest.mark.parametrize("use_ema", [False, True])
 def test_eval_equals_a_direct_computation(graph_mode, image_folder, checkpoint, use_ema):
+    """The config trains in O2; evaluation still runs in float32 unless eval_amp_level says otherwise."""
     result = eval_entry.main(base_args(image_folder, checkpoint, "--use_ema", str(use_ema)))
+    assert result["ema"] == use_ema
     expected = direct_eval(image_folder, checkpoint, use_ema)
     assert result["count"] == expected["count"] == 12
     assert result["top1"] == pytest.approx(expected["top1"], abs=1e-9)
@@ -76,7 +89,7 @@ def test_eval_equals_a_direct_computation(graph_mode, image_folder, checkpoint, 
 def test_mindir_export_reloads_with_the_same_outputs(graph_mode, image_folder, checkpoint, tmp_path):
     stem = tmp_path / "tiny"
     path = export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--file_name", str(stem),
-                                       "--batch_size", "2"))
+                                       "--batch_size", "2"))  # the config's O2 is training precision only
     assert path == f"{stem}.mindir"
     net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="native")
     load_model_weights(net, str(checkpoint))
@@ -148,17 +161,23 @@ def test_offline_flow_gives_eval_top1(graph_mode, image_folder, checkpoint, tmp_
     stem = str(tmp_path / "model")
     args = base_args(image_folder, checkpoint, "--file_name", stem, "--file_format", file_format,
                      "--preprocess_path", str(tmp_path / "pre"), "--result_path", str(tmp_path / "res"))
-    export_entry.main([a for a in args if a not in ("--batch_size", "5")])  # batch 1, as the offline flow runs
-    assert preprocess_entry.main(args) == {"images": 12, "classes": CLASSES, "reused": False}
+    config = base_args(image_folder, checkpoint)
+    model = ["--file_name", stem, "--file_format", file_format]
+    pre, res = ["--preprocess_path", str(tmp_path / "pre")], ["--result_path", str(tmp_path / "res")]
+    export_entry.main(config + model)  # batch 1, as the offline flow runs
+    assert preprocess_entry.main(config + pre) == {"images": 12, "classes": CLASSES, "reused": False}
     assert len([f for f in os.listdir(tmp_path / "pre") if f.endswith(".bin")]) == 12
-    assert infer_entry.main(args) == 12
-    offline = postprocess_entry.main(["--preprocess_path", str(tmp_path / "pre"), "--result_path",
-                                      str(tmp_path / "res")])
-    online = eval_entry.main(base_args(image_folder, checkpoint))
+    assert infer_entry.main(config + model + pre + res) == 12
+    offline = postprocess_entry.main(pre + res)
+    online = eval_entry.main(config)
     assert offline["top1"] == online["top1"] and offline["top5"] == online["top5"] and offline["count"] == 12
-    assert preprocess_entry.main(args)["reused"]  # same settings: kept as they are
+    # per image: the logits of the offline files are the model's own
+    expected, _ = direct_logits(image_folder, checkpoint)
+    got = np.stack([np.fromfile(tmp_path / "res" / f"img_{i:06d}_0.bin", "<f4") for i in range(12)])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert preprocess_entry.main(config + pre)["reused"]  # same settings: kept as they are
     with pytest.raises(ValueError, match="preprocessed with other settings"):
-        preprocess_entry.main(args + ["--crop_pct", "0.8"])
+        preprocess_entry.main(config + pre + ["--crop_pct", "0.8"])
 
 
 def test_an_unreadable_image_is_named(graph_mode, tmp_path, checkpoint):

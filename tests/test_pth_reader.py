@@ -1,4 +1,4 @@
-"""Tests for src.tools.pth_reader: files are written with the real torch.save, read back without torch."""
+"""Tests for src.weights.pth_reader: files are written with the real torch.save, read back without torch."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.tools import pth_reader
-from src.tools.pth_reader import PthFormatError, read_pth
+from src.weights import pth_reader
+from src.weights.pth_reader import PthFormatError, read_pth
 
 FORMATS = ["zip", "legacy", "zip_no_byteorder"]
 

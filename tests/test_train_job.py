@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import train as train_entry
-from src.tools.checkpoint import read_checkpoint
+from src.weights.checkpoint import read_checkpoint
 
 
 def job_args(image_folder, out, *extra):

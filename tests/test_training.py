@@ -7,9 +7,9 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from src.models import VisionGNN
-from src.tools.optim import AdamW, create_optimizer, no_weight_decay, param_groups
-from src.tools.schedule import create_lr_schedule
-from src.trainers.train_step import TrainOneStep, create_loss_scale, ema_source_params
+from src.engine.optim import AdamW, create_optimizer, no_weight_decay, param_groups
+from src.engine.schedule import create_lr_schedule
+from src.engine.train_step import TrainOneStep, create_loss_scale, ema_source_params
 
 
 def test_lr_schedule_at_known_steps():
@@ -148,16 +148,16 @@ def test_a_few_steps_lower_the_loss(graph_mode):
 
 def test_pretrained_initialisation_keeps_a_new_classifier(tmp_path):
     """Fine-tuning: every weight comes from the checkpoint except a classifier of another class count."""
-    from src.models import create_model
-    from src.tools.checkpoint import load_model_weights, save_checkpoint
-    from src.trainers.trainer import CLASSIFIER
+    from src.models import create_model, model_cfg
+    from src.weights.checkpoint import load_model_weights, save_checkpoint
 
     source = create_model("vig_nano_gelu", num_classes=3, img_size=32)
     save_checkpoint({p.name: p for p in source.get_parameters()}, str(tmp_path / "src.ckpt"))
     target = create_model("vig_nano_gelu", num_classes=5, img_size=32)
     head_before = target.parameters_dict()["prediction.4.weight"].asnumpy().copy()
-    kept = load_model_weights(target, str(tmp_path / "src.ckpt"), new_classifier=CLASSIFIER)
-    assert kept == ["prediction.4.weight", "prediction.4.bias"]
+    classifier = model_cfg("vig_nano_gelu")["classifier"]
+    loaded = load_model_weights(target, str(tmp_path / "src.ckpt"), new_classifier=classifier + ".")
+    assert loaded.reinitialised == ["prediction.4.weight", "prediction.4.bias"] and not loaded.ema
     weights = target.parameters_dict()
     np.testing.assert_array_equal(weights["prediction.4.weight"].asnumpy(), head_before)
     for param in source.get_parameters():

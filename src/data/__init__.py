@@ -6,6 +6,7 @@ Modules: ``dataset`` (``create_dataset``, ``class_names``), ``transforms`` (``cr
 """
 from .dataset import batches, class_names, create_dataset
 from .digits import write_digits_dataset
+from .errors import DatasetError
 from .mixup import Mixup, one_hot_smoothed
 from .rand_augment import RandAugment, parse_rand_augment
 from .random_erasing import RandomErasing
@@ -13,7 +14,7 @@ from .samplers import DistributedShuffleSampler, RepeatedAugSampler
 from .transforms import create_transforms
 
 __all__ = [
-    "create_dataset", "class_names", "batches", "create_transforms", "write_digits_dataset", "Mixup",
+    "create_dataset", "class_names", "DatasetError", "batches", "create_transforms", "write_digits_dataset", "Mixup",
     "one_hot_smoothed", "RandAugment", "parse_rand_augment", "RandomErasing",
     "RepeatedAugSampler", "DistributedShuffleSampler",
 ]

@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 _PIL_INTERP = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+TRAIN_INTERPOLATIONS = ("bicubic", "bilinear", "random")  # 'random': bilinear or bicubic per image
 ImageLike = Union[Image.Image, np.ndarray]
 
 

@@ -5,6 +5,7 @@ from typing import Callable, Dict, List, Optional
 
 from mindspore import nn
 
+from .errors import ModelError
 from .layers import set_kernel_impl
 
 _BUILDERS: Dict[str, Callable[..., nn.Cell]] = {}
@@ -13,17 +14,19 @@ _DEFAULT_CFGS: Dict[str, dict] = {}
 
 
 def default_cfg(**overrides) -> dict:
-    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), and the
-    model's graph: 'knn' (options k, conv, stochastic, epsilon) or 'threshold' (start_thresh, dec)."""
+    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), the
+    names of their first convolution and classifier (what fine-tuning and conversion look for), and
+    the model's graph: 'knn' (options k, conv, stochastic, epsilon) or 'threshold' (start_thresh, dec)."""
     cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-           "crop_pct": 0.9, "interpolation": "bicubic", "graph": "knn"}
+           "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": "stem.convs.0", "classifier": "prediction.4",
+           "graph": "knn"}
     cfg.update(overrides)
     return cfg
 
 
 def register_model(name: str, builder: Callable[..., nn.Cell], cfg: dict, aliases=()) -> None:
     if name in _BUILDERS or name in _ALIASES:
-        raise ValueError(f"model {name!r} is registered twice")
+        raise ModelError(f"model {name!r} is registered twice")
     _BUILDERS[name] = builder
     _DEFAULT_CFGS[name] = cfg
     for alias in aliases:
@@ -44,7 +47,7 @@ def canonical_name(name: str) -> str:
     known = list_models(include_aliases=True)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown model {name!r}.{hint} Registered models: {', '.join(known)}")
+    raise ModelError(f"Unknown model {name!r}.{hint} Registered models: {', '.join(known)}")
 
 
 def model_cfg(name: str) -> dict:

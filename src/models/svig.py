@@ -7,6 +7,7 @@ plain and an EMA state dict in one file) convert one-to-one. See ``layers/thresh
 """
 from functools import partial
 
+from .errors import ModelError
 from .layers import threshold_probabilities
 from .registry import default_cfg, register_model
 from .vig import VisionGNN
@@ -20,7 +21,7 @@ def _build(arch: str, start_thresh: float = START_THRESH, dec: float = DEC, **kw
     spec = ARCHS[arch]
     for name in KNN_OPTIONS:
         if name in kwargs:
-            raise ValueError(f"{arch} builds a similarity-threshold graph: the kNN option {name!r} does not apply "
+            raise ModelError(f"{arch} builds a similarity-threshold graph: the kNN option {name!r} does not apply "
                              "(set start_thresh and dec instead)")
     depth = spec["depth"]
     return VisionGNN(spec["channels"], [None] * depth, [None] * depth,

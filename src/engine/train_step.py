@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+AMP_LEVELS = ("O0", "O2", "O3")
 _unscale = ops.MultitypeFuncGraph("unscale")
 
 

@@ -73,7 +73,7 @@ def knn_margins(net: nn.Cell, images: np.ndarray) -> list:
     neighbours when this gap is near float32 rounding; comparisons pick inputs whose gaps are
     all clear of it. Runs ``net`` (eval mode) block by block in PyNative mode.
     """
-    from ..models.layers import Grapher
+    from src.models.layers import Grapher
 
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -9,12 +9,11 @@ from typing import Dict
 
 import numpy as np
 
-from ..models import canonical_name, create_model
+from ..models import canonical_name, create_model, model_cfg
 from .checkpoint import CheckpointError, check_fits, save_checkpoint
 from .pth_reader import read_pth
 
 BN_RENAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-CLASSIFIER_BIAS = "prediction.4.bias"
 
 
 def select_state_dict(obj, use_ema: bool = False) -> Dict[str, np.ndarray]:
@@ -59,7 +58,8 @@ def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = F
     if os.path.exists(dst) and not overwrite:
         raise CheckpointError(f"{dst!r} already exists; choose another --dst or pass --overwrite")
     weights = to_mindspore_names(select_state_dict(read_pth(src), use_ema))
-    num_classes = int(weights[CLASSIFIER_BIAS].shape[0]) if CLASSIFIER_BIAS in weights else 1000
+    classifier_bias = model_cfg(arch)["classifier"] + ".bias"
+    num_classes = int(weights[classifier_bias].shape[0]) if classifier_bias in weights else 1000
     net = create_model(arch, num_classes=num_classes, kernel_impl="native")
     check_fits(net, weights, f"checkpoint {src!r}", arch)
     save_checkpoint(weights, dst)

@@ -18,30 +18,30 @@ import numpy as np
 from ..data import class_names
 from ..data.dataset import IMAGE_EXTENSIONS
 from ..data.transforms import create_transforms
-from .builders import eval_transform_args
-from .metrics import topk_correct
+from ..engine.metrics import topk_correct
+from .errors import DeployError
 
 LABELS = "labels.json"
 
 
-def preprocess(cfg) -> Dict[str, int]:
-    """Write one input file per validation image and the label file; returns counts."""
+def preprocess(data_root: str, preprocess_path: str, args: dict) -> Dict[str, int]:
+    """Write one input file per image of ``<data_root>/val`` and the label file; returns counts.
+    ``args``: the evaluation transform (image_size, mean, std, crop_pct)."""
     from mindspore.dataset import transforms
 
-    root = os.path.join(cfg.data_url, "val")
-    names = class_names(cfg.data_url, "val")
-    args = eval_transform_args(cfg)
+    root = os.path.join(data_root, "val")
+    names = class_names(data_root, "val")
     pipeline = transforms.Compose(create_transforms(False, args["image_size"], mean=args["mean"], std=args["std"],
                                                     crop_pct=args["crop_pct"]))
     settings = {"classes": names, "image_size": args["image_size"], "transform": {k: list(v) if isinstance(v, tuple)
                                                                               else v for k, v in args.items()}}
-    if os.path.exists(os.path.join(cfg.preprocess_path, LABELS)):
-        done = read_labels(cfg.preprocess_path)
+    if os.path.exists(os.path.join(preprocess_path, LABELS)):
+        done = read_labels(preprocess_path)
         if {k: done.get(k) for k in settings} != settings:
-            raise ValueError(f"{cfg.preprocess_path!r} holds inputs preprocessed with other settings; choose another "
+            raise DeployError(f"{preprocess_path!r} holds inputs preprocessed with other settings; choose another "
                              f"--preprocess_path")
         return {"images": len(done["images"]), "classes": len(names), "reused": True}
-    os.makedirs(cfg.preprocess_path, exist_ok=True)
+    os.makedirs(preprocess_path, exist_ok=True)
     images = {}
     for label, name in enumerate(names):
         for file in sorted(os.listdir(os.path.join(root, name))):
@@ -53,12 +53,12 @@ def preprocess(cfg) -> Dict[str, int]:
             try:
                 tensor = pipeline(raw)
             except RuntimeError:
-                raise ValueError(f"cannot read image {os.path.join(root, relative)!r}: it is not a decodable image "
+                raise DeployError(f"cannot read image {os.path.join(root, relative)!r}: it is not a decodable image "
                                  f"file; remove or replace it") from None
             key = f"img_{len(images):06d}"
-            tensor[None].astype("<f4").tofile(os.path.join(cfg.preprocess_path, f"{key}.bin"))
+            tensor[None].astype("<f4").tofile(os.path.join(preprocess_path, f"{key}.bin"))
             images[key] = {"label": label, "file": relative}
-    with open(os.path.join(cfg.preprocess_path, LABELS), "w", encoding="utf-8") as handle:  # written last: a
+    with open(os.path.join(preprocess_path, LABELS), "w", encoding="utf-8") as handle:  # written last: a
         json.dump({**settings, "images": images}, handle, indent=1)                        # complete set
     return {"images": len(images), "classes": len(names), "reused": False}
 
@@ -86,7 +86,7 @@ def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
 
         graph = ms.nn.GraphCell(ms.load(model_file))
         return lambda x: graph(ms.Tensor(x)).asnumpy()
-    raise ValueError(f"{model_file!r} is neither a .mindir nor an .onnx file")
+    raise DeployError(f"{model_file!r} is neither a .mindir nor an .onnx file")
 
 
 def run_inference(model_file: str, preprocess_path: str, result_path: str) -> int:
@@ -100,7 +100,7 @@ def run_inference(model_file: str, preprocess_path: str, result_path: str) -> in
         try:
             logits = runner(x)
         except Exception as err:  # the runtimes raise their own types for a wrong input shape
-            raise ValueError(f"{model_file} cannot run a (1, 3, {size}, {size}) input ({str(err).splitlines()[0]}); "
+            raise DeployError(f"{model_file} cannot run a (1, 3, {size}, {size}) input ({str(err).splitlines()[0]}); "
                              f"export it with --batch_size 1 --image_size {size}") from None
         np.asarray(logits, np.float32).reshape(-1).tofile(os.path.join(result_path, f"{key}_0.bin"))
     return len(labels["images"])
@@ -116,11 +116,11 @@ def postprocess(preprocess_path: str, result_path: str) -> Dict[str, float]:
             raise FileNotFoundError(f"result {path} is missing; did the inference step run over {preprocess_path}?")
         values = np.fromfile(path, "<f4")
         if values.size != len(labels["classes"]):
-            raise ValueError(f"result {path} holds {values.size} float32 values, expected {len(labels['classes'])} "
+            raise DeployError(f"result {path} holds {values.size} float32 values, expected {len(labels['classes'])} "
                              f"logits (one per class); was the model exported for another num_classes or batch?")
         logits.append(values)
         targets.append(item["label"])
     if not logits:
-        raise ValueError(f"{preprocess_path} lists no images")
+        raise DeployError(f"{preprocess_path} lists no images")
     hits = topk_correct(np.stack(logits), np.array(targets))
     return {"top1": 100.0 * hits[1] / len(targets), "top5": 100.0 * hits[5] / len(targets), "count": len(targets)}

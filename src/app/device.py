@@ -4,6 +4,7 @@ from typing import Tuple
 
 import mindspore as ms
 
+DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 # Environment of a launched rank: msrun sets MS_WORKER_NUM/MS_ROLE; HCCL rank-table launches set RANK_TABLE_FILE.
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE")
 

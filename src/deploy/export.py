@@ -12,9 +12,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from ..models.layers import set_export_mode
-from .builders import model_from_config
-from .checkpoint import load_model_weights
-from .device import init_device
+from .errors import DeployError
 
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -26,13 +24,13 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     The file is written under a temporary name and renamed, and an existing file is never replaced.
     """
     if file_format not in EXTENSIONS:
-        raise ValueError(f"file_format must be one of {sorted(EXTENSIONS)}, got {file_format!r}")
+        raise DeployError(f"file_format must be one of {sorted(EXTENSIONS)}, got {file_format!r}")
     if file_format == "AIR" and ms.get_context("device_target") != "Ascend":
-        raise ValueError("AIR export needs the Ascend backend (MindSpore writes AIR only with device_target "
+        raise DeployError("AIR export needs the Ascend backend (MindSpore writes AIR only with device_target "
                          "Ascend); run on an Ascend host with --device_target Ascend, or export MINDIR/ONNX here")
     path = os.path.abspath(file_name + EXTENSIONS[file_format])
     if os.path.exists(path):
-        raise ValueError(f"{path} already exists; choose another --file_name or move the old file")
+        raise DeployError(f"{path} already exists; choose another --file_name or move the old file")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(file_name)}.tmp{os.getpid()}")
     dummy = Tensor(np.zeros((batch_size, 3, image_size, image_size), np.float32))
@@ -49,22 +47,3 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
         if os.path.exists(tmp + EXTENSIONS[file_format]):
             os.remove(tmp + EXTENSIONS[file_format])
     return path
-
-
-def run_export(cfg) -> str:
-    """export.py: the configured model with ``pretrained`` (EMA if ``use_ema``) weights, exported.
-
-    The batch size is 1 unless --batch_size is given on the command line (offline inference runs
-    one image per call); image_size comes from the configuration.
-    """
-    if not cfg.pretrained:
-        raise ValueError("no weights to export: pass --pretrained <checkpoint.ckpt>")
-    impl = "native" if cfg.kernel_impl == "auto" else cfg.kernel_impl
-    if cfg.file_format == "ONNX" and impl != "native":
-        raise ValueError("ONNX export needs the native kernels (the CPU patch extraction has no ONNX form); "
-                         "drop --kernel_impl cpu")
-    init_device(cfg.device_target, cfg.device_id, graph_mode=True)
-    net = model_from_config(cfg, kernel_impl=impl)
-    load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
-    return export_network(net, cfg.file_format, cfg.file_name or cfg.arch, batch_size, cfg.image_size)

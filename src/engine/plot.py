@@ -1,19 +1,20 @@
 """Training curves (loss, learning rate, validation accuracy) as a PNG, from the metrics log."""
 import json
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 
 def plot_training_curves(metrics_path: str, png_path: str) -> str:
+    """Draw on matplotlib's file-only Agg canvas, leaving the caller's pyplot backend as it was."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     steps, epochs = [], []
     with open(metrics_path, encoding="utf-8") as handle:
         for line in handle:
             record = json.loads(line)
             (steps if record["type"] == "step" else epochs).append(record)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train loss")
     axes[0].set_xlabel("step")
     axes[0].set_title("loss")
@@ -30,5 +31,4 @@ def plot_training_curves(metrics_path: str, png_path: str) -> str:
     axes[2].legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return png_path

@@ -6,7 +6,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..data import batches
-from ..tools.metrics import cross_entropy_sum, topk_correct
+from .metrics import cross_entropy_sum, topk_correct
 
 
 def evaluate(net: nn.Cell, dataset, distributed: bool = False) -> Dict[str, float]:
@@ -33,20 +33,3 @@ def copy_weights(dst: nn.Cell, source: Mapping[str, ms.Parameter], prefix: str =
         if value is None and fallback is not None:
             value = fallback[param.name]
         param.set_data(Tensor(value.asnumpy()))
-
-
-def run_evaluation(cfg) -> Dict[str, float]:
-    """eval.py: the configured model with ``cfg.pretrained`` weights on the validation split."""
-    from ..tools.checkpoint import load_model_weights
-    from ..tools.device import init_device
-    from ..tools.builders import eval_dataset, model_from_config, prepare_data
-
-    if not cfg.pretrained:
-        raise ValueError("no weights to evaluate: pass --pretrained <checkpoint.ckpt>")
-    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
-    root = prepare_data(cfg, rank)
-    net = model_from_config(cfg)
-    load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    if cfg.amp_level != "O0":
-        net = ms.amp.auto_mixed_precision(net, cfg.amp_level)
-    return evaluate(net, eval_dataset(cfg, root, rank, world), distributed=world > 1)

@@ -17,12 +17,12 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from ..models import create_model
-from ..models.layers import Grapher
-from .calibrate import calibrate, structured_images
-from .checkpoint import load_model_weights
-from .optim import create_optimizer
-from ..trainers.train_step import build_train_step
+from src.models import create_model
+from src.models.layers import Grapher
+from tools.calibrate import calibrate, structured_images
+from src.weights.checkpoint import load_model_weights
+from src.engine.optim import create_optimizer
+from src.engine.train_step import build_train_step
 
 
 def _time_calls(fn, warmup: int, runs: int) -> List[float]:

@@ -1,12 +1,13 @@
 """Checkpoint files: atomic writes and strict, explained loading.
 
 Layout of the project's checkpoints: model parameters under their own names (the names of the
-official state dict after the BatchNorm renames), the EMA copy under ``ema.<name>``, optimizer
-state under ``optimizer.<name>`` and run metadata (epoch, step, loss scale, best accuracy) under
-``meta.<name>``. Converted official checkpoints hold model parameters only.
+official state dict after the BatchNorm renames), the EMA copy under ``ema.<name>``, the rest of the
+train step's state (optimizer moments and step, loss scale) under ``train_state.<name>`` and run
+metadata (epoch, step, best accuracy and whether it came from the EMA) under ``meta.<name>``.
+Converted official checkpoints hold model parameters only.
 """
 import os
-from typing import Dict, Iterable, List, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import mindspore as ms
@@ -60,9 +61,21 @@ def read_checkpoint(path: str) -> Dict[str, Tensor]:
     try:
         return dict(ms.load_checkpoint(path))
     except Exception as err:  # MindSpore raises ValueError/RuntimeError with long internal texts
-        raise CheckpointError(f"cannot read {path!r} as a MindSpore checkpoint ({type(err).__name__}). If it "
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(f"cannot read {path!r} as a MindSpore checkpoint (MindSpore: {reason[:300]}). If it "
                               f"is an official PyTorch .pth file, convert it first with convert_checkpoint.py"
                               ) from None
+
+
+BEST_IS_EMA = META_PREFIX + "best_is_ema"
+
+
+def wants_ema(checkpoint: Mapping[str, Tensor], use_ema: Optional[bool]) -> bool:
+    """``use_ema`` None means: the weights the checkpoint records as its best (``best.ckpt`` of a run
+    whose EMA validated better holds ``meta.best_is_ema`` = 1), else the model weights."""
+    if use_ema is not None:
+        return bool(use_ema)
+    return BEST_IS_EMA in checkpoint and float(checkpoint[BEST_IS_EMA].asnumpy()) > 0
 
 
 def model_entries(checkpoint: Mapping[str, Tensor], use_ema: bool = False) -> Dict[str, Tensor]:
@@ -107,15 +120,23 @@ def _first(names: Iterable[str], count: int = 3) -> str:
     return ", ".join(repr(n) for n in names[:count]) + (", ..." if len(names) > count else "")
 
 
-def load_model_weights(net: nn.Cell, path: str, use_ema: bool = False, arch: Optional[str] = None,
-                       new_classifier: Optional[str] = None) -> List[str]:
+class LoadedWeights(NamedTuple):
+    ema: bool                 # the EMA copy was loaded
+    reinitialised: List[str]  # classifier entries kept at their fresh values (another class count)
+
+
+def load_model_weights(net: nn.Cell, path: str, use_ema: Optional[bool] = False, arch: Optional[str] = None,
+                       new_classifier: Optional[str] = None) -> LoadedWeights:
     """Load a project or converted checkpoint into ``net``, refusing anything that does not fit exactly.
 
+    ``use_ema`` None takes the weights the checkpoint records as its best (see ``wants_ema``).
     Fine-tuning: with ``new_classifier`` (a parameter-name prefix), entries under it whose shapes differ
     from the model's (another class count) are not loaded and the model keeps its freshly initialised
     ones; their names are returned.
     """
-    weights = model_entries(read_checkpoint(path), use_ema)
+    checkpoint = read_checkpoint(path)
+    ema = wants_ema(checkpoint, use_ema)
+    weights = model_entries(checkpoint, ema)
     params = net.parameters_dict()
     kept = [n for n in weights if new_classifier and n.startswith(new_classifier) and n in params
             and tuple(weights[n].shape) != tuple(params[n].shape)]
@@ -125,4 +146,4 @@ def load_model_weights(net: nn.Cell, path: str, use_ema: bool = False, arch: Opt
                                            strict_load=True)
     if not_loaded:
         raise CheckpointError(f"parameters {_first(not_loaded)} of the model were not loaded from {path!r}")
-    return kept
+    return LoadedWeights(ema, kept)

@@ -1,0 +1,107 @@
+"""Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
+import os
+import time
+
+import mindspore as ms
+from mindspore import nn
+
+from .config import Config
+from ..data import DatasetError, create_dataset, write_digits_dataset
+from ..data.digits import MARKER as DIGITS_MARKER
+from ..engine.loss import create_loss
+from ..engine.optim import create_optimizer
+from ..engine.schedule import create_lr_schedule
+from ..engine.train_step import build_train_step, create_loss_scale
+from ..models import create_model, model_cfg
+from ..models.layers.conv import resolve_kernel_impl
+
+DIGITS_WAIT_SECONDS = 600
+
+
+def prepare_data(cfg: Config, rank: int, wait_seconds: float = DIGITS_WAIT_SECONDS) -> str:
+    """The dataset root; the bundled digits are written there first when ``set`` is 'digits' (by rank 0;
+    the other ranks wait for its finished tree, and say so if it never comes)."""
+    if cfg.set == "digits":
+        if rank == 0:
+            write_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed)
+        else:
+            marker = os.path.join(cfg.data_url, DIGITS_MARKER)
+            deadline = time.time() + wait_seconds
+            while not os.path.isfile(marker):
+                if time.time() > deadline:
+                    raise DatasetError(f"rank {rank} waited {wait_seconds:.0f} s for rank 0 to write the digits "
+                                       f"dataset to {cfg.data_url!r} ({DIGITS_MARKER} never appeared); check rank "
+                                       f"0's log, or write the data first with set: digits on one process")
+                time.sleep(1)
+    return cfg.data_url
+
+
+def kernel_impl(cfg: Config) -> str:
+    """The model formulation for this run's device ('auto': CPU formulations on the CPU, native elsewhere)."""
+    return resolve_kernel_impl(cfg.kernel_impl, cfg.device_target)
+
+
+def model_from_config(cfg: Config, training: bool = False, impl: str = None) -> nn.Cell:
+    """The configured model; drop path and dropout only when ``training``."""
+    return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size,
+                        drop_rate=cfg.drop_rate if training else 0.0,
+                        drop_path_rate=cfg.drop_path_rate if training else 0.0,
+                        kernel_impl=impl or kernel_impl(cfg))
+
+
+def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:
+    """``net`` at the evaluation precision (``eval_amp_level``, float32 unless asked)."""
+    return net if cfg.eval_amp_level == "O0" else ms.amp.auto_mixed_precision(net, cfg.eval_amp_level)
+
+
+def eval_transform_args(cfg: Config) -> dict:
+    """The model's evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct, centre crop."""
+    defaults = model_cfg(cfg.arch)
+    return dict(image_size=cfg.image_size, mean=defaults["mean"], std=defaults["std"],
+                crop_pct=cfg.crop_pct or defaults["crop_pct"])
+
+
+def soft_labels(cfg: Config) -> bool:
+    """Mixup/cutmix turn the labels into soft targets that already carry the label smoothing."""
+    return cfg.mix_up > 0 or cfg.cutmix > 0
+
+
+def train_dataset(cfg: Config, root: str, epoch: int, rank: int = 0, world: int = 1):
+    """This rank's training pipeline of ``epoch`` (order and augmentation seeded by (seed, epoch))."""
+    return create_dataset(root, "train", is_training=True, epoch=epoch, num_shards=world, shard_id=rank,
+                          batch_size=cfg.batch_size, num_parallel_workers=cfg.num_parallel_workers,
+                          num_classes=cfg.num_classes, seed=cfg.seed, repeated_aug=cfg.repeated_aug,
+                          interpolation=cfg.interpolation, scale=cfg.crop_scale, hflip=cfg.hflip,
+                          auto_augment=cfg.auto_augment, color_jitter=cfg.color_jitter, re_prob=cfg.re_prob,
+                          re_mode=cfg.re_mode, re_count=cfg.re_count,
+                          mix_up=cfg.mix_up, cutmix=cfg.cutmix,
+                          mixup_prob=cfg.mixup_prob, switch_prob=cfg.switch_prob, mixup_mode=cfg.mixup_mode,
+                          label_smoothing=cfg.label_smoothing, **eval_transform_args(cfg))
+
+
+def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
+    """Batched validation split (this rank's shard)."""
+    return create_dataset(root, "val", is_training=False, batch_size=cfg.batch_size,
+                          num_parallel_workers=cfg.num_parallel_workers, num_classes=cfg.num_classes,
+                          num_shards=world, shard_id=rank, **eval_transform_args(cfg))
+
+
+def learning_rates(cfg: Config, steps_per_epoch: int, world: int, log=None):
+    """The per-update learning rates; base_lr scaled to the total batch when ``lr_batch_size`` is set."""
+    base_lr = cfg.base_lr
+    if cfg.lr_batch_size:
+        base_lr = cfg.base_lr * cfg.batch_size * world / cfg.lr_batch_size
+        if log:
+            log.info("base_lr %.3g scaled to %.3g for a total batch of %d (lr_batch_size %d)", cfg.base_lr, base_lr,
+                     cfg.batch_size * world, cfg.lr_batch_size)
+    return create_lr_schedule(cfg.lr_scheduler, base_lr, steps_per_epoch, cfg.epochs, cfg.warmup_length,
+                              cfg.warmup_lr, cfg.min_lr, cfg.cooldown_epochs)
+
+
+def train_step(cfg: Config, model: nn.Cell, lrs):
+    """Optimizer, loss, loss scale, clipping and EMA around ``model``: the configured ``TrainOneStep``."""
+    optimizer = create_optimizer(model.trainable_params(), cfg.optimizer, lrs, cfg.weight_decay, cfg.beta, cfg.eps,
+                                 cfg.momentum)
+    return build_train_step(model, optimizer, cfg.amp_level, create_loss(cfg.label_smoothing, soft_labels(cfg)),
+                            create_loss_scale(cfg.is_dynamic_loss_scale, cfg.loss_scale, cfg.loss_scale_window),
+                            clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay)

@@ -1,0 +1,135 @@
+"""One function per entry point: a configuration in, the job done, its result out.
+
+train.py -> ``run_training``, eval.py -> ``run_evaluation``, export.py -> ``run_export``, and the
+offline flow preprocess.py / infer.py / postprocess.py -> ``run_preprocess`` / ``run_inference`` /
+``run_postprocess``. Each sets up the device, builds what the job needs (``builders``) and makes one
+call into the engine, weights or deploy packages.
+"""
+import os
+import time
+from typing import Dict
+
+import mindspore as ms
+
+from .builders import (eval_dataset, eval_transform_args, inference_net, kernel_impl, learning_rates,
+                       model_from_config, prepare_data, train_dataset, train_step)
+from .config import Config, ConfigError, save_config
+from .device import init_device
+from ..data import DatasetError
+from ..deploy.export import EXTENSIONS, export_network
+from ..deploy.offline import postprocess, preprocess, run_inference as infer_files
+from ..engine.evaluate import evaluate
+from ..engine.logger import get_logger
+from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
+from ..engine.trainer import TrainJob, fit
+from ..models import model_cfg
+from ..weights.checkpoint import load_model_weights
+
+
+def run_training(cfg: Config) -> Dict[str, float]:
+    """train.py: build the job described by ``cfg``, resume it if asked, train, return the results."""
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    ms.set_seed(cfg.seed)
+    checkpoints = RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0)
+    resume_path = checkpoints.find_resume(cfg.resume)
+    if resume_path is None and checkpoints.existing():  # every rank stops alike
+        raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run "
+                          f"or choose another --train_url")
+    log = get_logger("train", cfg.train_url, rank)
+    if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
+        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
+        save_config(cfg, os.path.join(cfg.train_url, name))
+    job = build_train_job(cfg, rank, world, checkpoints, log)
+    meta = new_run_meta()
+    if cfg.resume == "auto" and resume_path is None:
+        log.info("--resume auto: no last.ckpt in %s, starting a new run", cfg.train_url)
+    if resume_path:
+        meta = checkpoints.restore(job.step, job.model, resume_path)
+        log.info("resumed from %s at epoch %d (step %d)", resume_path, meta["epoch"], meta["step"])
+    if meta["epoch"] >= job.total_epochs:
+        log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
+                 job.total_epochs)
+        return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
+    log.info("%s: %d ranks x batch %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels", cfg.arch, world,
+             cfg.batch_size, job.steps_per_epoch, int(meta["epoch"]) + 1, job.total_epochs, cfg.amp_level,
+             kernel_impl(cfg))
+    return fit(job, meta)
+
+
+def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints, log) -> TrainJob:
+    """Model, datasets, schedule and train step of the configured run."""
+    root = prepare_data(cfg, rank)
+    model = model_from_config(cfg, training=True)
+    if cfg.pretrained:
+        loaded = load_model_weights(model, cfg.pretrained, cfg.use_ema, cfg.arch,
+                                    new_classifier=model_cfg(cfg.arch)["classifier"] + ".")
+        if loaded.reinitialised:
+            log.info("the pretrained classifier has another class count: %s re-initialised",
+                     ", ".join(loaded.reinitialised))
+    first = train_dataset(cfg, root, epoch=0, rank=rank, world=world)
+    steps_per_epoch = first.get_dataset_size()
+    if steps_per_epoch == 0:
+        raise DatasetError(f"the training split has fewer images than one batch of {cfg.batch_size}; "
+                           f"lower batch_size")
+    lrs = learning_rates(cfg, steps_per_epoch, world, log)
+    main = rank == 0
+    return TrainJob(
+        model=model, step=train_step(cfg, model, lrs), eval_net=inference_net(cfg, model_from_config(cfg)),
+        train_data=lambda epoch: first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world),
+        val_data=eval_dataset(cfg, root, rank, world), lrs=lrs, steps_per_epoch=steps_per_epoch,
+        total_epochs=cfg.epochs + cfg.cooldown_epochs, checkpoints=checkpoints, log=log,
+        images_per_step=cfg.batch_size * world, world=world, with_ema=cfg.ema_decay > 0, log_every=cfg.log_every,
+        eval_every=cfg.eval_every, save_every=cfg.save_every,
+        metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
+        curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None)
+
+
+def _no_weights(what: str) -> ConfigError:
+    return ConfigError(f"no weights to {what}: pass --pretrained <checkpoint.ckpt>")
+
+
+def run_evaluation(cfg: Config) -> Dict[str, float]:
+    """eval.py: the configured model with ``pretrained`` weights on the validation split, at
+    ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated."""
+    if not cfg.pretrained:
+        raise _no_weights("evaluate")
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    root = prepare_data(cfg, rank)
+    net = model_from_config(cfg)
+    loaded = load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    result = evaluate(inference_net(cfg, net), eval_dataset(cfg, root, rank, world), distributed=world > 1)
+    return {**result, "ema": loaded.ema}
+
+
+def run_export(cfg: Config) -> str:
+    """export.py: the configured model with ``pretrained`` weights, in its export-safe form, written as
+    ``file_format``. The batch size is 1 unless --batch_size is on the command line (offline inference
+    runs one image per call); image_size comes from the configuration."""
+    if not cfg.pretrained:
+        raise _no_weights("export")
+    init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+    net = model_from_config(cfg, impl="native")
+    load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
+    return export_network(inference_net(cfg, net), cfg.file_format, cfg.file_name or cfg.arch, batch_size,
+                          cfg.image_size)
+
+
+def run_preprocess(cfg: Config) -> Dict[str, int]:
+    """preprocess.py: the validation images through the model's evaluation transform, one file each."""
+    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg))
+
+
+def run_inference(cfg: Config) -> int:
+    """infer.py: an exported MINDIR (MindSpore) or ONNX (onnxruntime) model over the preprocessed inputs."""
+    if cfg.file_format not in ("MINDIR", "ONNX"):
+        raise ConfigError("infer.py runs MINDIR or ONNX exports; pass --file_format MINDIR or ONNX")
+    if cfg.file_format == "MINDIR":
+        init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+    return infer_files((cfg.file_name or cfg.arch) + EXTENSIONS[cfg.file_format], cfg.preprocess_path,
+                       cfg.result_path)
+
+
+def run_postprocess(cfg: Config) -> Dict[str, float]:
+    """postprocess.py: top-1 / top-5 of the inference results against the preprocessed labels."""
+    return postprocess(cfg.preprocess_path, cfg.result_path)

@@ -1,0 +1,163 @@
+"""The training loop: a built ``TrainJob`` in, trained checkpoints, logs and curves out.
+
+Per step: ``TrainOneStep`` (loss scale, gradient reduction, overflow skip, clipping, AdamW, EMA).
+Per epoch: BatchNorm statistics averaged over ranks, validation of the model and of its EMA,
+checkpoints (``run_checkpoints``). Each epoch's data order is a function of (seed, epoch), so a
+resumed run continues as the uninterrupted one would.
+"""
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import numpy as np
+from mindspore import nn, ops
+
+from ..data import batches
+from .evaluate import copy_weights, evaluate
+from .plot import plot_training_curves
+from .run_checkpoints import RunCheckpoints
+from .train_step import TrainOneStep
+from ..weights.checkpoint import EMA_PREFIX
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run needs, built by the application layer from a configuration."""
+    model: nn.Cell                             # the trained network (float32 master weights)
+    step: TrainOneStep                         # one optimisation step on a batch
+    eval_net: nn.Cell                          # a second instance of the model for validation
+    train_data: Callable[[int], object]        # epoch -> this rank's training pipeline for that epoch
+    val_data: object                           # this rank's validation pipeline
+    lrs: np.ndarray                            # learning rate of every optimizer update
+    steps_per_epoch: int
+    total_epochs: int
+    checkpoints: RunCheckpoints
+    log: logging.Logger
+    images_per_step: int                       # over all ranks
+    world: int = 1
+    with_ema: bool = False
+    log_every: int = 20
+    eval_every: int = 1
+    save_every: int = 1
+    metrics_path: Optional[str] = None         # JSON lines of step and epoch records (rank 0)
+    curves_path: Optional[str] = None          # PNG of the curves, written at the end (rank 0)
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def applied_lr(job: TrainJob) -> float:
+    """The learning rate of the optimizer's latest update: the schedule is indexed by updates, and
+    skipped (overflow) steps are not updates."""
+    updates = int(job.step.optimizer.global_step.asnumpy().reshape(-1)[0])
+    return float(job.lrs[min(max(updates - 1, 0), len(job.lrs) - 1)])
+
+
+def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
+    """Train from ``meta['epoch']`` to ``job.total_epochs``; returns the last validation and the best result."""
+    results = {}
+    clock = _StepClock()
+    for epoch in range(int(meta["epoch"]), job.total_epochs):
+        record = train_epoch(job, epoch, meta, clock)
+        meta["epoch"] = epoch + 1
+        if job.world > 1:
+            average_batchnorm_statistics(job.step, job.world)
+        if (epoch + 1) % job.eval_every == 0 or epoch + 1 == job.total_epochs:
+            record.update(validate(job.step, job.model, job.eval_net, job.val_data, job.world > 1, job.with_ema))
+            ema_better = record.get("ema_top1", -1.0) > record["top1"]
+            top1 = record["ema_top1"] if ema_better else record["top1"]
+            if top1 > meta["best_top1"]:
+                meta.update(best_top1=top1, best_epoch=epoch + 1, best_is_ema=int(ema_better))
+                job.checkpoints.save_best(job.step, job.model, meta)
+            record.update(best_top1=meta["best_top1"], best_epoch=meta["best_epoch"])
+            job.log.info("epoch %d val top1 %.2f top5 %.2f loss %.4f%s | best top1 %.2f (epoch %d, %s weights) | "
+                         "overflow steps %d | %.0fs", epoch + 1, record["top1"], record["top5"], record["loss"],
+                         (" | ema top1 %.2f top5 %.2f" % (record["ema_top1"], record["ema_top5"]))
+                         if "ema_top1" in record else "", meta["best_top1"], meta["best_epoch"],
+                         "EMA" if meta["best_is_ema"] else "model", record["overflow_steps"], record["time_s"])
+            results = record
+        _append_json(job.metrics_path, record)
+        if (epoch + 1) % job.save_every == 0 or epoch + 1 == job.total_epochs:
+            job.checkpoints.save_epoch(job.step, job.model, meta)
+    if job.metrics_path and job.curves_path:
+        plot_training_curves(job.metrics_path, job.curves_path)
+    job.log.info("done: best top1 %.2f at epoch %d (%s weights); checkpoints, log and curves in %s",
+                 meta["best_top1"], meta["best_epoch"], "EMA" if meta["best_is_ema"] else "model",
+                 job.checkpoints.folder)
+    return {**results, "best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"],
+            "best_is_ema": bool(meta["best_is_ema"])}
+
+
+class _StepClock:
+    """Step-to-step time including data loading, for images/s and the ETA. An epoch's first step
+    (pipeline start-up, compilation) is not timed."""
+
+    def __init__(self):
+        self.steps, self.seconds, self.last = 0, 0.0, None
+
+    def tick(self, first_of_epoch: bool) -> float:
+        now = time.time()
+        if not first_of_epoch and self.last is not None:
+            self.steps += 1
+            self.seconds += now - self.last
+        self.last = now
+        return self.seconds / self.steps if self.steps else 0.0
+
+
+def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepClock) -> dict:
+    """One pass over this epoch's training data; returns the epoch record (loss, overflow count, time)."""
+    job.model.set_train(True)
+    start, overflows, losses = time.time(), 0, []
+    for i, (images, labels) in enumerate(batches(job.train_data(epoch))):
+        loss, overflow, scale = job.step(images, labels)
+        loss_value = float(loss.asnumpy())
+        overflows += int(overflow.asnumpy())
+        losses.append(loss_value)
+        meta["step"] += 1
+        per_step = clock.tick(first_of_epoch=i == 0)
+        if (i + 1) % job.log_every == 0 or i + 1 == job.steps_per_epoch:
+            lr = applied_lr(job)
+            speed = job.images_per_step / per_step if per_step else 0.0
+            remaining = (job.total_epochs - epoch) * job.steps_per_epoch - (i + 1)
+            job.log.info("epoch %d/%d step %d/%d loss %.4f lr %.3e scale %g img/s %.1f eta %s", epoch + 1,
+                         job.total_epochs, i + 1, job.steps_per_epoch, loss_value, lr, float(scale.asnumpy()),
+                         speed, format_eta(remaining * per_step))
+            _append_json(job.metrics_path, {"type": "step", "epoch": epoch + 1, "step": meta["step"],
+                                            "loss": loss_value, "lr": lr, "loss_scale": float(scale.asnumpy()),
+                                            "images_per_s": speed})
+    return {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "overflow_steps": overflows,
+            "time_s": time.time() - start}
+
+
+def _append_json(path: Optional[str], record: dict) -> None:
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def validate(step: TrainOneStep, model: nn.Cell, eval_net: nn.Cell, val_ds, distributed: bool,
+             with_ema: bool) -> Dict[str, float]:
+    """Validation results of the model and, if kept, of its EMA (copied into the evaluation network)."""
+    params = {p.name: p for p in step.get_parameters()}
+    copy_weights(eval_net, params)
+    out = evaluate(eval_net, val_ds, distributed)
+    if with_ema:  # frozen tables have no EMA copy: they come from the model
+        copy_weights(eval_net, params, prefix=EMA_PREFIX, fallback=params)
+        ema = evaluate(eval_net, val_ds, distributed)
+        out.update({f"ema_{k}": v for k, v in ema.items() if k != "count"})
+    return out
+
+
+def average_batchnorm_statistics(step: TrainOneStep, world: int) -> None:
+    """Give every rank the mean BatchNorm statistics (and EMA copies) of all ranks, as timm's
+    ``distribute_bn`` does: each rank only saw its shard, and validation and checkpoints must use
+    one set of weights."""
+    allreduce = ops.AllReduce()
+    for param in step.get_parameters():
+        if param.name.endswith(("moving_mean", "moving_variance")):
+            param.set_data(allreduce(param.value()) / world)

@@ -1,0 +1,68 @@
+"""The dependency rule of the code base: entry points -> app -> deploy -> engine -> weights -> models | data.
+
+A package imports only packages to its right; models and data import nothing of the project; the
+library never imports the developer tools; only entry points (and the config loader they call)
+read the command line.
+"""
+import ast
+import glob
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORDER = ["app", "deploy", "engine", "weights", "models", "data"]
+
+
+def imported_packages(source: str, module: str) -> set:
+    """Top-level project packages (``src.<pkg>`` or ``tools``) imported by the source of ``module``."""
+    module = module.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = module[:len(module) - node.level]
+                name = ".".join(base + ([node.module] if node.module else []))
+                targets = [name] if node.module else [f"{name}.{a.name}" for a in node.names]
+            else:
+                targets = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            if parts[0] == "src" and len(parts) > 1:
+                found.add(parts[1])
+            elif parts[0] == "tools":
+                found.add("tools")
+    return found
+
+
+def test_packages_import_only_to_their_right():
+    violations = []
+    for package in ORDER:
+        allowed = set(ORDER[ORDER.index(package):])
+        if package in ("models", "data"):
+            allowed = {package}
+        for path in glob.glob(os.path.join(ROOT, "src", package, "**", "*.py"), recursive=True):
+            module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+            bad = imported_packages(open(path, encoding="utf-8").read(), module) - allowed
+            if bad:
+                violations.append(f"{os.path.relpath(path, ROOT)} imports {sorted(bad)}")
+    assert not violations, "\n".join(violations)
+
+
+def test_every_source_file_belongs_to_a_layer():
+    stray = [p for p in glob.glob(os.path.join(ROOT, "src", "*.py")) if not p.endswith("__init__.py")]
+    folders = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "src", "*")) if os.path.isdir(p)}
+    assert not stray and folders - {"__pycache__"} == set(ORDER)
+
+
+def test_only_entry_points_read_the_command_line():
+    readers = [os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "src", "**", "*.py"), recursive=True)
+               if "sys.argv" in open(p, encoding="utf-8").read()]
+    assert not readers
+
+
+def test_the_checker_sees_upward_imports():
+    source = "from ..app import config\nfrom src.deploy import export\nfrom . import optim\nimport tools.calibrate\n"
+    assert imported_packages(source, "src.engine.trainer") == {"app", "deploy", "engine", "tools"}
