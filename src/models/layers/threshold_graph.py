@@ -84,29 +84,36 @@ class MaskedNeighbourMax(nn.Cell):
     def __init__(self, num_nodes: int, channels: int, chunk: int = 0):
         super().__init__()
         chunk = chunk or max(1, CHUNK_ELEMENTS // (num_nodes * channels))
-        self.bounds = tuple((s, min(s + chunk, num_nodes)) for s in range(0, num_nodes, chunk))
+        self.sizes = [min(chunk, num_nodes - start) for start in range(0, num_nodes, chunk)]
+        self.starts = [sum(self.sizes[:c]) for c in range(len(self.sizes))]
         self.node_index = Tensor(np.arange(num_nodes).reshape(1, num_nodes, 1), ms.int32)  # ops.arange fails in a bprop
 
-    def _candidates(self, x, mask, start: int, stop: int):
-        """(B, N, stop - start, C): key nodes start..stop where they are edges, else the centre."""
-        return ops.where(mask[:, :, start:stop].expand_dims(-1), x[:, start:stop].expand_dims(1), x.expand_dims(2))
+    def _chunks(self, x, mask):
+        """Per chunk of key nodes: (edge mask (B, N, S, 1), key features (B, 1, S, C)). ``narrow``, as
+        tensor slicing is slow in PyNative mode."""
+        return [(ops.narrow(mask, 2, self.starts[c], self.sizes[c]).expand_dims(-1),
+                 ops.narrow(x, 1, self.starts[c], self.sizes[c]).expand_dims(1)) for c in range(len(self.sizes))]
 
     def construct(self, x, mask):
+        centre = x.expand_dims(2)
         out = x
-        for start, stop in self.bounds:
-            out = ops.maximum(out, ops.amax(self._candidates(x, mask, start, stop), 2))
+        for edge, keys in self._chunks(x, mask):
+            out = ops.maximum(out, ops.amax(ops.where(edge, keys, centre), 2))
         return out
 
     def bprop(self, x, mask, out, dout):
+        centre = x.expand_dims(2)
         own = self.node_index.broadcast_to(x.shape)
         best, row = x, own
-        for start, stop in self.bounds:
-            value, pos = ops.max(self._candidates(x, mask, start, stop), axis=2)
+        chunks = self._chunks(x, mask)
+        for c in range(len(chunks)):
+            edge, keys = chunks[c]
+            value, pos = ops.max(ops.where(edge, keys, centre), axis=2)
             pos = pos.astype(ms.int32)
-            is_edge = ops.gather_elements(mask[:, :, start:stop].astype(ms.int32), 2, pos) > 0
+            is_edge = ops.gather_elements(edge.squeeze(-1).astype(ms.int32), 2, pos) > 0
             better = value > best  # the centre, then the earliest maximum wins (a tie is the same value)
             best = ops.where(better, value, best)
-            row = ops.where(better, ops.where(is_edge, pos + start, own), row)
+            row = ops.where(better, ops.where(is_edge, pos + self.starts[c], own), row)
         grad = ops.tensor_scatter_elements(ops.zeros_like(dout), row, dout, 1, "add")
         return grad, ops.zeros_like(mask)
 
