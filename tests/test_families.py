@@ -6,6 +6,7 @@ its edge list and scatter max; ``build_graphconvnet``), checked bit for bit agai
 """
 import math
 import os
+import shutil
 import subprocess
 import sys
 from argparse import Namespace
@@ -24,7 +25,7 @@ from src.deploy.export import export_network  # noqa: E402
 from src.models import ModelError, PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.models.graphconvnet import GraphConvBlock, pyramid_block  # noqa: E402
 from src.models.layers import (Grapher, MaskedNeighbourMax, SimilarityThresholdGraph, probability_to_z,  # noqa: E402
-                               threshold_probabilities)
+                               set_kernel_impl, threshold_probabilities)
 from src.models.layers.gcn import EdgeConv2d  # noqa: E402
 from src.weights.checkpoint import check_fits, load_model_weights  # noqa: E402
 from src.weights.convert import convert_official_checkpoint, to_mindspore_names  # noqa: E402
@@ -91,19 +92,23 @@ def test_threshold_graph_matches_the_rule(pynative, probability):
     assert want.diagonal(axis1=1, axis2=2)[degrees > 0].all()  # a node with an edge is its own neighbour
 
 
-def test_masked_max_and_its_gradient_follow_the_edge_list(any_mode):
+@pytest.mark.parametrize("impl", ["native", "cpu"])
+def test_masked_max_and_its_gradient_follow_the_edge_list(any_mode, impl):
+    """Both formulations: the chunked static-shape one and the compiled CPU kernel (when it builds)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 13, 6)).astype(np.float32)
+    x = rng.standard_normal((2, 13, 40)).astype(np.float32)  # 40 channels: two blocks of the kernel's backward
     mask = rng.random((2, 13, 13)) < 0.3
     mask[0, 4] = False  # an isolated node: its own value, as max(x_i - x_i) = 0 says
     want, winner = masked_max_rule(x, mask)
-    weights = rng.standard_normal((2, 13, 6)).astype(np.float32)
+    weights = rng.standard_normal((2, 13, 40)).astype(np.float32)
     grad_want = np.zeros_like(x)
     for b, i, c in np.ndindex(x.shape):
         grad_want[b, winner[b, i, c], c] += weights[b, i, c]
 
     def check(chunk):
-        net = MaskedNeighbourMax(13, 6, chunk)
+        net = MaskedNeighbourMax(13, 40, chunk)
+        set_kernel_impl(net, impl)
+        assert (net.kernel is not None) == (impl == "cpu" and bool(shutil.which("g++") or shutil.which("c++")))
         np.testing.assert_array_equal(net(Tensor(x), Tensor(mask)).asnumpy(), want)
 
         def weighted_sum(v, m):
