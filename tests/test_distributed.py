@@ -4,12 +4,12 @@ The launch goes through the real script and the real train.py. To compare the we
 test runs them from a shim repository (``scripts``, ``src`` and ``configs`` are symlinks to this one; the
 script finds the repository from its own path) whose ``train.py`` wraps the real one:
 
-* each validation prints a SHA-256 of the rank's trainable weights (rank 1 writes no checkpoint);
+* each validation prints a SHA-256 of all the rank's parameters (rank 1 writes no checkpoint);
 * each rank seeds MindSpore differently, so identical weights at the end prove that rank 0's initial
   weights were broadcast and the gradients averaged (with one seed the ranks would start equal anyway).
 
-BatchNorm running statistics are not compared: every rank keeps its own, as in any data-parallel run
-without synchronised BatchNorm.
+BatchNorm running statistics are compared too: each rank updates them on its own shard during an epoch,
+and the trainer averages them over the ranks before every validation, so they must agree there.
 """
 import hashlib
 import json

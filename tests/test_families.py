@@ -24,8 +24,8 @@ from src.app.config import ConfigError, load_config  # noqa: E402
 from src.deploy.export import export_network  # noqa: E402
 from src.models import ModelError, PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.models.graphconvnet import GraphConvBlock, pyramid_block  # noqa: E402
-from src.models.layers import (Grapher, MaskedNeighbourMax, SimilarityThresholdGraph, probability_to_z,  # noqa: E402
-                               set_kernel_impl, threshold_probabilities)
+from src.models.layers import (NATIVE, Grapher, MaskedNeighbourMax, SimilarityThresholdGraph,  # noqa: E402
+                               cpu_formulation, probability_to_z, threshold_probabilities)
 from src.models.layers.gcn import EdgeConv2d  # noqa: E402
 from src.weights.checkpoint import check_fits, load_model_weights  # noqa: E402
 from src.weights.convert import convert_official_checkpoint, to_mindspore_names  # noqa: E402
@@ -106,8 +106,7 @@ def test_masked_max_and_its_gradient_follow_the_edge_list(any_mode, impl):
         grad_want[b, winner[b, i, c], c] += weights[b, i, c]
 
     def check(chunk):
-        net = MaskedNeighbourMax(13, 40, chunk)
-        set_kernel_impl(net, impl)
+        net = MaskedNeighbourMax(13, 40, chunk, form=cpu_formulation() if impl == "cpu" else NATIVE)
         assert (net.kernel is not None) == (impl == "cpu" and bool(shutil.which("g++") or shutil.which("c++")))
         np.testing.assert_array_equal(net(Tensor(x), Tensor(mask)).asnumpy(), want)
 

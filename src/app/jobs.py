@@ -11,8 +11,8 @@ from typing import Dict
 
 import mindspore as ms
 
-from .builders import (eval_dataset, eval_transform_args, inference_net, kernel_impl, learning_rates,
-                       model_from_config, prepare_data, train_dataset, train_step)
+from .builders import (bad_image_args, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+                       learning_rates, model_from_config, prepare_data, train_dataset, train_step)
 from .config import Config, ConfigError, save_config
 from .device import init_device
 from ..data import DatasetError
@@ -22,7 +22,7 @@ from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
 from ..engine.trainer import TrainJob, fit
-from ..models import model_cfg
+from ..models import export_formulation, model_cfg
 from ..weights.checkpoint import load_model_weights
 
 
@@ -107,8 +107,9 @@ def run_export(cfg: Config) -> str:
     runs one image per call); image_size comes from the configuration."""
     if not cfg.pretrained:
         raise _no_weights("export")
+    form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id, graph_mode=True)
-    net = model_from_config(cfg, impl="native")
+    net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
     return export_network(inference_net(cfg, net), cfg.file_format, cfg.file_name or cfg.arch, batch_size,
@@ -117,7 +118,7 @@ def run_export(cfg: Config) -> str:
 
 def run_preprocess(cfg: Config) -> Dict[str, int]:
     """preprocess.py: the validation images through the model's evaluation transform, one file each."""
-    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg))
+    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg), **bad_image_args(cfg))
 
 
 def run_inference(cfg: Config) -> int:

@@ -13,7 +13,7 @@ from functools import partial
 from mindspore import nn
 
 from . import pyramid_vig, vig
-from .layers import FFN, Bottleneck, Grapher
+from .layers import FFN, NATIVE, Bottleneck, Formulation, Grapher
 from .registry import default_cfg, register_model
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -22,20 +22,21 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class GraphConvBlock(nn.Cell):
     """BN(Bottleneck(FFN(Grapher(x))) + x); the bottleneck's width is C / 4."""
 
-    def __init__(self, grapher: Grapher, channels: int, drop_path: float = 0.0):
+    def __init__(self, grapher: Grapher, channels: int, drop_path: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
         self.grapher = grapher
-        self.FFN = FFN(channels, channels * 4, drop_path=drop_path)  # the official attribute name
-        self.res_block = Bottleneck(channels, channels // 4)
+        self.FFN = FFN(channels, channels * 4, drop_path=drop_path, form=form)  # the official attribute name
+        self.res_block = Bottleneck(channels, channels // 4, form)
         self.bn = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
 
     def construct(self, x):
         return self.bn(self.res_block(self.FFN(self.grapher(x))) + x)
 
 
-def pyramid_block(grapher: Grapher, channels: int, drop_path: float = 0.0) -> nn.SequentialCell:
+def pyramid_block(grapher: Grapher, channels: int, drop_path: float = 0.0,
+                  form: Formulation = NATIVE) -> nn.SequentialCell:
     """The official pyramid wraps each block in a one-element sequence."""
-    return nn.SequentialCell([GraphConvBlock(grapher, channels, drop_path)])
+    return nn.SequentialCell([GraphConvBlock(grapher, channels, drop_path, form)])
 
 
 ARCHS = {  # name: (family builder, the ViG arch it extends, official alias)

@@ -5,21 +5,14 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .activation import GELU
-from .conv import Conv2d
+from .conv import conv_bn
 from .drop import DropPath
+from .form import NATIVE, Formulation
 from .gcn import create_graph_conv
 from .graph import DilatedKnnGraph, cap_knn
 from .pos_embed import relative_pos_table
 from .resize import BicubicResize
 from .threshold_graph import SimilarityThresholdGraph, threshold_graph_conv
-
-
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.SequentialCell:
-    """Conv (bias, 'same'-style zero padding) followed by BatchNorm, no activation."""
-    return nn.SequentialCell([
-        Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
-        nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9),
-    ])
 
 
 class DyGraphConv2d(nn.Cell):
@@ -30,18 +23,18 @@ class DyGraphConv2d(nn.Cell):
     ``threshold_graph``; ``num_nodes`` is then the node count, and k, dilation are not used).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, k: int, dilation: int, conv: str = "mr",
-                 reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0,
-                 threshold: Optional[float] = None, num_nodes: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, k: Optional[int], dilation: Optional[int],
+                 conv: str = "mr", reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0,
+                 form: Formulation = NATIVE, threshold: Optional[float] = None, num_nodes: int = 0):
         super().__init__()
         if threshold is None:
-            self.gconv = create_graph_conv(conv, in_channels, out_channels)
-            self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon)
+            self.gconv = create_graph_conv(conv, in_channels, out_channels, form)
+            self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon, form)
         else:
             if reduce_ratio != 1:
                 raise ValueError("the similarity-threshold graph compares every node with every other: "
                                  f"use reduce_ratio 1, not {reduce_ratio}")
-            self.gconv = threshold_graph_conv(conv, in_channels, out_channels, num_nodes)
+            self.gconv = threshold_graph_conv(conv, in_channels, out_channels, num_nodes, form)
             self.dilated_knn_graph = SimilarityThresholdGraph(threshold)
         self.reduce_ratio = reduce_ratio
 
@@ -78,7 +71,7 @@ class Grapher(nn.Cell):
     def __init__(self, channels: int, k: Optional[int], dilation: Optional[int], grid: Tuple[int, int],
                  conv: str = "mr", reduce_ratio: int = 1, relative_pos: bool = False,
                  table_grid: Optional[int] = None, drop_path: float = 0.0, stochastic: bool = False,
-                 epsilon: float = 0.0, threshold: Optional[float] = None):
+                 epsilon: float = 0.0, form: Formulation = NATIVE, threshold: Optional[float] = None):
         super().__init__()
         height, width = grid
         if height % reduce_ratio or width % reduce_ratio:
@@ -89,10 +82,10 @@ class Grapher(nn.Cell):
         self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
         self.threshold = threshold
         self.k, self.dilation = cap_knn(k, dilation, self.num_keys) if threshold is None else (None, None)
-        self.fc1 = conv_bn(channels, channels)
+        self.fc1 = conv_bn(channels, channels, form=form)
         self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv,
-                                        reduce_ratio, stochastic, epsilon, threshold, self.num_nodes)
-        self.fc2 = conv_bn(channels * 2, channels)
+                                        reduce_ratio, stochastic, epsilon, form, threshold, self.num_nodes)
+        self.fc2 = conv_bn(channels * 2, channels, form=form)
         self.drop_path = DropPath(drop_path)
         self.use_relative_pos = relative_pos
         self.resize_relative_pos = False
@@ -128,18 +121,17 @@ class Grapher(nn.Cell):
 class FFN(nn.Cell):
     """x + drop_path(fc2(GELU(fc1(x)))), fc1/fc2 = 1x1 conv + BN (hidden width 4C in ViG)."""
 
-    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0):
+    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
-        self.fc1 = conv_bn(channels, hidden_channels)
-        self.act = GELU()
-        self.fc2 = conv_bn(hidden_channels, channels)
+        self.fc1 = conv_bn(channels, hidden_channels, form=form)
+        self.act = GELU(form)
+        self.fc2 = conv_bn(hidden_channels, channels, form=form)
         self.drop_path = DropPath(drop_path)
 
     def construct(self, x):
         return self.drop_path(self.fc2(self.act(self.fc1(x)))) + x
 
 
-def vig_block(grapher: Grapher, channels: int, drop_path: float) -> nn.SequentialCell:
+def vig_block(grapher: Grapher, channels: int, drop_path: float, form: Formulation = NATIVE) -> nn.SequentialCell:
     """ViG's backbone entry: (Grapher, FFN) as ``backbone.I.0`` / ``backbone.I.1``."""
-    return nn.SequentialCell([grapher, FFN(channels, channels * 4, drop_path=drop_path)])
-
+    return nn.SequentialCell([grapher, FFN(channels, channels * 4, drop_path=drop_path, form=form)])

@@ -2,6 +2,7 @@
 from mindspore import nn
 
 from .conv import Conv2d
+from .form import NATIVE, Formulation
 
 
 class Bottleneck(nn.Cell):
@@ -11,13 +12,13 @@ class Bottleneck(nn.Cell):
     ``bn1``, ..., ``conv3``, ``bn3``) follow torchvision's so state dicts map one-to-one.
     """
 
-    def __init__(self, channels: int, width: int):
+    def __init__(self, channels: int, width: int, form: Formulation = NATIVE):
         super().__init__()
-        self.conv1 = Conv2d(channels, width, 1, bias=False)
+        self.conv1 = Conv2d(channels, width, 1, bias=False, form=form)
         self.bn1 = nn.BatchNorm2d(width, eps=1e-5, momentum=0.9)
-        self.conv2 = Conv2d(width, width, 3, padding=1, bias=False)
+        self.conv2 = Conv2d(width, width, 3, padding=1, bias=False, form=form)
         self.bn2 = nn.BatchNorm2d(width, eps=1e-5, momentum=0.9)
-        self.conv3 = Conv2d(width, channels, 1, bias=False)
+        self.conv3 = Conv2d(width, channels, 1, bias=False, form=form)
         self.bn3 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
         self.relu = nn.ReLU()
 

@@ -14,14 +14,13 @@ an isolated node aggregates to 0 either way.
 import math
 import statistics
 import warnings
-from functools import lru_cache
 from typing import List
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from . import kernels
+from .form import NATIVE, Formulation
 from .gcn import MRConv2d
 from .graph import l2_normalize, negative_sq_distance
 
@@ -75,40 +74,23 @@ class SimilarityThresholdGraph(nn.Cell):
         return ops.stop_gradient(centred / std > self.z_threshold)
 
 
-def _same(x, *_):
-    return x
-
-
-@lru_cache(maxsize=None)
-def compiled_masked_max():
-    """(forward, backward) compiled CPU operators of ``MaskedNeighbourMax`` for float32, or None."""
-    library = kernels.load("masked_max_cpu")
-    if library is None:
-        return None
-    return tuple(ops.Custom(f"{library}:{name}", out_shape=_same, out_dtype=_same, func_type="aot")
-                 for name in ("MaskedMaxForward", "MaskedMaxBackward"))
-
-
 class MaskedNeighbourMax(nn.Cell):
     """max over j of where(mask[b, i, j], x[b, j], x[b, i]) for x (B, N, C), mask (B, N, N) -> (B, N, C).
 
     The key nodes j are processed in chunks (see ``CHUNK_ELEMENTS``), so no (B, N, N, C) tensor is
     ever held, forward or backward. The backward sends each output gradient to the one node that
     attained the maximum (the centre when that was a non-edge), as a max over an edge list does.
-    On the CPU ('cpu' kernels) float32 inputs go through a compiled kernel that visits only the
-    edges (same results): MindSpore's CPU kernels take ~0.6 s per ViG-Ti block for the dense form.
+    In the CPU formulation float32 inputs go through a compiled kernel that visits only the edges
+    (same results): MindSpore's CPU kernels take ~0.6 s per ViG-Ti block for the dense form.
     """
 
-    def __init__(self, num_nodes: int, channels: int, chunk: int = 0):
+    def __init__(self, num_nodes: int, channels: int, chunk: int = 0, form: Formulation = NATIVE):
         super().__init__()
         chunk = chunk or max(1, CHUNK_ELEMENTS // (num_nodes * channels))
         self.sizes = [min(chunk, num_nodes - start) for start in range(0, num_nodes, chunk)]
         self.starts = [sum(self.sizes[:c]) for c in range(len(self.sizes))]
         self.node_index = Tensor(np.arange(num_nodes).reshape(1, num_nodes, 1), ms.int32)  # ops.arange fails in a bprop
-        self.kernel = None
-
-    def set_impl(self, impl: str) -> None:
-        self.kernel = compiled_masked_max() if impl == "cpu" else None
+        self.kernel = form.masked_max
 
     def _use_kernel(self, x) -> bool:
         return self.kernel is not None and x.dtype == ms.float32
@@ -147,9 +129,10 @@ class MaskedNeighbourMax(nn.Cell):
         return grad, ops.zeros_like(mask)
 
 
-def threshold_graph_conv(conv: str, in_channels: int, out_channels: int, num_nodes: int) -> nn.Cell:
+def threshold_graph_conv(conv: str, in_channels: int, out_channels: int, num_nodes: int,
+                         form: Formulation = NATIVE) -> nn.Cell:
     """The max-relative conv over the threshold graph (SViG's only graph conv; parameter names as ``mr``)."""
     if conv != "mr":
         raise ValueError(f"the similarity-threshold graph (SViG) aggregates with the max-relative conv: use conv 'mr', "
                          f"not {conv!r}")
-    return MRConv2d(in_channels, out_channels, aggregate=MaskedNeighbourMax(num_nodes, in_channels))
+    return MRConv2d(in_channels, out_channels, form, aggregate=MaskedNeighbourMax(num_nodes, in_channels, form=form))
