@@ -39,14 +39,14 @@ def pyramid_block(grapher: Grapher, channels: int, drop_path: float = 0.0,
     return nn.SequentialCell([GraphConvBlock(grapher, channels, drop_path, form)])
 
 
-ARCHS = {  # name: (family builder, the ViG arch it extends, official alias)
-    "graphconvnet_ti": (vig._build, "vig_ti_224_gelu", None),
-    "graphconvnet_s": (vig._build, "vig_s_224_gelu", None),
-    "pgraphconvnet_ti": (pyramid_vig._build, "pvig_ti_224_gelu", "graphconvnetp_ti"),
-    "pgraphconvnet_s": (pyramid_vig._build, "pvig_s_224_gelu", "graphconvnetp_s"),
+ARCHS = {  # name: (the ViG arch it extends, its block, official alias)
+    "graphconvnet_ti": ("vig_ti_224_gelu", GraphConvBlock, None),
+    "graphconvnet_s": ("vig_s_224_gelu", GraphConvBlock, None),
+    "pgraphconvnet_ti": ("pvig_ti_224_gelu", pyramid_block, "graphconvnetp_ti"),
+    "pgraphconvnet_s": ("pvig_s_224_gelu", pyramid_block, "graphconvnetp_s"),
 }
 
-for _name, (_family, _base, _alias) in ARCHS.items():
-    _block = GraphConvBlock if _family is vig._build else pyramid_block
-    register_model(_name, partial(_family, _base, block=_block),
+for _name, (_base, _block, _alias) in ARCHS.items():
+    _family = pyramid_vig if _base in pyramid_vig.ARCHS else vig
+    register_model(_name, partial(_family.build_arch, _base, block=_block),
                    default_cfg(mean=IMAGENET_MEAN, std=IMAGENET_STD), aliases=(_alias,) if _alias else ())

@@ -84,7 +84,7 @@ class PyramidVisionGNN(GraphClassifier):
         self.prediction = classifier_head(channels[-1], num_classes, drop_rate, form=form)
 
 
-def _build(arch: str, k: Optional[int] = None, **kwargs) -> PyramidVisionGNN:
+def build_arch(arch: str, k: Optional[int] = None, **kwargs) -> PyramidVisionGNN:
     """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
     spec = ARCHS[arch]
     ks, dilation = ([9] * sum(spec["depths"]), spec["dilation"]) if k is None else knn_schedule(spec["depths"], k)
@@ -92,4 +92,4 @@ def _build(arch: str, k: Optional[int] = None, **kwargs) -> PyramidVisionGNN:
 
 
 for _name, _spec in ARCHS.items():
-    register_model(_name, partial(_build, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9)))
+    register_model(_name, partial(build_arch, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9)))

@@ -77,7 +77,7 @@ class VisionGNN(GraphClassifier):
         self.prediction = classifier_head(channels, num_classes, drop_rate, form=form)
 
 
-def _build(arch: str, k: Optional[int] = None, **kwargs) -> VisionGNN:
+def build_arch(arch: str, k: Optional[int] = None, **kwargs) -> VisionGNN:
     """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
     spec = {**ARCHS, **SMALL_ARCHS}[arch]
     ks, dilation = (spec["k"], spec["dilation"]) if k is None else knn_schedule(len(spec["k"]), k)
@@ -85,6 +85,6 @@ def _build(arch: str, k: Optional[int] = None, **kwargs) -> VisionGNN:
 
 
 for _name, _spec in ARCHS.items():
-    register_model(_name, partial(_build, _name), default_cfg(), aliases=(_spec["alias"],))
+    register_model(_name, partial(build_arch, _name), default_cfg(), aliases=(_spec["alias"],))
 for _name in SMALL_ARCHS:
-    register_model(_name, partial(_build, _name), default_cfg(input_size=64))
+    register_model(_name, partial(build_arch, _name), default_cfg(input_size=64))
