@@ -118,6 +118,10 @@ def test_masked_max_and_its_gradient_follow_the_edge_list(any_mode, impl):
 
     check(0)  # one chunk
     check(4)  # chunks of 4 key nodes, the last one shorter
+    half = MaskedNeighbourMax(13, 40, form=cpu_formulation() if impl == "cpu" else NATIVE)(
+        Tensor(x.astype(np.float16)), Tensor(mask))
+    assert half.dtype == ms.float16  # the aggregate keeps the input dtype
+    np.testing.assert_array_equal(half.asnumpy(), masked_max_rule(x.astype(np.float16), mask)[0])
     np.testing.assert_array_equal(want[0, 4], x[0, 4])
 
 
