@@ -65,6 +65,7 @@ class SimilarityThresholdGraph(nn.Cell):
         self.ddof = ddof
 
     def construct(self, x, y, relative_pos=None):
+        """``relative_pos`` completes the kNN graph's interface; this graph takes none."""
         x = ops.stop_gradient(l2_normalize(x.astype(ms.float32)))
         y = ops.stop_gradient(l2_normalize(y.astype(ms.float32)))
         score = negative_sq_distance(x, y)
@@ -80,8 +81,9 @@ class MaskedNeighbourMax(nn.Cell):
     The key nodes j are processed in chunks (see ``CHUNK_ELEMENTS``), so no (B, N, N, C) tensor is
     ever held, forward or backward. The backward sends each output gradient to the one node that
     attained the maximum (the centre when that was a non-edge), as a max over an edge list does.
-    In the CPU formulation float32 inputs go through a compiled kernel that visits only the edges
-    (same results): MindSpore's CPU kernels take ~0.6 s per ViG-Ti block for the dense form.
+    In the CPU formulation a compiled kernel visits only the edges (same results, computed in float32
+    and returned in the input's dtype): MindSpore's CPU kernels take ~0.6 s per ViG-Ti block for the
+    dense form.
     """
 
     def __init__(self, num_nodes: int, channels: int, chunk: int = 0, form: Formulation = NATIVE):
@@ -92,9 +94,6 @@ class MaskedNeighbourMax(nn.Cell):
         self.node_index = Tensor(np.arange(num_nodes).reshape(1, num_nodes, 1), ms.int32)  # ops.arange fails in a bprop
         self.kernel = form.masked_max
 
-    def _use_kernel(self, x) -> bool:
-        return self.kernel is not None and x.dtype == ms.float32
-
     def _chunks(self, x, mask):
         """Per chunk of key nodes: (edge mask (B, N, S, 1), key features (B, 1, S, C)). ``narrow``, as
         tensor slicing is slow in PyNative mode."""
@@ -102,8 +101,8 @@ class MaskedNeighbourMax(nn.Cell):
                  ops.narrow(x, 1, self.starts[c], self.sizes[c]).expand_dims(1)) for c in range(len(self.sizes))]
 
     def construct(self, x, mask):
-        if self._use_kernel(x):
-            return self.kernel[0](x, mask.astype(ms.uint8))
+        if self.kernel is not None:  # a maximum of float16 values is exact in float32 and back
+            return self.kernel[0](x.astype(ms.float32), mask.astype(ms.uint8)).astype(x.dtype)
         centre = x.expand_dims(2)
         out = x
         for edge, keys in self._chunks(x, mask):
@@ -111,8 +110,9 @@ class MaskedNeighbourMax(nn.Cell):
         return out
 
     def bprop(self, x, mask, out, dout):
-        if self._use_kernel(x):
-            return self.kernel[1](x, mask.astype(ms.uint8), dout), ops.zeros_like(mask)
+        if self.kernel is not None:
+            grad = self.kernel[1](x.astype(ms.float32), mask.astype(ms.uint8), dout.astype(ms.float32))
+            return grad.astype(x.dtype), ops.zeros_like(mask)
         centre = x.expand_dims(2)
         own = self.node_index.broadcast_to(x.shape)
         best, row = x, own
