@@ -1,4 +1,4 @@
-"""Convert an official PyTorch ViG checkpoint (.pth) into a MindSpore checkpoint for our models.
+"""Convert an official PyTorch ViG, SViG or GraphConvNet checkpoint (.pth) into a MindSpore checkpoint.
 
     python convert_checkpoint.py --arch pvig_s_224_gelu --src pvig_s_82.1.pth.tar --dst pvig_s.ckpt [--ema]
     python convert_checkpoint.py --arch pvig_s_224_gelu --download --dst pvig_s.ckpt
@@ -32,6 +32,9 @@ def main(argv=None) -> None:
         print(f"official checkpoint: {src}")
     info = convert_official_checkpoint(src, args.dst, args.arch, use_ema=args.ema, overwrite=args.overwrite)
     print(f"wrote {args.dst}: {info['tensors']} tensors, {info['num_classes']} classes, fits {args.arch}")
+    if "graph_args" in info:  # SViG: evaluate with the thresholds it was trained with
+        flags = " ".join(f"--{key} {value:g}" for key, value in info["graph_args"].items())
+        print(f"the checkpoint was trained with {flags}: evaluate it with the same")
 
 
 if __name__ == "__main__":

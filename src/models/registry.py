@@ -17,11 +17,12 @@ _DEFAULT_CFGS: Dict[str, dict] = {}
 def default_cfg(**overrides) -> dict:
     """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), the
     names of their first convolution and classifier (what fine-tuning and conversion look for), and
+    the model's graph: 'knn' (options k, conv, stochastic, epsilon) or 'threshold' (start_thresh, dec), and
     the released weights: ``url`` of the official checkpoint file (None: none is downloadable), with
     its ``sha256`` (hex digest or prefix) and ``num_bytes`` where known."""
     cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
            "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": FIRST_CONV, "classifier": CLASSIFIER,
-           "url": None, "sha256": None, "num_bytes": None}
+           "graph": "knn", "url": None, "sha256": None, "num_bytes": None}
     cfg.update(overrides)
     return cfg
 
