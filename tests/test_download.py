@@ -160,3 +160,6 @@ def test_archs_without_a_release_file_say_so(capsys):
         run_cli(lambda: convert_checkpoint.main(["--arch", ARCH, "--download", "--dst", "unused.ckpt"]))
     assert "no downloadable release file is known for vig_nano_gelu" in capsys.readouterr().err
     assert model_cfg("pvig_s_224_gelu")["url"].endswith("/pyramid-vig/pvig_s_82.1.pth.tar")
+    svig = model_cfg("svig_ti_224_gelu")  # a Git LFS file: the whole digest and size are known
+    assert len(svig["sha256"]) == 64 and svig["num_bytes"] == 115_820_289
+    assert model_cfg("graphconvnet_ti")["url"] is None
