@@ -4,6 +4,10 @@ The network is built with native kernels by default, since an export is meant fo
 that runs it (Ascend 310, or onnxruntime); ``kernel_impl: cpu`` gives a MINDIR tuned for MindSpore
 on the CPU (without the compiled kernels, which a MINDIR cannot carry). For ONNX, exact GELU is
 written with basic ops (MindSpore's converter has no Erf).
+
+The file is written under a temporary name beside its final one (``weights.files``) and renamed;
+an export interrupted before (a kill, a full disk) left such a temporary, which the next export
+into the folder removes once its process is gone.
 """
 import os
 
@@ -12,6 +16,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from ..models.layers import set_export_mode
+from ..weights.files import check_free_space, check_writable, remove_stale_temporaries, temporary_path
 from .errors import DeployError
 
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
@@ -21,7 +26,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: int, image_size: int) -> str:
     """Write ``net`` for a (batch_size, 3, image_size, image_size) float32 input; returns the file path.
 
-    The file is written under a temporary name and renamed, and an existing file is never replaced.
+    The folder must be writable with room for the weights (checked first); the file is written under a
+    temporary name and renamed, and an existing file is never replaced.
     """
     if file_format not in EXTENSIONS:
         raise DeployError(f"file_format must be one of {sorted(EXTENSIONS)}, got {file_format!r}")
@@ -31,8 +37,12 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     path = os.path.abspath(file_name + EXTENSIONS[file_format])
     if os.path.exists(path):
         raise DeployError(f"{path} already exists; choose another --file_name or move the old file")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(file_name)}.tmp{os.getpid()}")
+    folder = os.path.dirname(path)
+    check_writable(folder, "export folder", "file_name")
+    remove_stale_temporaries(folder, [ext[1:] for ext in EXTENSIONS.values()])
+    check_free_space(folder, sum(p.nbytes for p in net.get_parameters()), "export folder", "file_name",
+                     f"the {file_format} file")
+    tmp = temporary_path(path)[:-len(EXTENSIONS[file_format])]  # the exporters add the extension
     dummy = Tensor(np.zeros((batch_size, 3, image_size, image_size), np.float32))
     net.set_train(False)
     try:
@@ -42,6 +52,8 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
         else:
             ms.export(net, dummy, file_name=tmp, file_format=file_format)
         os.replace(tmp + EXTENSIONS[file_format], path)
+    except OSError as err:
+        raise DeployError(f"cannot write {path} ({err.strerror or err}); nothing was written under that name") from None
     finally:
         set_export_mode(net, None)
         if os.path.exists(tmp + EXTENSIONS[file_format]):
