@@ -1,12 +1,13 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
 import os
 import time
+from typing import Optional
 
 import mindspore as ms
 from mindspore import nn
 
 from .config import Config
-from ..data import DatasetError, create_dataset, write_digits_dataset
+from ..data import DatasetError, class_names, create_dataset, write_digits_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
 from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
@@ -59,6 +60,17 @@ def eval_transform_args(cfg: Config) -> dict:
     defaults = model_cfg(cfg.arch)
     return dict(image_size=cfg.image_size, mean=defaults["mean"], std=defaults["std"],
                 crop_pct=cfg.crop_pct or defaults["crop_pct"])
+
+
+def data_record(cfg: Config, root: Optional[str] = None, split: str = "train") -> dict:
+    """What a checkpoint records about the data its weights are for (``meta.data``): the evaluation
+    transform and, given a dataset root, the class names of ``split`` in label order."""
+    args = eval_transform_args(cfg)
+    record = {"image_size": args["image_size"], "mean": list(args["mean"]), "std": list(args["std"]),
+              "crop_pct": args["crop_pct"]}
+    if root is not None:
+        record["classes"] = class_names(root, split)
+    return record
 
 
 def soft_labels(cfg: Config) -> bool:
