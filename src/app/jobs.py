@@ -22,7 +22,7 @@ from ..deploy.offline import postprocess, preprocess, run_inference as infer_fil
 from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
-from ..engine.trainer import TrainJob, fit, max_over_ranks
+from ..engine.trainer import TrainJob, fit, sum_over_ranks
 from ..models import model_cfg
 from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
 from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
@@ -80,7 +80,7 @@ def own_output_folder(folder: str, rank: int, world: int):
             lock = FolderLock(folder, "train_url").acquire()
         except OutputFolderError as err:
             problem = err
-    if max_over_ranks(float(problem is not None), world):
+    if sum_over_ranks([problem is not None], world)[0]:
         raise problem or OutputFolderError(f"rank 0 cannot use the output folder {folder!r}; see its log")
     try:
         yield

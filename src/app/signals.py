@@ -7,8 +7,9 @@ cannot see a Ctrl-C reliably. So train.py, before MindSpore starts any thread, b
 the first one becomes a stop request that the training loop takes after the current step, knowing
 which signal it was; a second one ends the process at once (exit 128 + signal, nothing saved).
 Processes forked later (the data workers) get the signals unblocked, so they still end as
-MindSpore ends them. Only for train.py's own process: this module imports nothing but the
-standard library, so it can run before MindSpore is imported.
+MindSpore ends them. A signal the process was started with ignored (``nohup``, a shell's
+background job) stays ignored. Only for train.py's own process: this module imports nothing but
+the standard library, so it can run before MindSpore is imported.
 """
 import os
 import signal
@@ -18,28 +19,29 @@ import threading
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _unblock() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
 class StopSignals:
     """Call ``install()`` first thing in the process; calling the object returns the signal number of
     a pending stop request, or 0."""
 
-    def __init__(self):
+    def __init__(self, signals):
+        self.signals = tuple(signals)
         self.received = 0
 
     @classmethod
     def install(cls) -> "StopSignals":
-        stop = cls()
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        os.register_at_fork(after_in_child=_unblock)
-        threading.Thread(target=stop._wait, name="stop-signals", daemon=True).start()
+        stop = cls(s for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN)
+        if stop.signals:
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop.signals)
+            os.register_at_fork(after_in_child=stop._unblock)
+            threading.Thread(target=stop._wait, name="stop-signals", daemon=True).start()
         return stop
+
+    def _unblock(self) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
 
     def _wait(self) -> None:
         while True:
-            signum = signal.sigwaitinfo(STOP_SIGNALS).si_signo
+            signum = signal.sigwaitinfo(self.signals).si_signo
             name = signal.Signals(signum).name
             if self.received:
                 sys.stderr.write(f"{name} again: stopping now, without saving\n")

@@ -135,8 +135,9 @@ def _check_stop(job: TrainJob, meta: Dict[str, float], saved: bool, where: str) 
     """Between two steps: on a stop request, save ``last.ckpt`` (unless ``saved`` already holds this
     state), log one line and raise RunInterrupted. Every rank stops at the same step."""
     signum = job.stop() if job.stop else 0
-    if job.world > 1:
-        signum = int(max_over_ranks(signum, job.world))
+    if job.world > 1:  # SIGTERM on any rank wins, then SIGINT
+        asked = sum_over_ranks([signum == signal.SIGINT, signum == signal.SIGTERM], job.world)
+        signum = signal.SIGTERM if asked[1] else signal.SIGINT if asked[0] else 0
     if not signum:
         return
     name = signal.Signals(signum).name
@@ -169,9 +170,11 @@ class _StepClock:
 
 
 def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepClock,
-                window: collections.deque) -> dict:
+                window: Optional[collections.deque] = None) -> dict:
     """One pass over this epoch's training data from batch ``meta['batch']`` on; returns the epoch
-    record (loss and overflow count of the batches trained here, time)."""
+    record (loss and overflow count of the batches trained here, time). ``window``: the skipped-step
+    flags of the latest steps, carried over from the previous epochs."""
+    window = collections.deque(maxlen=job.overflow_window) if window is None else window
     job.model.set_train(True)
     start, overflows, losses, first = time.time(), 0, [], int(meta["batch"])
     batches_left = job.steps_per_epoch - first
@@ -232,11 +235,12 @@ def validate(step: TrainOneStep, model: nn.Cell, eval_net: nn.Cell, val_ds, dist
     return out
 
 
-def max_over_ranks(value: float, world: int) -> float:
-    """The largest ``value`` of all ranks (a flag every rank must agree on)."""
+def sum_over_ranks(values, world: int) -> np.ndarray:
+    """``values`` summed over all ranks (counts every rank must agree on; the CPU backend reduces by sum only)."""
+    values = np.asarray(values, np.float32)
     if world == 1:
-        return value
-    return float(ops.AllReduce(ops.ReduceOp.MAX)(Tensor(np.array([value], np.float32))).asnumpy()[0])
+        return values
+    return ops.AllReduce()(Tensor(values)).asnumpy()
 
 
 def average_batchnorm_statistics(step: TrainOneStep, world: int) -> None:

@@ -71,13 +71,16 @@ def _as_tensor(value) -> Tensor:
 
 def read_checkpoint(path: str, meta_only: bool = False) -> Dict[str, Union[Tensor, str]]:
     """All entries of a MindSpore checkpoint (or only its ``meta.`` entries, without converting the
-    tensors), with a clear error for a missing or unreadable file."""
+    other tensors), with a clear error for a missing or unreadable file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist; check the path (--pretrained / --resume)")
-    choose = (lambda name: name.startswith(META_PREFIX)) if meta_only else None
     try:
-        return dict(ms.load_checkpoint(path, choice_func=choose))
+        if meta_only:
+            return dict(ms.load_checkpoint(path, choice_func=lambda name: name.startswith(META_PREFIX)))
+        return dict(ms.load_checkpoint(path))
     except Exception as err:  # MindSpore raises ValueError/RuntimeError with long internal texts
+        if meta_only:  # MindSpore also refuses a file without any meta. entry (converted checkpoints)
+            return {k: v for k, v in read_checkpoint(path).items() if k.startswith(META_PREFIX)}
         reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise CheckpointError(f"cannot read {path!r} as a MindSpore checkpoint (MindSpore: {reason[:300]}). If it "
                               f"is an official PyTorch .pth file, convert it first with convert_checkpoint.py"
