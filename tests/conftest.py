@@ -1,5 +1,6 @@
 """Shared pytest setup: every test runs MindSpore on the CPU from the repository root."""
 import contextlib
+import hashlib
 import os
 import sys
 
@@ -63,9 +64,52 @@ def write_image_folder(root, classes=3, train_per_class=12, val_per_class=4, siz
     return str(root)
 
 
+def snapshot(root):
+    """Every file and folder under root (or the file root) with the hash of its bytes."""
+    if os.path.isfile(root):
+        with open(root, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(folder, name), root)] = "dir"
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                out[os.path.relpath(os.path.join(folder, name), root)] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """The compiled CPU kernels of the whole run go to a session folder, never to the user's cache
+    (subprocesses inherit it); they are compiled once per run."""
+    previous = os.environ.get("VIG_KERNEL_CACHE")
+    os.environ["VIG_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernel_cache"))
+    yield os.environ["VIG_KERNEL_CACHE"]
+    if previous is None:
+        del os.environ["VIG_KERNEL_CACHE"]
+    else:
+        os.environ["VIG_KERNEL_CACHE"] = previous
+
+
+@pytest.fixture
+def isolated_kernels(monkeypatch, tmp_path):
+    """A test's own empty kernel cache and a process that has loaded no kernel yet; the session's
+    kernels are used again afterwards."""
+    from src.models.layers import compiled_gelu, compiled_topk, kernels
+    cache = tmp_path / "kernels"
+    monkeypatch.setenv("VIG_KERNEL_CACHE", str(cache))
+    monkeypatch.setattr(kernels, "_LOADED", {})
+    compiled_gelu.cache_clear()
+    compiled_topk.cache_clear()
+    yield cache
+    compiled_gelu.cache_clear()
+    compiled_topk.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +152,13 @@ def assert_same_checkpoints(got, expected):
             assert got[name] == value, name
         else:
             np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
+
+
+class NoBadImages:
+    """The bad-image policy (``bad_image_policy``) of a pipeline in which every image is readable."""
+
+    def add(self, found):
+        raise AssertionError(f"no image is unreadable here, got {found}")
+
+    def summary(self):
+        pass

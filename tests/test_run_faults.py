@@ -39,7 +39,7 @@ import eval as eval_entry
 import export as export_entry
 import infer as infer_entry
 import train as train_entry
-from conftest import assert_same_checkpoints, job_args, write_image_folder
+from conftest import NoBadImages, assert_same_checkpoints, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from src.weights.files import FolderLock, OutputFolderError, remove_stale_temporaries
@@ -531,7 +531,9 @@ def test_evaluation_scores_the_columns_of_the_dataset_labels(pynative):
 
     logits = np.array([[0.1, 0.7, 0.2], [0.9, 0.0, 0.1], [0.2, 0.3, 0.5]], np.float32)
     labels = np.array([0, 2, 1], np.int32)  # label y is scored by output [1, 2, 0][y]: every top-1 is right
-    data = ds.NumpySlicesDataset((logits, labels), column_names=["image", "label"], shuffle=False).batch(3)
+    bad = np.full(3, -1, np.int32)  # no unreadable image
+    data = ds.NumpySlicesDataset((logits, labels, bad), column_names=["image", "label", "bad"], shuffle=False).batch(3)
+    data.bad_image_policy = NoBadImages()
     identity = nn.Identity()
     assert evaluate(identity, data)["top1"] == 0.0
     assert evaluate(identity, data, columns=[1, 2, 0])["top1"] == 100.0

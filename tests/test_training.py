@@ -7,6 +7,7 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
+from conftest import NoBadImages
 from src.models import VisionGNN
 from src.engine.optim import AdamW, create_optimizer, no_weight_decay, param_groups
 from src.engine.schedule import create_lr_schedule
@@ -167,13 +168,15 @@ def test_pretrained_initialisation_keeps_a_new_classifier(tmp_path):
 
 
 class _Batches:
-    """The iterator interface of a MindSpore pipeline, over fixed (input, label) pairs."""
+    """The iterator interface of a ``create_dataset`` pipeline, over fixed (input, label) pairs."""
+
+    bad_image_policy = NoBadImages()
 
     def __init__(self, items):
         self.items = items
 
     def create_tuple_iterator(self, num_epochs=1):
-        return iter(self.items)
+        return iter([(x, y, Tensor(np.full(1, -1, np.int32))) for x, y in self.items])
 
 
 class PairQuadratic(nn.Cell):

@@ -77,7 +77,7 @@ def graph_part_seconds(net: nn.Cell, images: np.ndarray, with_grad: bool, runs: 
 
 
 def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
-              amp_level: str = "O0", runs: int = 10, kernel_impl: str = "auto", pretrained: str = None,
+              amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
               warmup: int = 4, num_classes: int = 1000) -> List[Dict[str, float]]:
     """Measure ``arch`` and return one result row per mode."""
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)

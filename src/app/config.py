@@ -19,12 +19,12 @@ import yaml
 
 from ..data.mixup import MIX_MODES
 from ..data.random_erasing import ERASE_MODES
-from ..data.transforms import TRAIN_INTERPOLATIONS
+from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, TRAIN_INTERPOLATIONS
 from ..engine.optim import OPTIMIZERS
 from ..engine.schedule import SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
-from ..models.layers.conv import KERNEL_IMPLS
+from ..models import KERNEL_IMPLS
 from .device import DEVICE_TARGETS
 
 
@@ -131,7 +131,8 @@ OPTIONS: Dict[str, Option] = {
                              check=in_range(0.0, 1.0, high_open=True)),
     "drop_rate": Option(0.0, _float, "dropout before the classifier's last layer",
                         check=in_range(0.0, 1.0, high_open=True)),
-    "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere", KERNEL_IMPLS),
+    "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere",
+                          ("auto",) + KERNEL_IMPLS),
     "pretrained": Option(None, _optional(str), "checkpoint to start from (train) or to evaluate/export"),
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
                                               "(false); null: the weights the checkpoint records as its best"),
@@ -161,6 +162,13 @@ OPTIONS: Dict[str, Option] = {
     "label_smoothing": Option(0.1, _float, "label smoothing", check=in_range(0.0, 1.0, high_open=True)),
     "repeated_aug": Option(3, _int, "repeated augmentation: copies of each image per epoch (0 or 1: off)",
                            check=NON_NEGATIVE),
+    "max_bad_image_fraction": Option(0.001, _float, "unreadable images (damaged, truncated, not images) are skipped "
+                                                    "with a warning each; a run stops when more than this share of "
+                                                    "a split's images are unreadable", check=PROBABILITY),
+    "max_image_pixels": Option(DEFAULT_MAX_IMAGE_PIXELS, _int, "images with more pixels (width x height) are "
+                                                               "skipped as unreadable, a guard against "
+                                                               "decompression bombs (default: Pillow's limit); raise "
+                                                               "it for genuine huge images", check=POSITIVE),
     # ----- optimisation
     "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", OPTIMIZERS),
     "base_lr": Option(2e-3, _float, "peak learning rate", check=in_range(0.0, math.inf, low_open=True)),
@@ -213,7 +221,8 @@ OPTIONS: Dict[str, Option] = {
 }
 
 _MODEL = ("arch", "num_classes", "image_size", "kernel_impl", "pretrained", "use_ema", "crop_pct")
-_DATA = ("data_url", "set", "batch_size", "num_parallel_workers")
+_IMAGES = ("max_bad_image_fraction", "max_image_pixels")
+_DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
 _DEVICE = ("device_target", "device_id", "graph_mode")
 _TRAINING = ("drop_path_rate", "drop_rate", "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter",
              "re_prob", "re_mode", "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode",
@@ -227,7 +236,8 @@ ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
     "train": _MODEL + _DATA + _DEVICE + _TRAINING + ("eval_amp_level",),
     "eval": _MODEL + _DATA + _DEVICE + ("distribute", "eval_amp_level"),
     "export": _MODEL + _DEVICE + ("batch_size", "eval_amp_level", "file_format", "file_name"),
-    "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "data_url", "set", "seed", "preprocess_path"),
+    "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "data_url", "set", "seed", "preprocess_path")
+                  + _IMAGES,
     "infer": ("arch", "device_target", "device_id", "file_format", "file_name", "preprocess_path", "result_path"),
     "postprocess": ("preprocess_path", "result_path"),
 }

@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Optional
 
 import mindspore as ms
 
-from .builders import (data_record, eval_dataset, eval_transform_args, inference_net, kernel_impl, learning_rates,
-                       model_from_config, prepare_data, train_dataset, train_step)
+from .builders import (bad_image_args, data_record, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+                       learning_rates, model_from_config, prepare_data, train_dataset, train_step)
 from .config import Config, ConfigError, save_config
 from .device import init_device
 from ..data import DatasetError
@@ -23,7 +23,7 @@ from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
 from ..engine.trainer import TrainJob, fit, sum_over_ranks
-from ..models import model_cfg
+from ..models import export_formulation, model_cfg
 from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
 from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
 
@@ -173,9 +173,10 @@ def run_export(cfg: Config) -> str:
     checkpoint was trained for."""
     if not cfg.pretrained:
         raise _no_weights("export")
+    form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id, graph_mode=True)
     trained_for(cfg)
-    net = model_from_config(cfg, impl="native")
+    net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
     return export_network(inference_net(cfg, net), cfg.file_format, cfg.file_name or cfg.arch, batch_size,
@@ -184,7 +185,7 @@ def run_export(cfg: Config) -> str:
 
 def run_preprocess(cfg: Config) -> Dict[str, int]:
     """preprocess.py: the validation images through the model's evaluation transform, one file each."""
-    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg))
+    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg), **bad_image_args(cfg))
 
 
 def run_inference(cfg: Config) -> int:

@@ -10,12 +10,11 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 from mindspore import nn
 
-from .base import GraphClassifier
-from .layers import FFN, Grapher, Stem, classifier_head, drop_path_schedule
+from .base import REFERENCE_SIZE, GraphClassifier, to_2tuple
+from .layers import FFN, Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation
 from .registry import default_cfg, register_model
 
 STEM_STRIDE = 16
-REFERENCE_SIZE = 224  # pos_embed has the 224 grid's shape; other sizes resize it
 
 # Per-block k and dilation of the official models, exactly as their float32 linspace rule yields them.
 _K_12 = [9, 9, 10, 11, 12, 13, 13, 14, 15, 16, 17, 18]
@@ -42,16 +41,14 @@ def knn_schedule(depth: int, k: int = 9, num_nodes: int = 196) -> Tuple[list, li
     return ks, [min(i // 4 + 1, max_dilation) for i in range(depth)]
 
 
-def to_2tuple(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 class VisionGNN(GraphClassifier):
-    """Isotropic ViG. ``k`` and ``dilation`` are per-block lists (their length is the depth)."""
+    """Isotropic ViG. ``k`` and ``dilation`` are per-block lists (their length is the depth);
+    ``kernel_impl`` names the layers' formulation ('native', 'cpu') or is a ``Formulation``."""
 
     def __init__(self, channels: int, k: Sequence[int], dilation: Sequence[int], num_classes: int = 1000,
                  img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3, drop_path_rate: float = 0.0,
-                 drop_rate: float = 0.0, conv: str = "mr", stochastic: bool = False, epsilon: float = 0.2):
+                 drop_rate: float = 0.0, conv: str = "mr", stochastic: bool = False, epsilon: float = 0.2,
+                 kernel_impl: Union[str, Formulation] = "native"):
         super().__init__()
         if len(k) != len(dilation):
             raise ValueError(f"k has {len(k)} entries but dilation has {len(dilation)}")
@@ -60,17 +57,18 @@ class VisionGNN(GraphClassifier):
             raise ValueError(f"image size {height}x{width} must be a multiple of the stem stride {STEM_STRIDE}")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_grid = (REFERENCE_SIZE // STEM_STRIDE,) * 2
+        form = formulation(kernel_impl)
         self.num_features = channels
-        self.stem = Stem([channels // 8, channels // 4, channels // 2, channels], in_channels)
+        self.stem = Stem([channels // 8, channels // 4, channels // 2, channels], in_channels, form)
         self._init_pos_embed(channels, table_grid, grid)
         rates = drop_path_schedule(drop_path_rate, len(k))
         self.backbone = nn.SequentialCell([
             nn.SequentialCell([
                 Grapher(channels, k[i], dilation[i], grid, conv=conv, drop_path=rates[i],
-                        stochastic=stochastic, epsilon=epsilon),
-                FFN(channels, channels * 4, drop_path=rates[i]),
+                        stochastic=stochastic, epsilon=epsilon, form=form),
+                FFN(channels, channels * 4, drop_path=rates[i], form=form),
             ]) for i in range(len(k))])
-        self.prediction = classifier_head(channels, num_classes, drop_rate)
+        self.prediction = classifier_head(channels, num_classes, drop_rate, form=form)
 
 
 def _build(arch: str, **kwargs) -> VisionGNN:

@@ -5,20 +5,13 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .activation import GELU
-from .conv import Conv2d
+from .conv import conv_bn
 from .drop import DropPath
+from .form import NATIVE, Formulation
 from .gcn import create_graph_conv
 from .graph import DilatedKnnGraph, cap_knn
 from .pos_embed import relative_pos_table
 from .resize import BicubicResize
-
-
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.SequentialCell:
-    """Conv (bias, 'same'-style zero padding) followed by BatchNorm, no activation."""
-    return nn.SequentialCell([
-        Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
-        nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9),
-    ])
 
 
 class DyGraphConv2d(nn.Cell):
@@ -26,10 +19,10 @@ class DyGraphConv2d(nn.Cell):
     the graph conv; (B, C, H, W) -> (B, out, H, W)."""
 
     def __init__(self, in_channels: int, out_channels: int, k: int, dilation: int, conv: str = "mr",
-                 reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0):
+                 reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
-        self.gconv = create_graph_conv(conv, in_channels, out_channels)
-        self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon)
+        self.gconv = create_graph_conv(conv, in_channels, out_channels, form)
+        self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon, form)
         self.reduce_ratio = reduce_ratio
 
     def graph(self, x, relative_pos=None):
@@ -61,7 +54,7 @@ class Grapher(nn.Cell):
 
     def __init__(self, channels: int, k: int, dilation: int, grid: Tuple[int, int], conv: str = "mr",
                  reduce_ratio: int = 1, relative_pos: bool = False, table_grid: Optional[int] = None,
-                 drop_path: float = 0.0, stochastic: bool = False, epsilon: float = 0.0):
+                 drop_path: float = 0.0, stochastic: bool = False, epsilon: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
         height, width = grid
         if height % reduce_ratio or width % reduce_ratio:
@@ -69,10 +62,10 @@ class Grapher(nn.Cell):
         self.num_nodes = height * width
         self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
         self.k, self.dilation = cap_knn(k, dilation, self.num_keys)
-        self.fc1 = conv_bn(channels, channels)
+        self.fc1 = conv_bn(channels, channels, form=form)
         self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv,
-                                        reduce_ratio, stochastic, epsilon)
-        self.fc2 = conv_bn(channels * 2, channels)
+                                        reduce_ratio, stochastic, epsilon, form)
+        self.fc2 = conv_bn(channels * 2, channels, form=form)
         self.drop_path = DropPath(drop_path)
         self.use_relative_pos = relative_pos
         self.resize_relative_pos = False
@@ -107,11 +100,11 @@ class Grapher(nn.Cell):
 class FFN(nn.Cell):
     """x + drop_path(fc2(GELU(fc1(x)))), fc1/fc2 = 1x1 conv + BN (hidden width 4C in ViG)."""
 
-    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0):
+    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
-        self.fc1 = conv_bn(channels, hidden_channels)
-        self.act = GELU()
-        self.fc2 = conv_bn(hidden_channels, channels)
+        self.fc1 = conv_bn(channels, hidden_channels, form=form)
+        self.act = GELU(form)
+        self.fc2 = conv_bn(hidden_channels, channels, form=form)
         self.drop_path = DropPath(drop_path)
 
     def construct(self, x):
