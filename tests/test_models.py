@@ -17,6 +17,12 @@ OFFICIAL_COUNTS = {  # trainable, relative_pos elements (official PyTorch models
     "pvig_s_224_gelu": (27_251_912, 1_771_938),
     "pvig_m_224_gelu": (49_525_832, 2_156_098),
     "pvig_b_224_gelu": (92_980_328, 2_232_930),
+    # counted on the official SViG and GraphConvNet code (github IsmaelElsharkawi/SViG, yuan0038/GraphConvNet)
+    "svig_ti_224_gelu": (7_184_744, 0),
+    "graphconvnet_ti": (7_666_280, 0),
+    "graphconvnet_s": (24_514_152, 0),
+    "pgraphconvnet_ti": (11_431_880, 1_771_938),
+    "pgraphconvnet_s": (29_231_112, 1_771_938),
 }
 
 
@@ -38,6 +44,9 @@ def test_registry():
         create_model("vig_ti_224_gelo")
     assert model_cfg("pvig_b_224_gelu")["crop_pct"] == 0.95
     assert model_cfg("vig_ti_patch16_224")["mean"] == (0.5, 0.5, 0.5)
+    assert canonical_name("graphconvnetp_s") == "pgraphconvnet_s"
+    assert model_cfg("graphconvnet_ti")["mean"] == (0.485, 0.456, 0.406)  # its training used ImageNet's
+    assert model_cfg("svig_ti_224_gelu")["graph"] == "threshold" and model_cfg("pgraphconvnet_ti")["graph"] == "knn"
 
 
 def test_schedule_rules_reproduce_official_lists():
@@ -110,7 +119,7 @@ def test_non_224_input_resizes_tables(pynative):
 
 def small_size(name):
     """The smallest input the model takes (its parameters do not depend on the size)."""
-    return 32 if name.startswith("pvig") else 16
+    return 32 if name.startswith(("pvig", "pgraphconvnet")) else 16
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS) + ["vig_nano_gelu"])

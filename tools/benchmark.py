@@ -65,8 +65,9 @@ def graph_part_seconds(net: nn.Cell, images: np.ndarray, with_grad: bool, runs: 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = net.embed(Tensor(images))
     for entry in net.backbone:
-        if isinstance(entry, nn.SequentialCell) and isinstance(entry[0], Grapher):
-            inputs.append((entry[0], entry[0].fc1(x)))
+        grapher = next((cell for _, cell in entry.cells_and_names() if isinstance(cell, Grapher)), None)
+        if grapher is not None:  # wherever the family's block holds it; its input is the entry's input
+            inputs.append((grapher, grapher.fc1(x)))
         x = entry(x)
     ms.set_context(mode=mode)
     total = 0.0

@@ -5,7 +5,7 @@ from typing import Optional
 import mindspore as ms
 from mindspore import nn
 
-from .config import Config
+from .config import Config, ConfigError
 from ..data import DatasetError, class_names, create_dataset, find_digits_dataset, write_digits_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
 from ..engine.loss import create_loss
@@ -40,13 +40,31 @@ def kernel_impl(cfg: Config) -> str:
     return resolve_kernel_impl(cfg.kernel_impl, cfg.device_target)
 
 
+def graph_options(cfg: Config) -> dict:
+    """The graph options set in ``cfg``, as model arguments; the model keeps its own for the others.
+
+    A kNN model takes conv, k, use_stochastic, epsilon; a similarity-threshold model (SViG) takes conv,
+    start_thresh, dec. Setting one the model does not take is an error.
+    """
+    given = {"conv": ("conv", cfg.conv), "k": ("k", cfg.k), "use_stochastic": ("stochastic", cfg.use_stochastic),
+             "epsilon": ("epsilon", cfg.epsilon), "start_thresh": ("start_thresh", cfg.start_thresh),
+             "dec": ("dec", cfg.dec)}
+    graph = model_cfg(cfg.arch)["graph"]
+    taken = ("conv", "k", "use_stochastic", "epsilon") if graph == "knn" else ("conv", "start_thresh", "dec")
+    stray = [key for key, (_, value) in given.items() if value is not None and key not in taken]
+    if stray:
+        raise ConfigError(f"{cfg.arch} builds a {'kNN' if graph == 'knn' else 'similarity-threshold'} graph, which "
+                          f"does not take {', '.join(stray)}; its graph options are {', '.join(taken)}")
+    return {name: value for key, (name, value) in given.items() if value is not None}
+
+
 def model_from_config(cfg: Config, training: bool = False, impl=None) -> nn.Cell:
     """The configured model; drop path and dropout only when ``training``. ``impl`` (a kernel_impl name
     or a Formulation) overrides the configured formulation."""
     return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size,
                         drop_rate=cfg.drop_rate if training else 0.0,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,
-                        kernel_impl=impl or kernel_impl(cfg))
+                        kernel_impl=impl or kernel_impl(cfg), **graph_options(cfg))
 
 
 def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:

@@ -25,6 +25,7 @@ from ..engine.schedule import SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
 from ..models import KERNEL_IMPLS
+from ..models.layers import GRAPH_CONVS
 from .device import DEVICE_TARGETS
 
 
@@ -102,6 +103,11 @@ def in_range(low, high, high_open: bool = False, low_open: bool = False) -> Call
     return check
 
 
+def one_of(names) -> Callable[[Any], Optional[str]]:
+    """A choice that may also be left unset (None)."""
+    return lambda v: None if v is None or v in names else f"is not one of {sorted(names)}"
+
+
 def each(check: Callable, count: int) -> Callable[[Any], Optional[str]]:
     def run(values):
         if len(values) != count:
@@ -117,6 +123,7 @@ class Option:
     help: str
     choices: Optional[Tuple] = None
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns a problem, or None when the value is fine
+    flags: Tuple[str, ...] = ()  # other command-line spellings (the official ones)
 
 
 _str = str
@@ -138,6 +145,18 @@ OPTIONS: Dict[str, Option] = {
                                               "(false); null: the weights the checkpoint records as its best"),
     "crop_pct": Option(None, _optional(_float), "evaluation centre-crop fraction (null: the model's default)",
                        check=in_range(0.0, 1.0, low_open=True)),
+    # ----- graph options (official names; null: the model's own setting)
+    "conv": Option(None, _optional(str), "graph convolution: mr (max-relative), edge, sage or gin (null: mr)",
+                   check=one_of(GRAPH_CONVS)),
+    "k": Option(None, _optional(_int), "kNN models: base neighbour count; isotropic models grow it to 2k over the "
+                                       "blocks, pyramid models keep it (null: 9)", check=POSITIVE),
+    "use_stochastic": Option(None, _optional(_bool), "kNN models: stochastic dilation in training (null: off)"),
+    "epsilon": Option(None, _optional(_float), "kNN models: with use_stochastic, the probability of random instead "
+                                               "of dilated neighbours per forward (null: 0.2)", check=PROBABILITY),
+    "start_thresh": Option(None, _optional(_float), "SViG: edge probability threshold of the first block (null: "
+                                                    "0.89)", flags=("--start-thresh",)),
+    "dec": Option(None, _optional(_float), "SViG: decrement of the edge probability threshold per block (null: "
+                                           "0.03)"),
     # ----- data
     "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders"),
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
@@ -220,7 +239,8 @@ OPTIONS: Dict[str, Option] = {
     "result_path": Option("./result_Files", _str, "offline inference outputs: one <id>_0.bin of logits per input"),
 }
 
-_MODEL = ("arch", "num_classes", "image_size", "kernel_impl", "pretrained", "use_ema", "crop_pct")
+_MODEL = ("arch", "num_classes", "image_size", "kernel_impl", "pretrained", "use_ema", "crop_pct", "conv", "k",
+          "use_stochastic", "epsilon", "start_thresh", "dec")
 _IMAGES = ("max_bad_image_fraction", "max_image_pixels")
 _DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
 _DEVICE = ("device_target", "device_id", "graph_mode")
@@ -298,7 +318,7 @@ def build_parser(description: str, entry: str = "train") -> argparse.ArgumentPar
     for key in ENTRY_KEYS[entry]:
         option = OPTIONS[key]
         choices = f" {{{', '.join(map(str, option.choices))}}}" if option.choices else ""
-        group.add_argument(f"--{key}", dest=key, default=argparse.SUPPRESS, metavar="V",
+        group.add_argument(f"--{key}", *option.flags, dest=key, default=argparse.SUPPRESS, metavar="V",
                            help=f"{option.help}{choices} (default: {option.default})")
     return parser
 

@@ -1,5 +1,5 @@
 """Vision GNN models for MindSpore: ``create_model(name, ...)`` and ``list_models()``."""
-from . import pyramid_vig, vig  # noqa: F401  (registers the families)
+from . import graphconvnet, pyramid_vig, svig, vig  # noqa: F401  (registers the families)
 from .errors import ModelError
 from .layers import KERNEL_IMPLS, Formulation, export_formulation, resolve_kernel_impl
 from .pyramid_vig import PyramidVisionGNN

@@ -15,10 +15,12 @@ _DEFAULT_CFGS: Dict[str, dict] = {}
 
 
 def default_cfg(**overrides) -> dict:
-    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9) and the
-    names of their first convolution and classifier (what fine-tuning and conversion look for)."""
+    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), the
+    names of their first convolution and classifier (what fine-tuning and conversion look for), and
+    the model's graph: 'knn' (options k, conv, stochastic, epsilon) or 'threshold' (start_thresh, dec)."""
     cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-           "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": FIRST_CONV, "classifier": CLASSIFIER}
+           "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": FIRST_CONV, "classifier": CLASSIFIER,
+           "graph": "knn"}
     cfg.update(overrides)
     return cfg
 

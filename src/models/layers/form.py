@@ -5,8 +5,8 @@ A layer takes its ``form`` as a constructor argument and never changes it afterw
 
 - ``native``: MindSpore's own kernels, for Ascend and GPU (the default).
 - ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul and the
-  neighbour max as a running maximum (plain MindSpore operators), and GELU and the dilated top-k as
-  compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
+  neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated top-k and the
+  threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
   and falls back to MindSpore's kernels with a warning where they are unavailable.
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
   host's cache; ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
@@ -28,6 +28,7 @@ class Formulation:
     cpu_ops: bool = False         # unfold + matmul convolutions, running neighbour max
     gelu: Optional[Any] = None    # compiled float32 GELU (custom operator with its derivative)
     topk: Optional[Any] = None    # compiled dilated top-k (custom operator)
+    masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
     erf_formula: bool = False     # GELU's erf from elementary operators
 
 
@@ -62,9 +63,19 @@ def compiled_topk():
                       out_dtype=lambda scores, positions: positions, func_type="aot")
 
 
+@lru_cache(maxsize=None)
+def compiled_masked_max():
+    """(forward, backward) compiled operators of the masked neighbour max (SViG), or None."""
+    library = kernels.load("masked_max_cpu")
+    if library is None:
+        return None
+    return tuple(ops.Custom(f"{library}:{name}", out_shape=_same, out_dtype=_same, func_type="aot")
+                 for name in ("MaskedMaxForward", "MaskedMaxBackward"))
+
+
 def cpu_formulation() -> Formulation:
     """The CPU formulation, with the compiled kernels that are available (compiled here if needed)."""
-    return Formulation(cpu_ops=True, gelu=compiled_gelu(), topk=compiled_topk())
+    return Formulation(cpu_ops=True, gelu=compiled_gelu(), topk=compiled_topk(), masked_max=compiled_masked_max())
 
 
 def formulation(kernel_impl: Union[str, Formulation] = "native") -> Formulation:

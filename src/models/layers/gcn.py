@@ -5,6 +5,8 @@ Every conv maps centre features x (B, C, N, 1) plus neighbours gathered from the
 ``nn2``, ``eps``) and ``BasicConv`` (1x1 conv with 4 groups -> BN -> GELU) follow the official
 ``gcn_lib`` so that state dicts map one-to-one.
 """
+from typing import Optional
+
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
@@ -26,10 +28,12 @@ class MRConv2d(nn.Cell):
     equals max_j(x_j - x) exactly, without a (B, C, N, k) temporary.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
+    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE,
+                 aggregate: Optional[nn.Cell] = None):
         super().__init__()
         self.nn = conv_bn(in_channels * 2, out_channels, groups=4, act=True, form=form)
-        self.aggregate = NeighbourMax(in_channels, form)
+        # (keys, graph) -> per-node max over its neighbours; another graph form brings its own
+        self.aggregate = NeighbourMax(in_channels, form) if aggregate is None else aggregate
 
     def construct(self, x, keys, idx):
         batch, channels, num_nodes, _ = x.shape
