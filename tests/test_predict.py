@@ -10,12 +10,12 @@ from mindspore import Tensor
 from PIL import Image
 
 import predict
-from src.app.builders import class_names
+from src.app.builders import prediction_class_names
 from src.app.config import load_config
 from src.data.files import find_images, imagenet_class_names
 from src.data.transforms import create_transforms
 from src.models import create_model
-from src.weights.checkpoint import save_checkpoint
+from src.weights.checkpoint import DATA_KEY, save_checkpoint
 from tools.calibrate import calibrate, structured_images
 
 SIZE = 32
@@ -96,13 +96,20 @@ def test_text_output_files_and_globs(run, tmp_path, capsys):
 
 
 def test_class_names_sources(run, tmp_path):
+    plain = save_checkpoint({"x": np.zeros(1)}, str(tmp_path / "converted.ckpt"))
     cfg = load_config(["--arch", "vig_ti_224_gelu"], entry="predict")
-    assert class_names(cfg, str(tmp_path / "converted.ckpt")) == (imagenet_class_names(), "ImageNet-1k")
+    assert prediction_class_names(cfg, plain) == (imagenet_class_names(), "ImageNet-1k")
     names = imagenet_class_names()
     assert len(set(names)) == 1000 and names[0] == "tench" and names[207] == "golden retriever"
     cfg = load_config(["--arch", "vig_nano_gelu", "--num_classes", "3"], entry="predict")
-    assert class_names(cfg, run["ckpt"])[0] == ["cat", "dog", "eel"]
-    assert class_names(cfg, str(tmp_path / "elsewhere.ckpt"))[0] == ["class 0", "class 1", "class 2"]
+    assert prediction_class_names(cfg, run["ckpt"])[0] == ["cat", "dog", "eel"]  # the run's config.yaml
+    assert prediction_class_names(cfg, plain)[0] == ["class 0", "class 1", "class 2"]
+    recorded = tmp_path / "run"  # the class list a checkpoint records wins over its folder's config.yaml
+    os.makedirs(recorded)
+    (recorded / "config.yaml").write_text((run["root"] / "run" / "config.yaml").read_text())
+    ckpt = save_checkpoint({"x": np.zeros(1), DATA_KEY: json.dumps({"classes": ["ant", "bee", "cow"]})},
+                           str(recorded / "last.ckpt"))
+    assert prediction_class_names(cfg, ckpt) == (["ant", "bee", "cow"], f"the class list recorded in {ckpt}")
 
 
 def test_find_images_skips_hidden_entries(tmp_path):

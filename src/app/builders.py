@@ -1,20 +1,21 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
 import os
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import nn
 
 from .config import Config, ConfigError, read_yaml
-from ..data import DatasetError, create_dataset, find_digits_dataset, write_digits_dataset
+from ..data import DatasetError, class_names, create_dataset, find_digits_dataset, write_digits_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
-from ..data.files import class_names as folder_class_names, imagenet_class_names
+from ..data.files import imagenet_class_names
 from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
 from ..engine.train_step import build_train_step, create_loss_scale
 from ..models import create_model, model_cfg, resolve_kernel_impl
+from ..weights.checkpoint import read_checkpoint, stored_data
 
 DIGITS_WAIT_SECONDS = 600
 
@@ -87,15 +88,29 @@ def eval_transform_args(cfg: Config) -> dict:
                 crop_pct=cfg.crop_pct or defaults["crop_pct"])
 
 
-def class_names(cfg: Config, checkpoint: str) -> Tuple[List[str], str]:
-    """Names of the model's classes and where they come from: the training run's ``config.yaml`` beside
-    the checkpoint (its dataset's class folders), else ImageNet-1k's for 1000 classes (converted official
-    weights), else 'class <i>'."""
+def data_record(cfg: Config, root: Optional[str] = None, split: str = "train") -> dict:
+    """What a checkpoint records about the data its weights are for (``meta.data``): the evaluation
+    transform and, given a dataset root, the class names of ``split`` in label order."""
+    args = eval_transform_args(cfg)
+    record = {"image_size": args["image_size"], "mean": list(args["mean"]), "std": list(args["std"]),
+              "crop_pct": args["crop_pct"]}
+    if root is not None:
+        record["classes"] = class_names(root, split)
+    return record
+
+
+def prediction_class_names(cfg: Config, checkpoint: str) -> Tuple[List[str], str]:
+    """Names of the model's classes and where they come from: the class list the checkpoint records
+    (``meta.data``), else the training run's ``config.yaml`` beside it (its dataset's class folders), else
+    ImageNet-1k's for 1000 classes (converted official weights), else 'class <i>'."""
+    recorded = (stored_data(read_checkpoint(checkpoint, meta_only=True)) or {}).get("classes")
+    if recorded and len(recorded) == cfg.num_classes:
+        return list(recorded), f"the class list recorded in {checkpoint}"
     run_config = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
     if os.path.isfile(run_config):
         try:
             data_url = read_yaml(run_config).get("data_url")
-            names = folder_class_names(data_url, "train") if data_url else []
+            names = class_names(data_url, "train") if data_url else []
         except (ConfigError, DatasetError, OSError):
             names = []
         if len(names) == cfg.num_classes:

@@ -217,6 +217,10 @@ OPTIONS: Dict[str, Option] = {
     "loss_scale_window": Option(2000, _int, "clean steps before the dynamic scale doubles", check=POSITIVE),
     "clip_global_norm_value": Option(5.0, _float, "clip gradients to this global norm (0: off)", check=NON_NEGATIVE),
     "ema_decay": Option(0.99996, _float, "EMA of the weights (0: off)", check=in_range(0.0, 1.0, high_open=True)),
+    "max_overflow_fraction": Option(0.5, _float, "stop the run when more than this share of the last overflow_window "
+                                                 "steps were skipped for non-finite loss or gradients (1: never)",
+                                    check=PROBABILITY),
+    "overflow_window": Option(100, _int, "steps over which max_overflow_fraction is counted", check=POSITIVE),
     "seed": Option(0, _int, "random seed", check=NON_NEGATIVE),
     # ----- run
     "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves"),
@@ -252,8 +256,8 @@ _TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "inter
              "label_smoothing", "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr",
              "lr_scheduler", "warmup_length", "epochs", "cooldown_epochs", "weight_decay", "beta", "eps", "momentum",
              "amp_level", "is_dynamic_loss_scale", "loss_scale", "loss_scale_window", "clip_global_norm_value",
-             "ema_decay", "seed", "train_url", "resume", "save_every", "keep_last", "eval_every", "log_every",
-             "distribute")
+             "ema_decay", "max_overflow_fraction", "overflow_window", "seed", "train_url", "resume", "save_every",
+             "keep_last", "eval_every", "log_every", "distribute")
 # The keys each entry point reads (and so accepts on its command line).
 ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
     "train": _MODEL + _DATA + _DEVICE + _TRAINING + ("eval_amp_level",),

@@ -6,15 +6,17 @@ offline flow preprocess.py / infer.py / postprocess.py -> ``run_preprocess`` / `
 up the device, builds what the job needs (``builders``) and makes one call into the engine, weights or
 deploy packages.
 """
+import contextlib
 import os
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import mindspore as ms
 
-from .builders import (bad_image_args, class_names, eval_dataset, eval_transform_args, inference_net, kernel_impl,
-                       learning_rates, model_from_config, prepare_data, train_dataset, train_step)
+from .builders import (bad_image_args, data_record, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+                       learning_rates, model_from_config, prediction_class_names, prepare_data, train_dataset,
+                       train_step)
 from .config import Config, ConfigError, save_config
 from .device import init_device
 from ..data import DatasetError
@@ -27,44 +29,78 @@ from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
-from ..engine.trainer import TrainJob, fit
+from ..engine.trainer import TrainJob, fit, sum_over_ranks
 from ..models import export_formulation, model_cfg
-from ..weights.checkpoint import load_model_weights
+from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
+from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
 
 
-def run_training(cfg: Config) -> Dict[str, float]:
-    """train.py: build the job described by ``cfg``, resume it if asked, train, return the results."""
+def run_training(cfg: Config, stop: Optional[Callable[[], int]] = None) -> Dict[str, float]:
+    """train.py: build the job described by ``cfg``, resume it if asked, train, return the results.
+    ``stop`` returns the signal number of a pending stop request (``signals.StopSignals``), else 0."""
     rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
     ms.set_seed(cfg.seed)
-    checkpoints = RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0)
-    resume_path = checkpoints.find_resume(cfg.resume)
-    if resume_path is None and checkpoints.existing():  # every rank stops alike
-        raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run "
-                          f"or choose another --train_url")
-    log = get_logger("train", cfg.train_url, rank)
-    if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
-        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
-        save_config(cfg, os.path.join(cfg.train_url, name))
-    job = build_train_job(cfg, rank, world, checkpoints, log)
-    meta = new_run_meta()
-    if cfg.resume == "auto" and resume_path is None:
-        log.info("--resume auto: no last.ckpt in %s, starting a new run", cfg.train_url)
-    if resume_path:
-        meta = checkpoints.restore(job.step, job.model, resume_path)
-        log.info("resumed from %s at epoch %d (step %d)", resume_path, meta["epoch"], meta["step"])
-    if meta["epoch"] >= job.total_epochs:
-        log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
-                 job.total_epochs)
-        return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
-    log.info("%s: %d ranks x batch %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels", cfg.arch, world,
-             cfg.batch_size, job.steps_per_epoch, int(meta["epoch"]) + 1, job.total_epochs, cfg.amp_level,
-             kernel_impl(cfg))
-    return fit(job, meta)
+    with own_output_folder(cfg.train_url, rank, world):
+        checkpoints = RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0)
+        removed = checkpoints.remove_stale_temporaries()
+        resume_path = checkpoints.find_resume(cfg.resume)
+        if resume_path is None and checkpoints.existing():  # every rank stops alike
+            raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that "
+                              f"run or choose another --train_url")
+        log = get_logger("train", cfg.train_url, rank)
+        for path in removed:
+            log.info("removed %s, left by an interrupted checkpoint write", path)
+        for path, reason in checkpoints.unreadable:
+            log.info("--resume auto skips %s: %s", path, reason)
+        if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
+            name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
+            save_config(cfg, os.path.join(cfg.train_url, name))
+        job = build_train_job(cfg, rank, world, checkpoints, log, stop)
+        if rank == 0:
+            check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
+                             "train_url", "one checkpoint")
+        meta = new_run_meta()
+        if cfg.resume == "auto" and resume_path is None:
+            log.info("--resume auto: no checkpoint in %s, starting a new run", cfg.train_url)
+        if resume_path:
+            meta = checkpoints.restore(job.step, job.model, resume_path)
+            where = (f"in epoch {int(meta['epoch']) + 1} after batch {int(meta['batch'])} of {job.steps_per_epoch}"
+                     if meta["batch"] else f"after epoch {int(meta['epoch'])}")
+            log.info("resumed from %s %s (step %d)", resume_path, where, meta["step"])
+        if meta["epoch"] >= job.total_epochs:
+            log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
+                     job.total_epochs)
+            return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
+        log.info("%s: %d ranks x batch %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels", cfg.arch, world,
+                 cfg.batch_size, job.steps_per_epoch, int(meta["epoch"]) + 1, job.total_epochs, cfg.amp_level,
+                 kernel_impl(cfg))
+        return fit(job, meta)
 
 
-def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints, log) -> TrainJob:
+@contextlib.contextmanager
+def own_output_folder(folder: str, rank: int, world: int):
+    """Rank 0 proves ``folder`` writable and holds its lock for the run; if it cannot, every rank stops."""
+    lock, problem = None, None
+    if rank == 0:
+        try:
+            check_writable(folder, "output folder", "train_url")
+            lock = FolderLock(folder, "train_url").acquire()
+        except OutputFolderError as err:
+            problem = err
+    if sum_over_ranks([problem is not None], world)[0]:
+        raise problem or OutputFolderError(f"rank 0 cannot use the output folder {folder!r}; see its log")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints, log,
+                    stop: Optional[Callable[[], int]] = None) -> TrainJob:
     """Model, datasets, schedule and train step of the configured run."""
     root = prepare_data(cfg, rank)
+    checkpoints.record_data(data_record(cfg, root))
     model = model_from_config(cfg, training=True)
     if cfg.pretrained:
         loaded = load_model_weights(model, cfg.pretrained, cfg.use_ema, cfg.arch,
@@ -87,34 +123,66 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
         images_per_step=cfg.batch_size * world, world=world, with_ema=cfg.ema_decay > 0, log_every=cfg.log_every,
         eval_every=cfg.eval_every, save_every=cfg.save_every,
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
-        curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None)
+        curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None,
+        stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window)
 
 
 def _no_weights(what: str) -> ConfigError:
     return ConfigError(f"no weights to {what}: pass --pretrained <checkpoint.ckpt>")
 
 
+def trained_for(cfg: Config, root: Optional[str] = None) -> Optional[List[int]]:
+    """Refuse ``pretrained`` unless it was trained for this configuration's evaluation transform and,
+    given a dataset root, for the classes of its val split; returns the model output of each dataset
+    label when the checkpoint has the same classes in another order. Converted official checkpoints
+    record nothing (ImageNet-1k in the official order) and pass."""
+    recorded = stored_data(read_checkpoint(cfg.pretrained, meta_only=True))
+    if recorded is None:
+        return None
+    current = data_record(cfg, root, "val")
+    if root is None:
+        recorded.pop("classes", None)
+    transform = [k for k in current if k != "classes" and recorded.get(k) != current[k]]
+    if transform:
+        hint = " ".join(f"--{k} {recorded[k]}" for k in ("image_size", "crop_pct") if k in transform)
+        fix = f"pass {hint}" if hint else "mean and std follow the arch: is it a checkpoint of another model?"
+        differences = data_differences({k: recorded.get(k) for k in transform}, {k: current[k] for k in transform})
+        raise CheckpointError(f"{cfg.pretrained!r} does not fit this configuration: {differences}; {fix}")
+    if root is None or recorded.get("classes") in (None, current["classes"]):
+        return None
+    if sorted(recorded["classes"]) != sorted(current["classes"]):
+        raise CheckpointError(f"{cfg.pretrained!r} does not fit the classes of {os.path.join(root, 'val')!r}: "
+                              f"{data_differences({'classes': recorded['classes']}, {'classes': current['classes']})}; "
+                              f"evaluate it on the classes it was trained for")
+    return [recorded["classes"].index(name) for name in current["classes"]]
+
+
 def run_evaluation(cfg: Config) -> Dict[str, float]:
     """eval.py: the configured model with ``pretrained`` weights on the validation split, at
-    ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated."""
+    ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated, and
+    whether the classes were matched by name (``trained_for``)."""
     if not cfg.pretrained:
         raise _no_weights("evaluate")
     rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
     root = prepare_data(cfg, rank)
+    columns = trained_for(cfg, root)
     net = model_from_config(cfg)
     loaded = load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    result = evaluate(inference_net(cfg, net), eval_dataset(cfg, root, rank, world), distributed=world > 1)
-    return {**result, "ema": loaded.ema}
+    result = evaluate(inference_net(cfg, net), eval_dataset(cfg, root, rank, world), distributed=world > 1,
+                      columns=columns)
+    return {**result, "ema": loaded.ema, "classes_by_name": columns is not None}
 
 
 def run_export(cfg: Config) -> str:
     """export.py: the configured model with ``pretrained`` weights, in its export-safe form, written as
     ``file_format``. The batch size is 1 unless --batch_size is on the command line (offline inference
-    runs one image per call); image_size comes from the configuration."""
+    runs one image per call); image_size comes from the configuration and must be the one the
+    checkpoint was trained for."""
     if not cfg.pretrained:
         raise _no_weights("export")
     form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+    trained_for(cfg)
     net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
@@ -158,7 +226,7 @@ def run_prediction(cfg: Config) -> Dict[str, object]:
     init_device(cfg.device_target, cfg.device_id, cfg.graph_mode)
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    names, source = class_names(cfg, cfg.pretrained)
+    names, source = prediction_class_names(cfg, cfg.pretrained)
     (transform,) = create_transforms(False, **eval_transform_args(cfg), max_image_pixels=cfg.max_image_pixels)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else PREDICT_BATCH
     results: List[dict] = [{"file": spec, "error": problem} for spec, problem in missing]
@@ -184,6 +252,6 @@ def run_visualization(cfg: Config) -> dict:
     display = np.clip(image.transpose(1, 2, 0) * np.array(args["std"]) + np.array(args["mean"]), 0, 1)
     depth = len(net.graphers())
     layers = cfg.layers or sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)})
-    names, _ = class_names(cfg, cfg.pretrained)
+    names, _ = prediction_class_names(cfg, cfg.pretrained)
     return visualize(net, image, display, layers, cfg.out, names, node=tuple(cfg.node) if cfg.node else None,
                      target=cfg.target_class)

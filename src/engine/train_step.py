@@ -2,9 +2,12 @@
 
 MindSpore's stock ``TrainOneStepWithLossScaleCell`` detects overflow with Ascend/GPU-only status
 kernels and fails on the CPU; here overflow is ``not all_finite(grads)``, which works everywhere.
-Order of a step: scaled loss -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag
-(all-reduced so every rank agrees) -> loss-scale update -> if finite: clip to the global norm,
-optimizer step, EMA update. On overflow the weights, optimizer state and EMA are left untouched.
+Order of a step: copy of the BatchNorm running statistics -> scaled loss (the forward pass updates
+the statistics) -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag: non-finite
+gradients, loss or statistics (all-reduced so every rank agrees) -> loss-scale update -> if finite:
+clip to the global norm, optimizer step, EMA update; on overflow: the statistics are put back. So a
+skipped step leaves weights, statistics, optimizer state and EMA as they were, and non-finite values
+never reach a checkpoint. The copy costs one small vector per BatchNorm statistic per step.
 """
 from typing import Optional, Sequence
 
@@ -20,6 +23,22 @@ def _unscale_grad(inv_scale, grad):
     return grad * inv_scale.astype(grad.dtype)
 
 
+_snapshot = ops.MultitypeFuncGraph("snapshot")
+
+
+@_snapshot.register("Tensor")
+def _snapshot_value(param):
+    return param * 1  # a value, not a reference to the parameter the forward pass updates
+
+
+_keep_on_overflow = ops.MultitypeFuncGraph("keep_on_overflow")
+
+
+@_keep_on_overflow.register("Tensor", "Tensor", "Tensor")
+def _keep_value(overflow, param, before):
+    return ops.assign(param, ops.select(overflow, before, param))
+
+
 _ema_update = ops.MultitypeFuncGraph("ema_update")
 
 
@@ -28,10 +47,13 @@ def _ema_step(decay, ema, param):
     return ops.assign(ema, ema * decay + param.astype(ema.dtype) * (1 - decay))
 
 
+BN_STATISTICS = ("moving_mean", "moving_variance")
+
+
 def ema_source_params(net: nn.Cell) -> list:
     """What the EMA tracks: every parameter that training changes (weights and BN statistics),
     as timm's ModelEma averages the whole state dict; frozen tables never change and are skipped."""
-    return [p for p in net.get_parameters() if p.requires_grad or p.name.endswith(("moving_mean", "moving_variance"))]
+    return [p for p in net.get_parameters() if p.requires_grad or p.name.endswith(BN_STATISTICS)]
 
 
 def create_loss_scale(dynamic: bool, scale: float, window: int):
@@ -56,15 +78,20 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
         self.ema_sources = ParameterTuple(sources)
         self.ema = ParameterTuple([Parameter(p.data.copy(), name=f"ema.{p.name}", requires_grad=False)
                                    for p in sources])
+        self.statistics = ParameterTuple([p for p in network.get_parameters() if p.name.endswith(BN_STATISTICS)])
 
     def construct(self, *inputs):
+        before = self.hyper_map(_snapshot, self.statistics)
         loss = self.network(*inputs)
         scale = self.scale_sense
         sens = ops.ones_like(loss) * scale.astype(loss.dtype)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.hyper_map(ops.partial(_unscale, ops.reciprocal(scale)), grads)
         grads = self.grad_reducer(grads)
-        overflow = ops.logical_not(ms.amp.all_finite(grads))
+        finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(loss).all())
+        if self.statistics:
+            finite = ops.logical_and(finite, ms.amp.all_finite(self.statistics))
+        overflow = ops.logical_not(finite)
         if self.is_distributed:
             overflow = self.allreduce(overflow.astype(ms.float32)) > 0
         overflow = self.process_loss_scale(overflow)
@@ -75,6 +102,8 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
             if self.use_ema:
                 loss = ops.depend(loss, self.hyper_map(ops.partial(_ema_update, self.ema_decay),
                                                        self.ema, self.ema_sources))
+        if self.statistics:
+            loss = ops.depend(loss, self.hyper_map(ops.partial(_keep_on_overflow, overflow), self.statistics, before))
         return loss, overflow, scale
 
 
