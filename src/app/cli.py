@@ -8,13 +8,14 @@ import sys
 from typing import Callable
 
 from .config import ConfigError
+from .device import DeviceError
 from ..data import DatasetError
 from ..deploy.errors import DeployError
 from ..models import ModelError
 from ..weights.checkpoint import CheckpointError
 from ..weights.pth_reader import PthFormatError
 
-USER_ERRORS = (ConfigError, DatasetError, DeployError, ModelError, CheckpointError, PthFormatError, FileNotFoundError,
+USER_ERRORS = (ConfigError, DeviceError, DatasetError, DeployError, ModelError, CheckpointError, PthFormatError, FileNotFoundError,
                NotADirectoryError, IsADirectoryError, PermissionError)
 TRACEBACK_HINT = "(set VIG_TRACEBACK=1 to see the traceback)"
 

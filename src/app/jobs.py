@@ -13,7 +13,8 @@ import mindspore as ms
 
 from .builders import (eval_dataset, eval_transform_args, inference_net, kernel_impl, learning_rates,
                        model_from_config, prepare_data, train_dataset, train_step)
-from .config import Config, ConfigError, save_config
+from . import modelarts
+from .config import Config, ConfigError, effective_recipe, save_config
 from .device import init_device
 from ..data import DatasetError
 from ..deploy.export import EXTENSIONS, export_network
@@ -27,10 +28,23 @@ from ..weights.checkpoint import load_model_weights
 
 
 def run_training(cfg: Config) -> Dict[str, float]:
-    """train.py: build the job described by ``cfg``, resume it if asked, train, return the results."""
-    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    """train.py: build the job described by ``cfg``, resume it if asked, train, return the results.
+    A ModelArts job (``run_modelarts``) trains on local copies and uploads its outputs (``modelarts``)."""
+    if cfg.run_modelarts:
+        modelarts.require_moxing()
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
     ms.set_seed(cfg.seed)
-    checkpoints = RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0)
+    if cfg.run_modelarts:
+        cfg = modelarts.localise(cfg, training=True)
+    checkpoints, uploader = modelarts.run_checkpoints(cfg, rank)
+    try:
+        return _train(cfg, rank, world, checkpoints)
+    finally:
+        if uploader:
+            uploader.upload()
+
+
+def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints) -> Dict[str, float]:
     resume_path = checkpoints.find_resume(cfg.resume)
     if resume_path is None and checkpoints.existing():  # every rank stops alike
         raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run "
@@ -39,6 +53,7 @@ def run_training(cfg: Config) -> Dict[str, float]:
     if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
         name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
         save_config(cfg, os.path.join(cfg.train_url, name))
+    log_recipe(cfg, log)
     job = build_train_job(cfg, rank, world, checkpoints, log)
     meta = new_run_meta()
     if cfg.resume == "auto" and resume_path is None:
@@ -46,13 +61,19 @@ def run_training(cfg: Config) -> Dict[str, float]:
     if resume_path:
         meta = checkpoints.restore(job.step, job.model, resume_path)
         log.info("resumed from %s at epoch %d (step %d)", resume_path, meta["epoch"], meta["step"])
+    elif cfg.start_epoch:
+        meta.update(epoch=cfg.start_epoch, step=cfg.start_epoch * job.steps_per_epoch)
+        job.step.optimizer.global_step.set_data(ms.Tensor([cfg.start_epoch * len(job.lrs) // job.total_epochs],
+                                                          ms.int32))
+        log.info("start_epoch %d: a new run starting at epoch %d of the schedule", cfg.start_epoch,
+                 cfg.start_epoch + 1)
     if meta["epoch"] >= job.total_epochs:
         log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
                  job.total_epochs)
         return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
-    log.info("%s: %d ranks x batch %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels", cfg.arch, world,
-             cfg.batch_size, job.steps_per_epoch, int(meta["epoch"]) + 1, job.total_epochs, cfg.amp_level,
-             kernel_impl(cfg))
+    log.info("%s: %d ranks x batch %d x accumulation %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels",
+             cfg.arch, world, cfg.batch_size, cfg.accumulation_step, job.steps_per_epoch, int(meta["epoch"]) + 1,
+             job.total_epochs, cfg.amp_level, kernel_impl(cfg))
     return fit(job, meta)
 
 
@@ -67,21 +88,30 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
             log.info("the pretrained classifier has another class count: %s re-initialised",
                      ", ".join(loaded.reinitialised))
     first = train_dataset(cfg, root, epoch=0, rank=rank, world=world)
-    steps_per_epoch = first.get_dataset_size()
-    if steps_per_epoch == 0:
-        raise DatasetError(f"the training split has fewer images than one batch of {cfg.batch_size}; "
-                           f"lower batch_size")
-    lrs = learning_rates(cfg, steps_per_epoch, world, log)
+    updates_per_epoch = first.get_dataset_size() // cfg.accumulation_step
+    if updates_per_epoch == 0:
+        raise DatasetError(f"the training split has fewer images than one update of {cfg.accumulation_step} x "
+                           f"{cfg.batch_size}; lower batch_size or accumulation_step")
+    steps_per_epoch = updates_per_epoch * cfg.accumulation_step  # an epoch ends with a whole update
+    lrs = learning_rates(cfg, updates_per_epoch, world, log)
     main = rank == 0
     return TrainJob(
         model=model, step=train_step(cfg, model, lrs), eval_net=inference_net(cfg, model_from_config(cfg)),
-        train_data=lambda epoch: first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world),
+        train_data=lambda epoch: (first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world)).take(
+            steps_per_epoch),
         val_data=eval_dataset(cfg, root, rank, world), lrs=lrs, steps_per_epoch=steps_per_epoch,
         total_epochs=cfg.epochs + cfg.cooldown_epochs, checkpoints=checkpoints, log=log,
         images_per_step=cfg.batch_size * world, world=world, with_ema=cfg.ema_decay > 0, log_every=cfg.log_every,
         eval_every=cfg.eval_every, save_every=cfg.save_every,
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
         curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None)
+
+
+def log_recipe(cfg: Config, log) -> None:
+    """The effective recipe: every value the config file does not write, and where it comes from."""
+    log.info("config %s; values not written in it:", cfg.config or "(none)")
+    for source, values in effective_recipe(cfg).items():
+        log.info("  from %s: %s", source, ", ".join(values))
 
 
 def _no_weights(what: str) -> ConfigError:
@@ -93,7 +123,11 @@ def run_evaluation(cfg: Config) -> Dict[str, float]:
     ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated."""
     if not cfg.pretrained:
         raise _no_weights("evaluate")
-    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    if cfg.run_modelarts:
+        modelarts.require_moxing()
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
+    if cfg.run_modelarts:
+        cfg = modelarts.localise(cfg, training=False)
     root = prepare_data(cfg, rank)
     net = model_from_config(cfg)
     loaded = load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
@@ -107,7 +141,7 @@ def run_export(cfg: Config) -> str:
     runs one image per call); image_size comes from the configuration."""
     if not cfg.pretrained:
         raise _no_weights("export")
-    init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+    init_device(cfg.device_target, cfg.device_id)
     net = model_from_config(cfg, impl="native")
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
@@ -125,7 +159,7 @@ def run_inference(cfg: Config) -> int:
     if cfg.file_format not in ("MINDIR", "ONNX"):
         raise ConfigError("infer.py runs MINDIR or ONNX exports; pass --file_format MINDIR or ONNX")
     if cfg.file_format == "MINDIR":
-        init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+        init_device(cfg.device_target, cfg.device_id)
     return infer_files((cfg.file_name or cfg.arch) + EXTENSIONS[cfg.file_format], cfg.preprocess_path,
                        cfg.result_path)
 
