@@ -298,6 +298,16 @@ ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
     "postprocess": ("preprocess_path", "result_path"),
 }
 assert all(set(keys) <= set(OPTIONS) for keys in ENTRY_KEYS.values())
+# The training recipe: the project's configs/*.yaml write every one of these out, so that no ModelZoo
+# default (which a key absent from a file takes) changes what they train.
+RECIPE_KEYS = ("num_classes", "image_size", "drop_path_rate", "drop_rate", "crop_pct", "mean", "std", "batch_size",
+               "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter", "re_prob", "re_mode",
+               "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing",
+               "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr", "lr_scheduler",
+               "cosine_style", "warmup_length", "epochs", "cooldown_epochs", "weight_decay", "beta", "eps", "momentum",
+               "amp_level", "keep_bn_fp32", "is_dynamic_loss_scale", "loss_scale", "loss_scale_window",
+               "clip_global_norm_value", "accumulation_step", "ema_decay", "graph_mode")
+assert set(RECIPE_KEYS) <= set(ENTRY_KEYS["train"])
 # Other names of keys: the ModelZoo's src/args.py flags (-a, --lr, ...) and generic ModelZoo names. On the
 # command line an alias exists where its key does; in a YAML file the long names are accepted as the key.
 ALIASES: Dict[str, Tuple[str, ...]] = {
