@@ -133,7 +133,7 @@ class Option:
     help: str
     choices: Optional[Tuple] = None
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns a problem, or None when the value is fine
-    origin: str = "project"  # where the default comes from (the ModelZoo file that sets it, or this project)
+    origin: str = "project default"  # where the default comes from (the ModelZoo file that sets it, or this project)
 
 
 # Origins of defaults: the ModelZoo ViG's files (research/cv/ViG in mindspore-ai/models).
@@ -142,7 +142,7 @@ MZ_ARGS = "ModelZoo src/args.py"
 MZ_DATA = "ModelZoo src/data/imagenet.py"
 MZ_OPTIM = "ModelZoo src/tools/optimizer.py, schedulers.py"
 MZ_STEP = "ModelZoo src/tools/get_misc.py"
-MZ_NONE = "the ModelZoo has no such step (off)"
+MZ_NONE = "ModelZoo: no such step (off)"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

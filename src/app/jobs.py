@@ -111,7 +111,7 @@ def log_recipe(cfg: Config, log) -> None:
     """The effective recipe: every value the config file does not write, and where it comes from."""
     log.info("config %s; values not written in it:", cfg.config or "(none)")
     for source, values in effective_recipe(cfg).items():
-        log.info("  from %s: %s", source, ", ".join(values))
+        log.info("  %s: %s", source, ", ".join(values))
 
 
 def _no_weights(what: str) -> ConfigError:
