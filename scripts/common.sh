@@ -76,14 +76,15 @@ if missing:
 PY
 }
 
-# normalise_extras ARG...: sets EXTRA to the extra `--key value` pairs (`--key=value` split in two,
+# normalise_extras ARG...: sets EXTRA to the extra `--key value` pairs (also -a/-j; `--key=value` split in two,
 # path values made absolute); anything else is a usage error.
 normalise_extras() {
     EXTRA=()
     local key value
     while (($#)); do
         key="$1"
-        [[ $key == --?* ]] || die "unexpected argument '$key': extra options are --key value pairs (see --help)"
+        [[ $key == --?* || $key =~ ^-[a-zA-Z]$ ]] ||
+            die "unexpected argument '$key': extra options are --key value pairs (see --help)"
         if [[ $key == *=* ]]; then
             value="${key#*=}"
             key="${key%%=*}"
@@ -198,13 +199,14 @@ log_header() {
     printf '==== %s: %s\n' "$(date '+%F %T')" "$*" >>"$log"
 }
 
-# paths_from_yaml DIR: the data_url, train_url and pretrained of the merged configuration (read_config first)
-# as --key value arguments in PATHS, relative ones resolved against DIR: the ModelZoo ran train.py in the
+# paths_from_yaml DIR KEY...: the KEYs (data_url, train_url, pretrained) of the merged configuration (read_config
+# first) as --key value arguments in PATHS, relative ones resolved against DIR: the ModelZoo ran train.py in the
 # working folder, so a YAML's relative paths (`data_url: ../data/imagenet`) mean the same here.
 paths_from_yaml() {
     local dir="$1" key var value
+    shift
     PATHS=()
-    for key in data_url train_url pretrained; do
+    for key in "$@"; do
         var="CFG_$key"
         value="${!var:-}"
         [[ -n $value ]] || continue

@@ -51,7 +51,7 @@ fi
 
 ARGS=(--config "$CONFIG" --device_target Ascend "${EXTRA[@]+"${EXTRA[@]}"}" --distribute true)
 read_config "${ARGS[@]}"
-paths_from_yaml "$(pwd)/train_parallel$RANK_START"
+paths_from_yaml "$(pwd)/train_parallel$RANK_START" data_url train_url pretrained
 ARGS+=("${PATHS[@]}")
 read_config "${ARGS[@]}"
 check_data "$CFG_data_url" train val

@@ -34,7 +34,7 @@ require_modules mindspore yaml
 WORK_DIR="$(pwd)/evaluation_ascend"
 ARGS=(--config "$CONFIG" --device_id "$DEVICE_ID" --device_target Ascend "${EXTRA[@]+"${EXTRA[@]}"}")
 read_config "${ARGS[@]}"
-paths_from_yaml "$WORK_DIR"
+paths_from_yaml "$WORK_DIR" data_url
 ARGS+=("${PATHS[@]}" --pretrained "$CHECKPOINT")
 read_config "${ARGS[@]}"
 check_data "$CFG_data_url" val

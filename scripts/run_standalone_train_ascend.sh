@@ -33,7 +33,7 @@ require_modules mindspore yaml
 WORK_DIR="$(pwd)/train_standalone"
 ARGS=(--config "$CONFIG" --device_id "$DEVICE_ID" --device_target Ascend "${EXTRA[@]+"${EXTRA[@]}"}")
 read_config "${ARGS[@]}"
-paths_from_yaml "$WORK_DIR"
+paths_from_yaml "$WORK_DIR" data_url train_url pretrained
 ARGS+=("${PATHS[@]}")
 read_config "${ARGS[@]}"
 check_data "$CFG_data_url" train val

@@ -85,10 +85,10 @@ _floats.__name__ = "list of floats"
 
 def _mode(value: Any) -> int:
     """MindSpore's execution-mode constant, as the ModelZoo's --graph_mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE."""
-    if isinstance(value, bool):
+    text = str(value).strip().upper()
+    if isinstance(value, bool) or text in ("TRUE", "FALSE", "YES", "NO", "ON", "OFF"):
         raise ValueError("graph_mode is MindSpore's mode constant, 0 = GRAPH_MODE or 1 = PYNATIVE_MODE; a boolean "
                          "is ambiguous")
-    text = str(value).strip().upper()
     named = {"GRAPH_MODE": 0, "PYNATIVE_MODE": 1}
     return named[text] if text in named else _int(value)
 
