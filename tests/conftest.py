@@ -1,5 +1,6 @@
 """Shared pytest setup: every test runs MindSpore on the CPU from the repository root."""
 import contextlib
+import hashlib
 import os
 import sys
 
@@ -61,6 +62,21 @@ def write_image_folder(root, classes=3, train_per_class=12, val_per_class=4, siz
                 img += rng.normal(0, 10, img.shape)
                 Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i}.png"))
     return str(root)
+
+
+def snapshot(root):
+    """Every file and folder under root (or the file root) with the hash of its bytes."""
+    if os.path.isfile(root):
+        with open(root, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(folder, name), root)] = "dir"
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                out[os.path.relpath(os.path.join(folder, name), root)] = hashlib.sha256(handle.read()).hexdigest()
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,18 @@ def test_no_dead_keys():
     code = "\n".join(sources)
     unread = [k for k in OPTIONS if not re.search(rf"cfg\.{k}\b|cfg\[\"{k}\"\]", code)]
     assert not unread, f"config keys nobody reads: {unread}"
+
+
+def test_bad_image_limits_are_checked():
+    cfg = load_config(["--arch", "x"])
+    assert cfg.max_bad_image_fraction == 0.001 and cfg.max_image_pixels == 178_956_970  # Pillow's own limit
+    assert load_config(["--arch", "x", "--max_bad_image_fraction", "0"]).max_bad_image_fraction == 0.0
+    for entry in ("train", "eval", "preprocess"):
+        assert load_config(["--arch", "x", "--max_image_pixels", "5"], entry=entry).max_image_pixels == 5
+    with pytest.raises(ConfigError, match=r"'max_bad_image_fraction' on the command line: '1.5' must be in "
+                                          r"\[0.0, 1.0\]"):
+        load_config(["--arch", "x", "--max_bad_image_fraction", "1.5"])
+    with pytest.raises(ConfigError, match=r"'max_image_pixels' on the command line: '0' must be >= 1"):
+        load_config(["--arch", "x", "--max_image_pixels", "0"])
+    with pytest.raises(ConfigError, match=r"'max_image_pixels' on the command line: cannot use '1.5' as int"):
+        load_config(["--arch", "x", "--max_image_pixels", "1.5"])

@@ -21,12 +21,14 @@ def digits(tmp_path_factory):
 
 
 def _batches(data, n=None, num_epochs=1):
+    """(image, label) of the first n batches; the pipeline's third column (unreadable files) is checked empty."""
     it = data.create_tuple_iterator(num_epochs=num_epochs, output_numpy=True)
     out = []
-    for k, batch in enumerate(it):
+    for k, (images, labels, bad) in enumerate(it):
         if n is not None and k >= n:
             break
-        out.append(batch)
+        assert np.all(bad == -1)
+        out.append((images, labels))
     return out
 
 
@@ -48,7 +50,7 @@ def test_digits_tree(digits, tmp_path):
         write_digits_dataset(root, image_size=SIZE + 1)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not empty"):
+    with pytest.raises(ValueError, match="only into a new or empty folder"):
         write_digits_dataset(str(tmp_path / "other"))
 
 
@@ -173,19 +175,3 @@ def test_odd_batches_refused_for_pair_mode(digits):
     with pytest.raises(ValueError, match="even"):  # 1437 samples: last batch of 13
         create_dataset(root, "train", is_training=True, batch_size=16, mix_up=0.8, mixup_mode="elem",
                        drop_remainder=False, **FAST)
-
-
-@pytest.mark.parametrize("is_training", [True, False])
-def test_undecodable_image_error_names_the_file(tmp_path, monkeypatch, is_training):
-    monkeypatch.chdir(tmp_path)  # MindSpore's C++ Decode dumps bad images into the working directory
-    root = tmp_path / "bad"
-    for split in ("train", "val"):
-        (root / split / "a").mkdir(parents=True)
-        Image.new("RGB", (20, 20), (9, 9, 9)).save(root / split / "a" / "good.png")
-        (root / split / "a" / "zz_broken.png").write_bytes(b"definitely not a png")
-    split = "train" if is_training else "val"
-    data = create_dataset(str(root), split, is_training=is_training, image_size=SIZE, batch_size=1,
-                          num_parallel_workers=1, drop_remainder=False, repeated_aug=0)
-    with pytest.raises(RuntimeError) as info:
-        _batches(data)
-    assert str(root / split / "a" / "zz_broken.png") in str(info.value)

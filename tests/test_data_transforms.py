@@ -8,7 +8,7 @@ from PIL import Image
 
 from src.data.rand_augment import RAND_INCREASING_TRANSFORMS, RandAugment
 from src.data.random_erasing import RandomErasing
-from src.data.transforms import (CenterCrop, ColorJitter, DecodeImage, Normalize, PythonChain,
+from src.data.transforms import (CenterCrop, ColorJitter, DecodeImage, Normalize, PythonChain, UndecodableImage,
                                  RandomHorizontalFlip, RandomResizedCrop, center_crop_offsets,
                                  create_transforms, eval_resize_size)
 
@@ -162,5 +162,5 @@ def test_decode_matches_pil_and_reports_bad_bytes():
     data = _encoded(30, 20, "JPEG")
     expected = np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
     assert np.array_equal(np.asarray(DecodeImage()(data)), expected)
-    with pytest.raises(ValueError, match="cannot decode image"):
+    with pytest.raises(UndecodableImage, match="not a decodable image"):
         DecodeImage()(np.frombuffer(b"not an image", np.uint8))

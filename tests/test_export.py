@@ -16,7 +16,7 @@ import export as export_entry
 import infer as infer_entry
 import postprocess as postprocess_entry
 import preprocess as preprocess_entry
-from src.data import class_names, create_transforms
+from src.data import DatasetError, class_names, create_transforms
 from src.models import create_model, list_models
 from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
@@ -184,5 +184,5 @@ def test_an_unreadable_image_is_named(graph_mode, tmp_path, checkpoint):
     from conftest import write_image_folder
     folder = write_image_folder(tmp_path / "data", train_per_class=1, val_per_class=2)
     (tmp_path / "data" / "val" / "class_1" / "broken.png").write_bytes(b"not an image at all")
-    with pytest.raises(ValueError, match=r"cannot read image '.*/val/class_1/broken.png': it is not a decodable"):
+    with pytest.raises(DatasetError, match=r"1 of 7 images in '.*/val' cannot be read .*'.*/val/class_1/broken.png'"):
         eval_entry.main(base_args(folder, checkpoint))

@@ -9,9 +9,12 @@ import train as train_entry
 from src.weights.checkpoint import read_checkpoint
 
 
+WORKERS = (os.cpu_count() or 1) + 1  # one more than the machine has: the pipeline lowers it, with a warning
+
+
 def job_args(image_folder, out, *extra):
     return ["--arch", "vig_nano_gelu", "--data_url", image_folder, "--train_url", str(out), "--num_classes", "3",
-            "--image_size", "32", "--batch_size", "6", "--num_parallel_workers", "2", "--epochs", "2",
+            "--image_size", "32", "--batch_size", "6", "--num_parallel_workers", str(WORKERS), "--epochs", "2",
             "--cooldown_epochs", "0", "--warmup_length", "1", "--base_lr", "0.002", "--drop_path_rate", "0.0",
             "--repeated_aug", "0", "--mix_up", "0.8", "--cutmix", "1.0", "--auto_augment", "rand-m9-mstd0.5-inc1",
             "--re_prob", "0.25", "--amp_level", "O2", "--ema_decay", "0.9", "--save_every", "1", "--keep_last", "1",
@@ -38,6 +41,12 @@ def test_job_writes_logs_checkpoints_and_curves(first_run):
     assert steps and all(r["images_per_s"] >= 0 and r["lr"] > 0 for r in steps)
     log = open(first_run / "train.log").read()
     assert "loss" in log and "img/s" in log and "eta" in log and "val top1" in log and "ema top1" in log
+    assert f"num_parallel_workers={WORKERS} lowered" in log  # a library warning reaches the run's log
+    # best.ckpt records whether its top-1 was the model's or the EMA's, as validation measured them
+    best_epoch = max(epochs, key=lambda r: max(r["top1"], r["ema_top1"]))
+    best = read_checkpoint(str(first_run / "best.ckpt"))
+    assert int(best["meta.best_is_ema"].asnumpy()) == int(best_epoch["ema_top1"] > best_epoch["top1"])
+    assert ("EMA weights" if best_epoch["ema_top1"] > best_epoch["top1"] else "model weights") in log
     ckpt = read_checkpoint(str(first_run / "last.ckpt"))
     assert int(ckpt["meta.epoch"].asnumpy()) == 2
     assert "pos_embed" in ckpt and "ema.pos_embed" in ckpt
@@ -71,3 +80,22 @@ def test_existing_run_is_not_overwritten(first_run, image_folder):
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_data"):
         train_entry.main(job_args(str(tmp_path / "no_such_data"), tmp_path / "out"))
+
+
+def test_resume_auto_of_a_finished_run_trains_nothing(first_run, image_folder):
+    before = os.path.getmtime(first_run / "last.ckpt")
+    result = train_entry.main(job_args(image_folder, first_run, "--resume", "auto"))
+    assert result["best_epoch"] >= 1 and os.path.getmtime(first_run / "last.ckpt") == before
+    assert "already finished its 2 epochs" in open(first_run / "train.log").read()
+
+
+def test_resume_auto_without_a_run_starts_one_with_the_scaled_lr(image_folder, tmp_path):
+    """--resume auto in an empty folder starts a new run (logged); lr_batch_size scales base_lr by the total batch."""
+    out = tmp_path / "new"
+    train_entry.main(job_args(image_folder, out, "--resume", "auto", "--epochs", "1", "--warmup_length", "0",
+                              "--lr_scheduler", "constant_lr", "--lr_batch_size", "24", "--ema_decay", "0"))
+    log = open(out / "train.log").read()
+    assert "--resume auto: no last.ckpt" in log and "starting a new run" in log
+    assert "base_lr 0.002 scaled to 0.0005 for a total batch of 6 (lr_batch_size 24)" in log
+    lrs = [json.loads(line)["lr"] for line in open(out / "metrics.jsonl") if '"step"' in line]
+    assert lrs and all(abs(lr - 0.0005) < 1e-9 for lr in lrs)

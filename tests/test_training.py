@@ -1,4 +1,5 @@
 """Learning-rate schedule, AdamW, the train step (overflow, clipping, EMA), and training end to end."""
+import json
 import math
 
 import numpy as np
@@ -163,3 +164,51 @@ def test_pretrained_initialisation_keeps_a_new_classifier(tmp_path):
     for param in source.get_parameters():
         if not param.name.startswith("prediction.4."):
             np.testing.assert_array_equal(weights[param.name].asnumpy(), param.asnumpy(), err_msg=param.name)
+
+
+class _Batches:
+    """The iterator interface of a MindSpore pipeline, over fixed (input, label) pairs."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def create_tuple_iterator(self, num_epochs=1):
+        return iter(self.items)
+
+
+class PairQuadratic(nn.Cell):
+    """Quadratic's loss for the trainer's (images, labels) call."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = Parameter(Tensor(np.zeros(4, np.float32)), name="w")
+
+    def construct(self, x, y):
+        return ((self.w - x) ** 2).sum() + 0 * y.sum()
+
+
+def test_logged_lr_is_the_applied_one_after_skipped_steps(tmp_path, pynative):
+    """The schedule counts updates: after two overflow-skipped steps the logged lr is the schedule's first."""
+    import logging
+    from src.engine.run_checkpoints import RunCheckpoints, new_run_meta
+    from src.engine.trainer import TrainJob, _StepClock, train_epoch
+
+    net = PairQuadratic()
+    lrs = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], np.float32)
+    opt = create_optimizer(net.trainable_params(), "sgd", lrs, 0.0, momentum=0.0)
+    # gradients of 2000 x scale overflow float32 at 2^119 and 2^118; the scale halves to 2^117, where they fit
+    step = TrainOneStep(net, opt, create_loss_scale(True, 2.0 ** 119, 1000))
+    batch = (Tensor(np.full(4, 1000.0, np.float32)), Tensor(np.zeros(1, np.float32)))
+    metrics = tmp_path / "metrics.jsonl"
+    job = TrainJob(model=net, step=step, eval_net=net, train_data=lambda epoch: _Batches([batch] * 4), val_data=None,
+                   lrs=lrs, steps_per_epoch=4, total_epochs=1, checkpoints=RunCheckpoints(str(tmp_path), 1, False),
+                   log=logging.getLogger("test.lr"), images_per_step=1, log_every=1, metrics_path=str(metrics))
+    record = train_epoch(job, 0, new_run_meta(), _StepClock())
+    updates = int(step.optimizer.global_step.asnumpy()[0])
+    assert record["overflow_steps"] == 2 and updates == 2
+    logged = [json.loads(line)["lr"] for line in open(metrics)]
+    # before the first update the next update's lr is shown; then always that of the latest update
+    np.testing.assert_allclose(logged, [0.1, 0.1, 0.1, 0.2], rtol=1e-6)
+    # with SGD (no momentum) the weights moved by the applied rates only: w = 1000 (1 - prod(1 - 2 lr_i))
+    expected = 1000 * (1 - (1 - 2 * 0.1) * (1 - 2 * 0.2))
+    np.testing.assert_allclose(net.w.asnumpy(), np.full(4, expected), rtol=1e-5)

@@ -1,11 +1,10 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
-import os
 import time
 
 from mindspore import nn
 
 from .config import Config, ConfigError
-from ..data import DatasetError, create_dataset, write_digits_dataset
+from ..data import DatasetError, create_dataset, find_digits_dataset, write_digits_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
 from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
@@ -19,14 +18,14 @@ DIGITS_WAIT_SECONDS = 600
 
 def prepare_data(cfg: Config, rank: int, wait_seconds: float = DIGITS_WAIT_SECONDS) -> str:
     """The dataset root; the bundled digits are written there first when ``set`` is 'digits' (by rank 0;
-    the other ranks wait for its finished tree, and say so if it never comes)."""
+    the other ranks wait for its finished tree, say so if it never comes, and stop at once on a folder
+    the digits may not go to)."""
     if cfg.set == "digits":
         if rank == 0:
             write_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed)
         else:
-            marker = os.path.join(cfg.data_url, DIGITS_MARKER)
             deadline = time.time() + wait_seconds
-            while not os.path.isfile(marker):
+            while find_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed) is None:
                 if time.time() > deadline:
                     raise DatasetError(f"rank {rank} waited {wait_seconds:.0f} s for rank 0 to write the digits "
                                        f"dataset to {cfg.data_url!r} ({DIGITS_MARKER} never appeared); check rank "
@@ -60,6 +59,11 @@ def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:
     return mixed_precision(net, cfg.eval_amp_level, cfg.keep_bn_fp32)
 
 
+def bad_image_args(cfg: Config) -> dict:
+    """How every image reader treats unreadable and oversized images."""
+    return dict(max_bad_image_fraction=cfg.max_bad_image_fraction, max_image_pixels=cfg.max_image_pixels)
+
+
 def eval_transform_args(cfg: Config) -> dict:
     """The evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct (null: the model's
     default), centre crop."""
@@ -85,14 +89,14 @@ def train_dataset(cfg: Config, root: str, epoch: int, rank: int = 0, world: int 
                           re_mode=cfg.re_mode, re_count=cfg.re_count,
                           mix_up=cfg.mix_up, cutmix=cfg.cutmix,
                           mixup_prob=cfg.mixup_prob, switch_prob=cfg.switch_prob, mixup_mode=cfg.mixup_mode,
-                          label_smoothing=cfg.label_smoothing, **eval_transform_args(cfg))
+                          label_smoothing=cfg.label_smoothing, **eval_transform_args(cfg), **bad_image_args(cfg))
 
 
 def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
     """Batched validation split (this rank's shard)."""
     return create_dataset(root, "val", is_training=False, batch_size=cfg.batch_size,
                           num_parallel_workers=cfg.num_parallel_workers, num_classes=cfg.num_classes,
-                          num_shards=world, shard_id=rank, **eval_transform_args(cfg))
+                          num_shards=world, shard_id=rank, **eval_transform_args(cfg), **bad_image_args(cfg))
 
 
 def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):

@@ -22,7 +22,7 @@ import yaml
 
 from ..data.mixup import MIX_MODES
 from ..data.random_erasing import ERASE_MODES
-from ..data.transforms import TRAIN_INTERPOLATIONS
+from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, TRAIN_INTERPOLATIONS
 from ..engine.optim import OPTIMIZERS
 from ..engine.schedule import COSINE_STYLES, SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
@@ -201,6 +201,13 @@ OPTIONS: Dict[str, Option] = {
                               origin=MZ_YAML),
     "repeated_aug": Option(0, _int, "repeated augmentation: copies of each image per epoch (0 or 1: off)",
                            check=NON_NEGATIVE, origin=MZ_NONE),
+    "max_bad_image_fraction": Option(0.001, _float, "unreadable images (damaged, truncated, not images) are skipped "
+                                                    "with a warning each; a run stops when more than this share of "
+                                                    "a split's images are unreadable", check=PROBABILITY),
+    "max_image_pixels": Option(DEFAULT_MAX_IMAGE_PIXELS, _int, "images with more pixels (width x height) are "
+                                                               "skipped as unreadable, a guard against "
+                                                               "decompression bombs (default: Pillow's limit); raise "
+                                                               "it for genuine huge images", check=POSITIVE),
     # ----- optimisation
     "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", OPTIMIZERS, origin=MZ_YAML),
     "base_lr": Option(2e-3, _float, "peak learning rate (for a total batch of lr_batch_size)",
@@ -277,7 +284,8 @@ OPTIONS: Dict[str, Option] = {
 
 _MODEL = ("arch", "num_classes", "in_channel", "mlp_ratio", "image_size", "kernel_impl", "pretrained", "use_ema",
           "crop_pct", "mean", "std")
-_DATA = ("data_url", "set", "batch_size", "num_parallel_workers")
+_IMAGES = ("max_bad_image_fraction", "max_image_pixels")
+_DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
 _DEVICE = ("device_target", "device_id", "device_num", "graph_mode")
 _MODELARTS = ("run_modelarts", "cache_dir")
 _TRAINING = ("drop_path_rate", "drop_rate", "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter",
@@ -293,7 +301,7 @@ ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
     "eval": _MODEL + _DATA + _DEVICE + _MODELARTS + ("distribute", "eval_amp_level"),
     "export": _MODEL + _DEVICE + ("batch_size", "eval_amp_level", "file_format", "file_name"),
     "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "mean", "std", "data_url", "set", "seed",
-                   "preprocess_path"),
+                   "preprocess_path") + _IMAGES,
     "infer": ("arch", "device_target", "device_id", "file_format", "file_name", "preprocess_path", "result_path"),
     "postprocess": ("preprocess_path", "result_path"),
 }

@@ -11,9 +11,9 @@ from typing import Dict
 
 import mindspore as ms
 
-from .builders import (eval_dataset, eval_transform_args, inference_net, kernel_impl, learning_rates,
-                       model_from_config, prepare_data, train_dataset, train_step)
 from . import modelarts
+from .builders import (bad_image_args, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+                       learning_rates, model_from_config, prepare_data, train_dataset, train_step)
 from .config import Config, ConfigError, effective_recipe, save_config
 from .device import init_device
 from ..data import DatasetError
@@ -151,7 +151,7 @@ def run_export(cfg: Config) -> str:
 
 def run_preprocess(cfg: Config) -> Dict[str, int]:
     """preprocess.py: the validation images through the model's evaluation transform, one file each."""
-    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg))
+    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg), **bad_image_args(cfg))
 
 
 def run_inference(cfg: Config) -> int:

@@ -1,11 +1,21 @@
 """ImageNet-layout dataset pipeline: ``root/{train,val}/<class>/<image>`` -> batched float32 NCHW + labels.
 
-``create_dataset`` reads one split with ``ImageFolderDataset(decode=False)``, orders and shards
-it with an epoch-seeded sampler (``samplers.py``), applies the timm transforms of
-``transforms.py`` per image, batches, and, when mixup/cutmix is on, mixes each batch
-(``mixup.py``).  Columns: ``image`` float32 (B, 3, S, S); ``label`` int32 (B,) without mixing,
+``create_dataset`` lists one split (``files.py``: visible class folders and images, sorted),
+orders and shards the file indices with an epoch-seeded sampler (``samplers.py``), reads and
+transforms each image in the ``map`` workers (``transforms.py``), batches, and, when
+mixup/cutmix is on, mixes each batch (``mixup.py``).  Iterate it with ``batches``, which yields
+``(image, label)``: ``image`` float32 (B, 3, S, S); ``label`` int32 (B,) without mixing,
 float32 soft targets (B, C) with mixing.  Without mixing, label smoothing is left to the loss
-(``label_smoothing`` is then ignored here).  Mixing applies to training only.
+(``label_smoothing`` is then ignored here).  Mixing applies to training only.  The pipeline
+itself has a third column, ``bad`` (int64 (B,)): the index of an unreadable file met for that
+row, else -1; ``batches`` consumes it.
+
+Unreadable images (``files.py`` has the policy): the worker that meets one does not fail.  In
+training it fills the row with the next readable image of the split (and its label), so
+batch counts, the sampler's arithmetic and the ranks of a distributed run stay in step; in
+evaluation the row gets label -1, which ``evaluate`` leaves out.  ``batches`` names each bad
+file once, counts them and stops with one error when there are more than
+``max_bad_image_fraction`` of the files read.
 
 Randomness and reproducibility (measured on MindSpore 2.10, CPU, ``fork`` start method):
 
@@ -35,15 +45,12 @@ Randomness and reproducibility (measured on MindSpore 2.10, CPU, ``fork`` start 
 
 Errors: a missing root or split folder, a split without class folders or images, class
 folders that differ between ``train`` and ``val`` and a ``num_classes`` that does not match
-raise ``FileNotFoundError``/``ValueError`` naming the path and the fix.  An undecodable image
-stops the iteration with MindSpore's ``RuntimeError`` whose message names the file
-(``map operation: [...] failed. The corresponding data file is: <path>``), followed by the
-decoder's reason.  In evaluation (C++ ``Decode``) MindSpore also writes the offending bytes to
-``./abnormal_image.jpg`` or ``./unsupported_image.<ext>`` in the working directory.
+raise ``FileNotFoundError``/``DatasetError`` naming the path and the fix.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -51,43 +58,19 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import mindspore.dataset as ds
 
+from .errors import DatasetError
+from .files import IMAGE_EXTENSIONS, LAYOUT, SPLITS, BadImagePolicy, ImageFiles, class_names
 from .mixup import MIX_MODES, Mixup
 from .rng import derive_seed
 from .samplers import DistributedShuffleSampler, RepeatedAugSampler
-from .transforms import create_transforms
+from .transforms import DEFAULT_MAX_IMAGE_PIXELS, DecodeImage, UndecodableImage, create_transforms
 
 __all__ = ["create_dataset", "class_names", "batches", "IMAGE_EXTENSIONS", "SPLITS"]
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
-# ImageFolderDataset matches extensions case-sensitively; these are what vision.Decode reads.
-IMAGE_EXTENSIONS: Tuple[str, ...] = tuple(
-    variant for ext in (".jpg", ".jpeg", ".png", ".bmp")
-    for variant in (ext, ext.upper(), ext.capitalize()))
-
-_LAYOUT = "expected the ImageNet layout <root>/train/<class>/<image> and <root>/val/<class>/<image>"
-
-
-def _split_dir(root: str, split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset root {root!r} does not exist or is not a directory; {_LAYOUT} "
-                                "(for the demo, write one with src.data.digits.write_digits_dataset)")
-    path = os.path.join(root, split)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"split folder {path!r} does not exist; {_LAYOUT}")
-    return path
-
-
-def class_names(root: str, split: str) -> List[str]:
-    """Sorted class folder names of a split (hidden folders ignored); index = label."""
-    path = _split_dir(root, split)
-    names = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-    if not names:
-        raise ValueError(f"split folder {path!r} has no class folders; {_LAYOUT}")
-    return names
+# Training replaces an unreadable image by the next of the split; this many failing in a row is a broken dataset.
+_MAX_TRIES = 16
 
 
 def _check_other_split(root: str, split: str, names: List[str]) -> None:
@@ -99,17 +82,58 @@ def _check_other_split(root: str, split: str, names: List[str]) -> None:
     if other_names != names:
         only_here = sorted(set(names) - set(other_names))
         only_there = sorted(set(other_names) - set(names))
-        raise ValueError(
+        raise DatasetError(
             f"class folders differ between {os.path.join(root, split)!r} ({len(names)} classes) and "
             f"{os.path.join(root, other)!r} ({len(other_names)} classes): only in {split}: {only_here[:10]}, "
             f"only in {other}: {only_there[:10]}; both splits need the same <class> folder names")
 
 
-def _count_images(path: str, class_indexing: dict) -> int:
-    """Number of images MindSpore's ImageFolderDataset will read (its own scan is authoritative)."""
-    probe = ds.ImageFolderDataset(path, decode=False, shuffle=False, extensions=list(IMAGE_EXTENSIONS),
-                                  class_indexing=class_indexing)
-    return probe.get_dataset_size()
+class _LoadImage:
+    """``map`` op (file index, label) -> (image, label, bad): read, decode and transform one image.
+
+    An unreadable file does not stop the pipeline: training moves on to the next file of the
+    split, evaluation returns a blank image with label -1; ``bad`` is the file's index (else -1).
+    """
+
+    def __init__(self, files: ImageFiles, transform, substitute: bool, image_size: int) -> None:
+        self.files = files
+        self.transform = transform
+        self.substitute = substitute
+        self.blank = np.zeros((3, image_size, image_size), np.float32)
+
+    def _load(self, index: int):
+        try:
+            return self.transform(self.files.read(index))
+        except (OSError, UndecodableImage):
+            return None
+
+    def __call__(self, index, label):
+        index = int(index)
+        image = self._load(index)
+        if image is not None:
+            return image, label, np.int64(-1)
+        if not self.substitute:
+            return self.blank, np.int32(-1), np.int64(index)
+        for step in range(1, _MAX_TRIES):
+            other = (index + step) % len(self.files)
+            image = self._load(other)
+            if image is not None:
+                return image, self.files.labels[other], np.int64(index)
+        raise DatasetError(f"{_MAX_TRIES} images in a row from {self.files.path(index)!r} on cannot be read; "
+                         "is the dataset damaged?")
+
+
+def _explain(files: ImageFiles, decode: DecodeImage):
+    """Why file ``i`` cannot be used (read and decoded again in the main process, once per bad file)."""
+    def explain(index: int) -> str:
+        try:
+            decode(files.read(index))
+        except OSError as err:
+            return f"cannot be read ({err.strerror or err})"
+        except UndecodableImage as err:
+            return str(err)
+        return "it failed in a data worker but decodes here"
+    return explain
 
 
 class _MixBatch:
@@ -140,6 +164,7 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
                    mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
                    crop_pct: float = 0.9, scale: Sequence[float] = (0.08, 1.0),
                    ratio: Sequence[float] = (3 / 4, 4 / 3), hflip: float = 0.5,
+                   max_bad_image_fraction: float = 0.001, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                    python_multiprocessing: Optional[bool] = None) -> ds.Dataset:
     """Build the batched pipeline of one split (see the module docstring for columns and RNG).
 
@@ -148,6 +173,8 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
     number of class folders and must match it when given.  ``python_multiprocessing`` defaults
     to worker processes when there is more than one worker (threads hold the GIL).
     ``num_parallel_workers`` above the CPU count is lowered to it (MindSpore refuses more).
+    ``max_bad_image_fraction``: share of unreadable images tolerated (see ``batches``);
+    ``max_image_pixels``: larger images count as unreadable (decompression-bomb guard).
     """
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -161,18 +188,18 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
                        num_parallel_workers, workers)
     drop_remainder = is_training if drop_remainder is None else bool(drop_remainder)
 
-    path = _split_dir(root, split)
     names = class_names(root, split)
     _check_other_split(root, split, names)
+    path = os.path.join(root, split)
     if num_classes is not None and num_classes != len(names):
-        raise ValueError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
+        raise DatasetError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
                          "set num_classes to the folder count (or fix the folders)")
     num_classes = len(names)
-    class_indexing = {name: i for i, name in enumerate(names)}
-    size = _count_images(path, class_indexing)
+    files = ImageFiles(root, split, names)
+    size = len(files)
     if size == 0:
-        raise ValueError(f"split folder {path!r} has class folders but no images with extensions "
-                         f"{sorted(set(e.lower() for e in IMAGE_EXTENSIONS))}; {_LAYOUT}")
+        raise DatasetError(f"split folder {path!r} has class folders but no images with extensions "
+                         f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
 
     if is_training and repeated_aug > 1:
         sampler = RepeatedAugSampler(size, num_shards=num_shards, shard_id=shard_id,
@@ -191,7 +218,7 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
         if mixup_mode in ("pair", "elem"):
             last = len(sampler) % batch_size
             if batch_size % 2 or (not drop_remainder and last % 2):
-                raise ValueError(f"mixup_mode={mixup_mode!r} needs even batches: batch_size={batch_size}, "
+                raise DatasetError(f"mixup_mode={mixup_mode!r} needs even batches: batch_size={batch_size}, "
                                  f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
                                  "even batch_size with drop_remainder=True, or mixup_mode='batch'")
     elif mixup_mode not in MIX_MODES:
@@ -201,13 +228,16 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
         is_training, image_size, interpolation=interpolation, auto_augment=auto_augment,
         color_jitter=color_jitter, re_prob=re_prob, re_mode=re_mode, re_count=re_count, mean=mean,
         std=std, crop_pct=crop_pct, scale=scale, ratio=ratio, hflip=hflip,
-        seed=derive_seed(seed, epoch, shard_id, "transforms") if is_training else None)
+        seed=derive_seed(seed, epoch, shard_id, "transforms") if is_training else None,
+        max_image_pixels=max_image_pixels)
     if python_multiprocessing is None:
         python_multiprocessing = workers > 1
 
-    data = ds.ImageFolderDataset(path, decode=False, sampler=sampler, num_parallel_workers=workers,
-                                 extensions=list(IMAGE_EXTENSIONS), class_indexing=class_indexing)
-    data = data.map(operations=ops, input_columns="image", num_parallel_workers=workers,
+    (transform,) = ops
+    data = ds.NumpySlicesDataset((np.arange(size, dtype=np.int64), files.labels), column_names=["file", "label"],
+                                 sampler=sampler)
+    data = data.map(operations=_LoadImage(files, transform, is_training, image_size), input_columns=["file", "label"],
+                    output_columns=["image", "label", "bad"], num_parallel_workers=workers,
                     python_multiprocessing=python_multiprocessing)
     if mixup is not None:
         data = data.batch(batch_size, drop_remainder=drop_remainder, input_columns=["image", "label"],
@@ -215,17 +245,31 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
                           num_parallel_workers=1)
     else:
         data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
+    # distinct files this pass reads: the shard's share (the sampler pads or repeats some)
+    explain = _explain(files, DecodeImage(max_image_pixels))
+    data.bad_image_policy = BadImagePolicy(files, max_bad_image_fraction, explain,
+                                           expected=min(size, math.ceil(size / num_shards)))
     return data
 
 
 def batches(dataset: ds.Dataset):
-    """Iterate a pipeline's (image, label) batches once. An image that cannot be decoded stops the
-    iteration with one error naming the file, instead of MindSpore's multi-page pipeline traceback."""
+    """Iterate a pipeline of ``create_dataset`` once as (image, label) batches.
+
+    Unreadable images met on the way are named (once per file and process), counted, and
+    summarised at the end; more than ``max_bad_image_fraction`` of them stops the iteration
+    with one ``BadImagesError``.  A ``DatasetError`` raised inside the pipeline's workers comes out as
+    that one error instead of MindSpore's multi-page report.
+    """
+    policy: BadImagePolicy = dataset.bad_image_policy
     try:
-        yield from dataset.create_tuple_iterator(num_epochs=1)
+        for images, labels, bad in dataset.create_tuple_iterator(num_epochs=1):
+            found = bad.asnumpy()
+            if found.max() >= 0:
+                policy.add(found)
+            yield images, labels
     except RuntimeError as err:
-        found = re.search(r"data file is: (\S+)", str(err))
-        if found is None:
+        found = re.findall(r"^(?:[\w.]+\.)?DatasetError: (.+)$", str(err), re.MULTILINE)
+        if not found:
             raise
-        raise ValueError(f"cannot read image {found.group(1).rstrip('.')!r}: it is not a decodable image file; "
-                         f"remove or replace it") from None
+        raise DatasetError(found[-1]) from None  # the last: MindSpore may quote the traceback's header first
+    policy.summary()

@@ -6,23 +6,29 @@ the scikit-learn wheel.  They are written as RGB PNGs, upscaled with bicubic res
 ``root/train/<digit>/<index>.png`` and ``root/val/<digit>/<index>.png`` (a stratified held-out
 split), which ``create_dataset`` then reads like ImageNet.
 
-A finished tree carries ``root/digits.json`` (settings and counts, written last).  A later
-call with the same settings only checks the file counts and returns; a call with other
-settings refuses to mix two trees.  The tree is built in a temporary sibling directory and
-renamed into place, so concurrent callers (e.g. several ranks) never see half a tree.
+The folder rule: the digits go only into a new or empty ``root``, and the project never
+deletes or replaces anything there.  A tree it wrote carries ``root/digits.json`` (settings,
+counts, writer), written into the tree first, before any image.  A later call with the same
+settings checks the counts and reuses the tree; other settings, a damaged tree or a ``root``
+holding anything else (a user's own ``train/`` and ``val/``, say) are refused with one line
+naming the folder and the fix.  The tree is built in a hidden sibling and renamed into place
+(``staging.py``), so concurrent callers never see half a tree and an interrupted run leaves
+only that sibling, which the next call removes.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["write_digits_dataset", "MARKER"]
+from .errors import DatasetError
+from .files import visible
+from .staging import StagedDir
+
+__all__ = ["write_digits_dataset", "find_digits_dataset", "MARKER"]
 
 MARKER = "digits.json"
 
@@ -33,32 +39,41 @@ def _count_pngs(root: str) -> Dict[str, int]:
         total = 0
         split_dir = os.path.join(root, split)
         if os.path.isdir(split_dir):
-            for cls in os.listdir(split_dir):
+            for cls in filter(visible, os.listdir(split_dir)):
                 cls_dir = os.path.join(split_dir, cls)
                 if os.path.isdir(cls_dir):
-                    total += sum(1 for f in os.listdir(cls_dir) if f.endswith(".png"))
+                    total += sum(1 for f in os.listdir(cls_dir) if visible(f) and f.endswith(".png"))
         counts[split] = total
     return counts
 
 
-def _existing(root: str, settings: dict) -> Dict[str, int] | None:
-    """Counts of a complete tree with the same settings, None if there is none yet."""
+def _existing(root: str, settings: dict) -> Optional[Dict[str, int]]:
+    """Counts of the finished digits tree at ``root``; None for a missing or empty folder.
+
+    Raises for anything else, naming the folder and the fix.
+    """
     marker = os.path.join(root, MARKER)
     if not os.path.isfile(marker):
+        if os.path.exists(root) and (not os.path.isdir(root) or any(os.scandir(root))):
+            found = sorted(os.listdir(root))[:5] if os.path.isdir(root) else []
+            raise DatasetError(
+                f"set: digits writes the demo digits only into a new or empty folder, and {root} holds other files "
+                f"({', '.join(found) or 'it is a file'}): nothing was changed; point data_url at a new folder for "
+                f"the demo, or use set: ImageNet to read your own train/ and val/ there")
         return None
     with open(marker, encoding="utf-8") as fh:
         info = json.load(fh)
     if info.get("settings") != settings:
-        raise ValueError(f"{root} already holds a digits tree written with {info.get('settings')}, "
-                         f"not {settings}; use another root or delete {root}")
+        raise DatasetError(f"{root} already holds a digits tree written with {info.get('settings')}, "
+                         f"not {settings}; use another data_url or delete {root}")
     counts = _count_pngs(root)
-    if counts["train"] != info["train"] or counts["val"] != info["val"]:
-        raise RuntimeError(f"the digits tree in {root} is damaged ({counts} files, {MARKER} says "
-                           f"train={info['train']}, val={info['val']}); delete {root} and run again")
+    if "train" not in info or counts["train"] != info["train"] or counts["val"] != info["val"]:
+        raise DatasetError(f"the digits tree in {root} is damaged ({counts} files, {MARKER} says "
+                         f"train={info.get('train')}, val={info.get('val')}); delete {root} and run again")
     return {"train": info["train"], "val": info["val"], "num_classes": info["num_classes"]}
 
 
-def _write_tree(dest: str, image_size: int, val_fraction: float, seed: int, settings: dict) -> dict:
+def _write_tree(dest: str, image_size: int, val_fraction: float, seed: int) -> dict:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -76,51 +91,38 @@ def _write_tree(dest: str, image_size: int, val_fraction: float, seed: int, sett
             if image_size != 8:
                 img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
             img.convert("RGB").save(os.path.join(dest, split, str(labels[i]), f"{i:04d}.png"))
-    info = {"settings": settings, "train": int(len(train_idx)), "val": int(len(val_idx)),
-            "num_classes": 10}
-    with open(os.path.join(dest, MARKER), "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=1)
-    return {"train": info["train"], "val": info["val"], "num_classes": 10}
+    return {"train": int(len(train_idx)), "val": int(len(val_idx)), "num_classes": 10}
+
+
+def _settings(image_size: int, val_fraction: float, seed: int) -> dict:
+    if int(image_size) != image_size or image_size < 8:
+        raise DatasetError(f"image_size must be an int >= 8, got {image_size!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    return {"image_size": int(image_size), "val_fraction": float(val_fraction), "seed": int(seed)}
 
 
 def write_digits_dataset(root: str, *, image_size: int = 32, val_fraction: float = 0.2,
                          seed: int = 0) -> dict:
     """Write (or find) the digits tree under ``root``; returns ``{'train', 'val', 'num_classes', 'written'}``."""
-    if int(image_size) != image_size or image_size < 8:
-        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    settings = {"image_size": int(image_size), "val_fraction": float(val_fraction), "seed": int(seed)}
+    settings = _settings(image_size, val_fraction, seed)
     root = os.path.abspath(root)
     found = _existing(root, settings)
     if found is not None:
         return {**found, "written": False}
-    if os.path.isdir(root) and any(os.scandir(root)):
-        leftovers = [e.name for e in os.scandir(root)]
-        if set(leftovers) - {"train", "val"}:
-            raise ValueError(f"{root} is not empty and holds no complete digits tree ({sorted(leftovers)[:5]}); "
-                             "use an empty or new directory")
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    # not tempfile.mkdtemp: its 0700 mode would end up on the renamed root
-    tmp = os.path.join(parent, f".{os.path.basename(root)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
-        counts = _write_tree(tmp, int(image_size), float(val_fraction), int(seed), settings)
-        if os.path.isdir(root):
-            # an empty root or an interrupted earlier attempt: replace its split folders
-            for split in ("train", "val"):
-                shutil.rmtree(os.path.join(root, split), ignore_errors=True)
-            for name in ("train", "val", MARKER):
-                os.replace(os.path.join(tmp, name), os.path.join(root, name))
-        else:
-            try:
-                os.rename(tmp, root)
-            except OSError:  # another process finished first
-                found = _existing(root, settings)
-                if found is None:
-                    raise
-                return {**found, "written": False}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with StagedDir(root, MARKER, {"settings": settings}) as stage:  # the marker is its first file
+        counts = _write_tree(stage.path, settings["image_size"], settings["val_fraction"], settings["seed"])
+        stage.write_marker(counts)
+        if not stage.publish():  # root was filled meanwhile: another process's tree, or not ours
+            found = _existing(root, settings)
+            if found is None:
+                raise DatasetError(f"cannot publish the digits tree at {root}")
+            return {**found, "written": False}
     return {**counts, "written": True}
+
+
+def find_digits_dataset(root: str, *, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Optional[dict]:
+    """The finished tree ``write_digits_dataset`` would write at ``root``, or None while there is none yet
+    (for processes that wait for another to write it); refuses like ``write_digits_dataset``."""
+    found = _existing(os.path.abspath(root), _settings(image_size, val_fraction, seed))
+    return None if found is None else {**found, "written": False}

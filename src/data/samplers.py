@@ -1,4 +1,4 @@
-"""Epoch-seeded samplers for ``ImageFolderDataset(sampler=...)``: repeated augmentation and distributed shuffle.
+"""Epoch-seeded samplers for the image pipeline (``create_dataset``): repeated augmentation and distributed shuffle.
 
 Why these exist: MindSpore's built-in ``DistributedSampler`` reshuffles from its own seed
 state, so a run restarted at epoch ``e`` cannot reproduce the order an uninterrupted run saw

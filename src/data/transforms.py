@@ -1,6 +1,6 @@
 """Per-image train/eval transforms with timm 0.3.2 semantics, as a list for ``dataset.map(input_columns="image")``.
 
-Input: encoded image bytes from ``ImageFolderDataset(decode=False)``.  Output: float32 CHW.
+Input: the encoded bytes of an image file (``dataset.py`` reads them).  Output: float32 CHW.
 
 Training (timm ``transforms_imagenet_train``), one fused Python op::
 
@@ -8,34 +8,42 @@ Training (timm ``transforms_imagenet_train``), one fused Python op::
     -> horizontal flip -> RandAugment | ColorJitter -> /255, (x - mean) / std, HWC->CHW
     -> RandomErasing
 
-Evaluation (timm ``transforms_imagenet_eval``)::
+Evaluation (timm ``transforms_imagenet_eval``), one fused Python op::
 
-    vision.Decode (C++) -> vision.Resize(floor(S / crop_pct), Inter.PILCUBIC) (C++, shorter side)
-    -> Python [ centre crop S with torchvision's offsets -> /255, (x - mean) / std, HWC->CHW ]
+    decode (PIL, as in training) -> resize the shorter side to floor(S / crop_pct) (PIL bicubic,
+    antialiased) -> centre crop S with torchvision's offsets -> /255, (x - mean) / std, HWC->CHW
 
-Which op is C++ and which is Python, and why (measured on MindSpore 2.10, Pillow 13, 2 CPUs):
+Why everything is Python/PIL (measured on MindSpore 2.10, Pillow 13, 2 CPUs):
 
-* ``vision.Decode`` gives the same pixels as PIL's ``Image.open(...).convert("RGB")`` for
-  RGB/grey/CMYK JPEG, RGB/RGBA/grey/palette PNG and BMP; it cannot read GIF or WEBP, 16-bit PNGs
-  come out differently, and a JPEG that libjpeg rejects (e.g. truncated) or an unsupported
-  format makes it write the bytes to ``./abnormal_image.jpg`` / ``./unsupported_image.<ext>``
-  in the working directory (hard-coded) before raising.
-* ``vision.Resize(..., Inter.PILCUBIC)`` equals PIL's antialiased bicubic resize bit for bit
-  and sizes the long side ``int(S * long / short)`` like torchvision (``Inter.BICUBIC`` is
-  OpenCV's and differs by up to 40+ grey levels when downscaling).  No C++ op matches PIL's
-  antialiased *bilinear* resize, which timm's 'random' train interpolation needs.
-* ``vision.CenterCrop`` puts the offset at ``floor((H - S) / 2)``; torchvision uses Python's
-  ``round`` (half to even), one pixel further for some odd margins, so the crop is Python.
-* Training decodes with PIL inside the worker: the whole chain is Python anyway (random ops
-  must draw from this package's per-process generators, see ``rng.py``; MindSpore's C++ random
-  ops draw from their own engine, seeded only through the global ``ds.config.set_seed``), and
-  shipping the compressed bytes to the worker instead of the decoded image was faster
-  (about 10-20% less CPU per image on 500x375 JPEGs) and writes no dump files.
+* One decoder for training, evaluation and offline preprocessing, so that an image is either
+  read the same way everywhere or skipped everywhere.  MindSpore's C++ ``vision.Decode`` gives
+  the same pixels as PIL for RGB/grey/CMYK JPEG, RGB/RGBA/grey/palette PNG and BMP, but it
+  returns an image for some truncated JPEGs without an error, killed the process with a
+  floating-point exception on another (a 40x40 JPEG cut to 30%), and writes every file it
+  rejects to ``./abnormal_image.jpg`` / ``./unsupported_image.<ext>`` in the working directory.
+* The resize is PIL's antialiased bicubic, as in timm, done width first then height
+  (``ResizeShorter``); that is exactly what MindSpore's ``vision.Resize(Inter.PILCUBIC)`` computed
+  before (``Inter.BICUBIC`` is OpenCV's and differs by up to 40+ grey levels).  The long side
+  is ``int(S * long / short)`` like torchvision.
+* torchvision centres the crop with Python's ``round`` (half to even); ``vision.CenterCrop``
+  uses ``floor`` and lands one pixel off for some odd margins.
+* Training's random ops must draw from this package's per-process generators (``rng.py``);
+  MindSpore's C++ random ops draw from their own engine, seeded only through the global
+  ``ds.config.set_seed``.  Shipping compressed bytes to the workers instead of decoded images
+  was also faster (about 10-20% less CPU per image on 500x375 JPEGs).
 * Consecutive Python steps are fused (``PythonChain``) so that an image crosses the process
   boundary once.
 
-Decode errors are raised with the exception text of PIL or MindSpore; when the op runs inside
-``dataset.map`` MindSpore prefixes ``The corresponding data file is: <path>``.
+Decoding (``DecodeImage``): ``Image.open(...).convert("RGB")`` like timm's loader, except
+16-bit grey PNGs (modes ``I;16*`` / ``I``), whose samples are scaled to 8 bits by their high
+byte as PIL already does for 16-bit RGB PNGs (a plain ``convert`` clips them, turning the image
+black and white).  Grey, palette, RGBA (alpha dropped, as timm) and CMYK go through
+``convert("RGB")``.  A file PIL cannot decode completely (truncated, damaged, not an image)
+raises ``UndecodableImage`` with the reason; PIL's ``LOAD_TRUNCATED_IMAGES`` stays off, so a
+truncated file is never decoded grey-filled.  Images with more than ``max_pixels`` pixels
+(default: Pillow's own decompression-bomb limit) are refused before their pixels are decoded,
+with a message saying how to allow them; the check replaces Pillow's process-wide
+``Image.MAX_IMAGE_PIXELS`` guard, which is switched off in processes that use this decoder.
 
 Randomness: every random step owns a ``ProcessLocalRNG`` seeded from ``seed`` (``None`` =
 fresh entropy) and the worker index, so worker processes never share a stream.
@@ -49,15 +57,13 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageEnhance
 
-import mindspore.dataset.vision as vision
-from mindspore.dataset.vision import Inter
-
 from .rand_augment import RandAugment, parse_rand_augment
 from .random_erasing import RandomErasing
 from .rng import ProcessLocalRNG, derive_seed
 
 __all__ = [
-    "create_transforms", "DecodeImage", "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter",
+    "create_transforms", "DecodeImage", "UndecodableImage", "DEFAULT_MAX_IMAGE_PIXELS", "ResizeShorter",
+    "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter",
     "Normalize", "CenterCrop", "PythonChain", "eval_resize_size", "center_crop_offsets",
 ]
 
@@ -76,16 +82,51 @@ def _sub_seed(seed: Optional[int], name: str) -> Optional[int]:
     return None if seed is None else derive_seed(seed, name)
 
 
+# Pillow's default decompression-bomb limit (it refuses images above 2 * Image.MAX_IMAGE_PIXELS).
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+_SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class UndecodableImage(ValueError):
+    """The bytes are not an image PIL can decode completely (the message says why)."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB; 16-bit grey keeps its high byte (``convert`` would clip it)."""
+    if img.mode in _SIXTEEN_BIT_GREY:
+        high = np.right_shift(np.clip(np.asarray(img), 0, 65535).astype(np.uint16), 8).astype(np.uint8)
+        img = Image.fromarray(high)
+    return img.convert("RGB")
+
+
 class DecodeImage:
-    """Encoded bytes -> RGB PIL image, as timm's loader (``Image.open(f).convert("RGB")``)."""
+    """Encoded bytes -> RGB PIL image, as timm's loader (``Image.open(f).convert("RGB")``).
+
+    Raises ``UndecodableImage`` for anything that is not a complete image, and for images of
+    more than ``max_pixels`` pixels (checked from the header, before decoding).
+    """
+
+    def __init__(self, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        if int(max_pixels) != max_pixels or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+        self.max_pixels = int(max_pixels)
 
     def __call__(self, data: Union[bytes, np.ndarray]) -> Image.Image:
         buffer = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        Image.MAX_IMAGE_PIXELS = None  # the exact check below replaces Pillow's (which refuses at twice its value)
         try:
             with Image.open(io.BytesIO(buffer)) as img:
-                return img.convert("RGB")
+                pixels = img.width * img.height
+                if pixels > self.max_pixels:
+                    raise UndecodableImage(
+                        f"a {img.width}x{img.height} {img.format} image of {pixels:,} pixels, more than the limit of "
+                        f"{self.max_pixels:,} (Pillow's guard against decompression bombs); if it is genuine, allow it "
+                        f"with max_image_pixels {pixels} or more")
+                return to_rgb(img)
+        except UndecodableImage:
+            raise
         except Exception as err:  # PIL raises several types; say what failed, keep the cause
-            raise ValueError(f"cannot decode image ({len(buffer)} bytes): {type(err).__name__}: {err}") from err
+            raise UndecodableImage(f"not a decodable image ({len(buffer)} bytes; {type(err).__name__}: {err})") from err
 
 
 class RandomResizedCrop:
@@ -199,6 +240,31 @@ class Normalize:
         return np.ascontiguousarray((chw - self.mean) / self.std)
 
 
+class ResizeShorter:
+    """Shorter side to ``size`` with PIL's antialiased bicubic, long side ``int(size * long / short)`` (torchvision).
+
+    Two passes, width first: the order classic Pillow and MindSpore's ``Inter.PILCUBIC`` use.
+    Pillow 13 resizes images taller than wide height first, which differs by up to ~20 grey
+    levels on noisy images; fixing the order keeps evaluation results as they were.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, img: ImageLike) -> Image.Image:
+        pil = _to_pil(img)
+        width, height = pil.size
+        if width <= height:
+            new_width, new_height = self.size, int(self.size * height / width)
+        else:
+            new_width, new_height = int(self.size * width / height), self.size
+        if new_width != width:
+            pil = pil.resize((new_width, height), Image.Resampling.BICUBIC)
+        if new_height != height:
+            pil = pil.resize((new_width, new_height), Image.Resampling.BICUBIC)
+        return pil
+
+
 def center_crop_offsets(height: int, width: int, size: int) -> Tuple[int, int]:
     """torchvision's centre-crop offsets: ``int(round((H - S) / 2))`` (round half to even)."""
     return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
@@ -247,13 +313,14 @@ def create_transforms(is_training: bool, image_size: int, *, interpolation: str 
                       mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
                       crop_pct: float = 0.9, scale: Sequence[float] = (0.08, 1.0),
                       ratio: Sequence[float] = (3 / 4, 4 / 3), hflip: float = 0.5,
-                      seed: Optional[int] = None) -> List[Any]:
+                      seed: Optional[int] = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> List[Any]:
     """The map operations turning encoded image bytes into a float32 CHW image.
 
     ``interpolation`` is the *training* interpolation (timm's ``train_interpolation``) of the
     crop and of RandAugment's geometric ops; 'random' draws bilinear or bicubic per call.
     Evaluation always resizes with bicubic, the ViG models' ``default_cfg``, whatever it says.
-    ``seed`` seeds the random steps (``None``: fresh entropy per process).
+    ``seed`` seeds the random steps (``None``: fresh entropy per process).  ``max_image_pixels``:
+    larger images are refused by the decoder (``UndecodableImage``).
     """
     if int(image_size) != image_size or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -262,9 +329,8 @@ def create_transforms(is_training: bool, image_size: int, *, interpolation: str 
         raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'random', got {interpolation!r}")
     normalize = Normalize(mean, std)
     if not is_training:
-        return [vision.Decode(),
-                vision.Resize(eval_resize_size(image_size, crop_pct), Inter.PILCUBIC),
-                PythonChain([CenterCrop(image_size), normalize])]
+        return [PythonChain([DecodeImage(max_image_pixels), ResizeShorter(eval_resize_size(image_size, crop_pct)),
+                             CenterCrop(image_size), normalize])]
 
     steps: List[Callable[[Any], Any]] = [
         RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=interpolation,
@@ -283,4 +349,4 @@ def create_transforms(is_training: bool, image_size: int, *, interpolation: str 
     if re_prob > 0:
         steps.append(RandomErasing(probability=re_prob, mode=re_mode, max_count=re_count,
                                    seed=_sub_seed(seed, "erasing")))
-    return [PythonChain([DecodeImage()] + steps)]
+    return [PythonChain([DecodeImage(max_image_pixels)] + steps)]

@@ -3,7 +3,8 @@
 * ``preprocess``: every image of ``<data_url>/val`` through the model's evaluation transform into
   ``<preprocess_path>/<id>.bin`` (raw little-endian float32, shape (1, 3, S, S), C order), plus
   ``labels.json`` ({"classes": [...], "image_size": S, "transform": {...}, "images": {id: {"label": int,
-  "file": relative path}}}). A folder preprocessed with the same settings is reused, not rewritten.
+  "file": relative path}}, "skipped": [unreadable files]}). A folder preprocessed from the same image
+  files with the same settings is reused, not rewritten; any other existing folder is refused.
 * inference: for every ``<id>.bin``, the logits as ``<result_path>/<id>_0.bin`` (raw float32,
   (num_classes,)) -- written by the Ascend 310 application (``ascend310_infer/``) or, on any
   machine, by ``run_inference`` from the MINDIR (MindSpore) or ONNX (onnxruntime) export.
@@ -15,52 +16,72 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from ..data import class_names
-from ..data.dataset import IMAGE_EXTENSIONS
-from ..data.transforms import create_transforms
+from ..data.files import BadImagePolicy, ImageFiles
+from ..data.staging import StagedDir
+from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImage, create_transforms
 from ..engine.metrics import topk_correct
 from .errors import DeployError
 
 LABELS = "labels.json"
 
 
-def preprocess(data_root: str, preprocess_path: str, args: dict) -> Dict[str, int]:
-    """Write one input file per image of ``<data_root>/val`` and the label file; returns counts.
-    ``args``: the evaluation transform (image_size, mean, std, crop_pct)."""
-    from mindspore.dataset import transforms
+def preprocess(data_root: str, preprocess_path: str, args: dict, *, max_bad_image_fraction: float = 0.001,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dict[str, int]:
+    """Write one input file per readable image of ``<data_root>/val`` and the label file; returns counts.
+    ``args``: the evaluation transform (image_size, mean, std, crop_pct).
 
-    root = os.path.join(data_root, "val")
-    names = class_names(data_root, "val")
-    pipeline = transforms.Compose(create_transforms(False, args["image_size"], mean=args["mean"], std=args["std"],
-                                                    crop_pct=args["crop_pct"]))
-    settings = {"classes": names, "image_size": args["image_size"], "transform": {k: list(v) if isinstance(v, tuple)
-                                                                              else v for k, v in args.items()}}
-    if os.path.exists(os.path.join(preprocess_path, LABELS)):
-        done = read_labels(preprocess_path)
-        if {k: done.get(k) for k in settings} != settings:
-            raise DeployError(f"{preprocess_path!r} holds inputs preprocessed with other settings; choose another "
-                             f"--preprocess_path")
-        return {"images": len(done["images"]), "classes": len(names), "reused": True}
-    os.makedirs(preprocess_path, exist_ok=True)
-    images = {}
-    for label, name in enumerate(names):
-        for file in sorted(os.listdir(os.path.join(root, name))):
-            if not file.endswith(IMAGE_EXTENSIONS):
-                continue
-            relative = os.path.join(name, file)
-            with open(os.path.join(root, relative), "rb") as handle:
-                raw = np.frombuffer(handle.read(), np.uint8)
+    Unreadable images are skipped under the same policy as training and evaluation
+    (``src/data/files.py``) and listed in ``labels.json`` under ``skipped``.
+    """
+    files = ImageFiles(data_root, "val")
+    (transform,) = create_transforms(False, args["image_size"], mean=args["mean"], std=args["std"],
+                                     crop_pct=args["crop_pct"], max_image_pixels=max_image_pixels)
+    settings = {"classes": files.classes, "image_size": args["image_size"],
+                "transform": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
+    listing = [files.relative(i) for i in range(len(files))]
+    out = os.path.abspath(preprocess_path)
+    if os.path.exists(os.path.join(out, LABELS)):
+        _check_reusable(out, settings, listing, files.folder)
+        return {"images": len(read_labels(out)["images"]), "classes": len(files.classes), "reused": True}
+    if os.path.exists(out) and (not os.path.isdir(out) or any(os.scandir(out))):
+        raise DeployError(f"{out!r} is not empty and holds no {LABELS} written by preprocess.py; nothing was changed: "
+                         f"choose a new or empty --preprocess_path")
+    reasons: Dict[int, str] = {}
+    policy = BadImagePolicy(files, max_bad_image_fraction, reasons.get)
+    images, skipped = {}, []
+    with StagedDir(out, LABELS, settings) as stage:  # labels.json is its first file; the folder appears when done
+        for index, relative in enumerate(listing):
             try:
-                tensor = pipeline(raw)
-            except RuntimeError:
-                raise DeployError(f"cannot read image {os.path.join(root, relative)!r}: it is not a decodable image "
-                                 f"file; remove or replace it") from None
+                tensor = transform(files.read(index))
+            except (OSError, UndecodableImage) as err:
+                reasons[index] = str(err) if isinstance(err, UndecodableImage) else f"cannot be read ({err})"
+                skipped.append(relative)
+                policy.add([index])
+                continue
             key = f"img_{len(images):06d}"
-            tensor[None].astype("<f4").tofile(os.path.join(preprocess_path, f"{key}.bin"))
-            images[key] = {"label": label, "file": relative}
-    with open(os.path.join(preprocess_path, LABELS), "w", encoding="utf-8") as handle:  # written last: a
-        json.dump({**settings, "images": images}, handle, indent=1)                        # complete set
-    return {"images": len(images), "classes": len(names), "reused": False}
+            tensor[None].astype("<f4").tofile(os.path.join(stage.path, f"{key}.bin"))
+            images[key] = {"label": int(files.labels[index]), "file": relative}
+        stage.write_marker({"images": images, "skipped": skipped})
+        if not stage.publish():
+            raise DeployError(f"{out!r} was filled by another process while preprocessing; choose another "
+                             "--preprocess_path")
+    policy.summary()
+    return {"images": len(images), "classes": len(files.classes), "reused": False}
+
+
+def _check_reusable(out: str, settings: dict, listing: list, folder: str) -> None:
+    """An earlier output is reused only for the same settings and the same image files."""
+    done = read_labels(out)
+    if {k: done.get(k) for k in settings} != settings:
+        raise DeployError(f"{out!r} holds inputs preprocessed with other settings; choose another "
+                         f"--preprocess_path")
+    before = sorted([item["file"] for item in done["images"].values()] + done.get("skipped", []))
+    now = sorted(listing)
+    if before != now:
+        gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
+        raise DeployError(f"{out!r} holds inputs preprocessed from other images than {folder!r} now has "
+                         f"({len(before)} files then, {len(now)} now; {len(gone)} gone, e.g. {gone[:2]}, {len(new)} "
+                         f"new, e.g. {new[:2]}); choose another --preprocess_path or move the old one away")
 
 
 def read_labels(preprocess_path: str) -> dict:

@@ -10,12 +10,15 @@ from .metrics import cross_entropy_sum, topk_correct
 
 
 def evaluate(net: nn.Cell, dataset, distributed: bool = False) -> Dict[str, float]:
-    """Run ``net`` (eval mode) over ``dataset`` (columns image, integer label)."""
+    """Run ``net`` (eval mode) over ``dataset`` (columns image, integer label; label -1 marks an
+    unreadable image, which is left out)."""
     net.set_train(False)
     totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, samples
     for images, labels in batches(dataset):
         logits = net(images).asnumpy().astype(np.float64)
         labels = labels.asnumpy().astype(np.int64)
+        keep = labels >= 0
+        logits, labels = logits[keep], labels[keep]
         hits = topk_correct(logits, labels)
         totals += (hits[1], hits[5], cross_entropy_sum(logits, labels), len(labels))
     if distributed:

@@ -1,0 +1,104 @@
+"""The application layer and its shared plumbing: one-line user errors, data preparation, checkpoint
+reading, library warnings in the run log, the plot's backend, EMA-or-model weights."""
+import importlib
+import logging
+
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+from src.app.cli import TRACEBACK_HINT, run_cli
+from src.app.config import ConfigError, load_config
+from src.weights.checkpoint import CheckpointError, load_model_weights, read_checkpoint, save_checkpoint
+
+
+def test_user_errors_are_one_line_with_the_traceback_hint(capsys, monkeypatch):
+    monkeypatch.delenv("VIG_TRACEBACK", raising=False)
+
+    def bad_config():
+        raise ConfigError("config key 'x' is wrong")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(bad_config)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: config key 'x' is wrong {TRACEBACK_HINT}" and "VIG_TRACEBACK=1" in err
+    monkeypatch.setenv("VIG_TRACEBACK", "1")
+    with pytest.raises(ConfigError):
+        run_cli(bad_config)
+
+
+def test_a_fault_keeps_its_traceback(capsys):
+    """A ValueError that is not one of the project's user errors is a bug: it is not turned into one line."""
+    def bug():
+        return int("not a number")
+
+    with pytest.raises(ValueError, match="invalid literal"):
+        run_cli(bug)
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_other_ranks_say_when_the_digits_never_come(tmp_path):
+    from src.app.builders import prepare_data
+    from src.data import DatasetError
+
+    cfg = load_config(["--arch", "vig_nano_gelu", "--set", "digits", "--data_url", str(tmp_path / "digits")])
+    with pytest.raises(DatasetError, match=r"rank 1 waited 0 s for rank 0 .*digits.json never appeared"):
+        prepare_data(cfg, rank=1, wait_seconds=0.2)
+
+
+def test_an_unreadable_checkpoint_names_mindspores_reason(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"\x00\x01 not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"cannot read .*broken.ckpt.*\(MindSpore: .+\)"):
+        read_checkpoint(str(path))
+
+
+def test_library_warnings_reach_the_run_log(tmp_path):
+    from src.engine.logger import get_logger
+
+    log = get_logger("train", str(tmp_path), rank=0)
+    logging.getLogger("src.data.dataset").warning("num_parallel_workers=8 lowered to the 2 CPUs")
+    log.info("a run line")
+    get_logger("train", str(tmp_path / "other"), rank=0)  # a second run replaces the first run's handlers
+    logging.getLogger("src.models.layers.kernels").warning("second run only")
+    text = (tmp_path / "train.log").read_text()
+    assert "lowered to the 2 CPUs" in text and "a run line" in text and "second run only" not in text
+    assert "second run only" in (tmp_path / "other" / "train.log").read_text()
+
+
+def test_plotting_leaves_the_pyplot_backend_alone(tmp_path):
+    import matplotlib
+    import src.engine.plot as plot
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        importlib.reload(plot)
+        metrics = tmp_path / "m.jsonl"
+        metrics.write_text('{"type": "step", "step": 1, "loss": 2.0, "lr": 0.1}\n'
+                           '{"type": "epoch", "epoch": 1, "top1": 50.0, "top5": 90.0}\n')
+        plot.plot_training_curves(str(metrics), str(tmp_path / "curves.png"))
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(previous)
+
+
+@pytest.mark.parametrize("recorded", [0, 1])
+def test_best_weights_are_the_recorded_ones(tmp_path, recorded):
+    """Without --use_ema, a checkpoint's recorded best (model or EMA) is loaded; an explicit choice wins."""
+    from src.models import create_model
+
+    net = create_model("vig_nano_gelu", num_classes=3, img_size=32)
+    entries = {p.name: p for p in net.get_parameters()}
+    entries.update({f"ema.{p.name}": Tensor(p.asnumpy() + 1.0) for p in net.trainable_params()})
+    entries["meta.best_is_ema"] = recorded
+    save_checkpoint(entries, str(tmp_path / "best.ckpt"))
+    target = create_model("vig_nano_gelu", num_classes=3, img_size=32)
+    stem = lambda: target.parameters_dict()["stem.convs.0.weight"].asnumpy()  # noqa: E731
+    plain = net.parameters_dict()["stem.convs.0.weight"].asnumpy()
+    assert load_model_weights(target, str(tmp_path / "best.ckpt"), use_ema=None).ema == bool(recorded)
+    np.testing.assert_array_equal(stem(), plain + 1.0 if recorded else plain)
+    assert not load_model_weights(target, str(tmp_path / "best.ckpt"), use_ema=False).ema
+    np.testing.assert_array_equal(stem(), plain)
