@@ -97,14 +97,24 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
     main = rank == 0
     return TrainJob(
         model=model, step=train_step(cfg, model, lrs), eval_net=inference_net(cfg, model_from_config(cfg)),
-        train_data=lambda epoch: (first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world)).take(
-            steps_per_epoch),
+        train_data=lambda epoch: whole_updates(first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world),
+                                               steps_per_epoch),
         val_data=eval_dataset(cfg, root, rank, world), lrs=lrs, steps_per_epoch=steps_per_epoch,
         total_epochs=cfg.epochs + cfg.cooldown_epochs, checkpoints=checkpoints, log=log,
         images_per_step=cfg.batch_size * world, world=world, with_ema=cfg.ema_decay > 0, log_every=cfg.log_every,
         eval_every=cfg.eval_every, save_every=cfg.save_every,
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
         curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None)
+
+
+def whole_updates(data, steps: int):
+    """The training pipeline cut to ``steps`` batches, so that an epoch ends with a whole update (with
+    gradient accumulation); it keeps the pipeline's bad-image policy."""
+    if data.get_dataset_size() == steps:
+        return data
+    limited = data.take(steps)
+    limited.bad_image_policy = data.bad_image_policy
+    return limited
 
 
 def log_recipe(cfg: Config, log) -> None:
