@@ -251,3 +251,16 @@ def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, i
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "top1" in (tmp_path / "evaluation_ascend" / "eval.log").read_text()
     assert np.isfinite(float(evaluated.stdout.split("loss ")[-1].split()[0]))
+
+
+def test_their_checkpoints_are_refused_with_the_reason(tmp_path):
+    import mindspore as ms
+    from src.models import create_model
+    from src.weights.checkpoint import CheckpointError, load_model_weights
+
+    path = str(tmp_path / "vig_s_patch16_224.ckpt")
+    ms.save_checkpoint([{"name": "patch_embed.conv1.weight", "data": ms.Tensor(np.zeros((3, 3, 1, 1), np.float32))},
+                        {"name": "blocks.0.grapher.fc1.0.weight", "data": ms.Tensor(np.zeros((2, 2), np.float32))}],
+                       path)
+    with pytest.raises(CheckpointError, match="MindSpore ModelZoo ViG checkpoint .* computes another function"):
+        load_model_weights(create_model("vig_nano_gelu", num_classes=3, img_size=32), path)
