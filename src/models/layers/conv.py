@@ -43,10 +43,15 @@ class Conv2d(nn.Cell):
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
 
     def set_impl(self, impl: str) -> None:
-        """Select the kernel: 'native' (ops.conv2d) or 'cpu' (unfold + matmul where that is faster)."""
+        """Select the kernel: 'native' (ops.conv2d) or 'cpu' (unfold + matmul where that is faster); grouped
+        convolutions other than depthwise ones are a matmul in both."""
         if impl not in ("native", "cpu"):
             raise ValueError(f"Conv2d impl must be 'native' or 'cpu', got {impl!r}")
-        self.use_matmul = impl == "cpu" and (self.kernel_size > 1 or self.groups > 1)
+        # MindSpore 2.x documents grouped ops.conv2d on Ascend for depthwise convolutions only (groups = in =
+        # out channels): any other grouped convolution (the graph conv's 4 groups) is the batched matmul
+        # everywhere, the same function on native MatMul kernels.
+        depthwise = self.groups == self.in_channels == self.out_channels
+        self.use_matmul = (impl == "cpu" and self.kernel_size > 1) or (self.groups > 1 and not depthwise)
 
     def construct(self, x):
         # Parameters follow the activation dtype: under mixed precision (O2/O3) MindSpore casts cell
