@@ -264,3 +264,17 @@ def test_their_checkpoints_are_refused_with_the_reason(tmp_path):
                        path)
     with pytest.raises(CheckpointError, match="MindSpore ModelZoo ViG checkpoint .* computes another function"):
         load_model_weights(create_model("vig_nano_gelu", num_classes=3, img_size=32), path)
+
+
+def test_start_epoch_begins_a_new_run_there(tmp_path, modelzoo_yaml, image_folder):
+    import train as train_entry
+    out = tmp_path / "out"
+    train_entry.main(["--vig_config", modelzoo_yaml, *TINY, "--epochs", "3", "--start_epoch", "2", "--data_url",
+                      image_folder, "--train_url", str(out), "--lr_scheduler", "constant_lr", "--warmup_length", "2",
+                      "--warmup_lr", "0", "--loss_scale", "1024", "--log_every", "1"])
+    log = (out / "train.log").read_text()
+    assert "start_epoch 2: a new run starting at epoch 3" in log and "epoch 3/3 step 1/6" in log
+    assert "epoch 1/3" not in log and "epoch 2/3" not in log
+    steps = [json.loads(line) for line in open(out / "metrics.jsonl") if '"step"' in line]
+    # the schedule continues after its warm-up: the constant base_lr x 6 / 512, not a warm-up value
+    assert steps[0]["lr"] == pytest.approx(0.002 * 6 / 512, rel=1e-5)

@@ -66,8 +66,10 @@ class GELU(nn.Cell):
 
 def set_export_mode(net: nn.Cell, file_format=None) -> None:
     """Prepare ``net`` for export in ``file_format`` (None: back to running): exported graphs use
-    MindSpore's own operators, and ONNX graphs also avoid Erf."""
+    MindSpore's own operators (convolutions as convolution operators), and ONNX graphs also avoid Erf."""
     for _, cell in net.cells_and_names():
+        if hasattr(cell, "set_export"):  # convolutions
+            cell.set_export(file_format is not None)
         if isinstance(cell, GELU):
             cell.use_erf_formula = file_format == "ONNX"
             running = cell.impl

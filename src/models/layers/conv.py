@@ -40,6 +40,7 @@ class Conv2d(nn.Cell):
         self.has_bias = bias
         # A dense 1x1 convolution is already fast on the CPU; only k > 1 or groups > 1 need the matmul form.
         self.use_matmul = False
+        self.impl = "native"
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
 
     def set_impl(self, impl: str) -> None:
@@ -52,6 +53,15 @@ class Conv2d(nn.Cell):
         # everywhere, the same function on native MatMul kernels.
         depthwise = self.groups == self.in_channels == self.out_channels
         self.use_matmul = (impl == "cpu" and self.kernel_size > 1) or (self.groups > 1 and not depthwise)
+        self.impl = impl
+
+    def set_export(self, exporting: bool) -> None:
+        """Exported graphs keep the convolution operator (grouped included: ONNX and MindSpore Lite run
+        it); back to the ``impl`` form afterwards."""
+        if exporting:
+            self.use_matmul = False
+        else:
+            self.set_impl(self.impl)
 
     def construct(self, x):
         # Parameters follow the activation dtype: under mixed precision (O2/O3) MindSpore casts cell
