@@ -25,12 +25,13 @@ def main(argv=None):
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     args = parser.parse_args(argv)
 
+    from src.models import resolve_kernel_impl
     from tools.benchmark import benchmark, format_table, machine_description
     from src.app.device import init_device
     init_device(args.device_target)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     rows = benchmark(args.arch, args.batch_size, args.image_size, modes, args.amp_level, args.runs,
-                     args.kernel_impl, args.pretrained)
+                     resolve_kernel_impl(args.kernel_impl, args.device_target), args.pretrained)
     print(f"machine: {machine_description()}")
     print(format_table(rows))
     return rows

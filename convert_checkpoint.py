@@ -1,4 +1,4 @@
-"""Convert an official PyTorch ViG checkpoint (.pth) into a MindSpore checkpoint for our models.
+"""Convert an official PyTorch ViG, SViG or GraphConvNet checkpoint (.pth) into a MindSpore checkpoint.
 
     python convert_checkpoint.py --arch pvig_s_224_gelu --src pvig_s_82.1.pth.tar --dst pvig_s.ckpt [--ema]
 
@@ -21,6 +21,9 @@ def main(argv=None) -> None:
     from src.weights.convert import convert_official_checkpoint
     info = convert_official_checkpoint(args.src, args.dst, args.arch, use_ema=args.ema, overwrite=args.overwrite)
     print(f"wrote {args.dst}: {info['tensors']} tensors, {info['num_classes']} classes, fits {args.arch}")
+    if "graph_args" in info:  # SViG: evaluate with the thresholds it was trained with
+        flags = " ".join(f"--{key} {value:g}" for key, value in info["graph_args"].items())
+        print(f"the checkpoint was trained with {flags}: evaluate it with the same")
 
 
 if __name__ == "__main__":

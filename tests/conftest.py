@@ -84,6 +84,35 @@ def image_folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("images"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """The compiled CPU kernels of the whole run go to a session folder, never to the user's cache
+    (subprocesses inherit it); they are compiled once per run."""
+    previous = os.environ.get("VIG_KERNEL_CACHE")
+    os.environ["VIG_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernel_cache"))
+    yield os.environ["VIG_KERNEL_CACHE"]
+    if previous is None:
+        del os.environ["VIG_KERNEL_CACHE"]
+    else:
+        os.environ["VIG_KERNEL_CACHE"] = previous
+
+
+@pytest.fixture
+def isolated_kernels(monkeypatch, tmp_path):
+    """A test's own empty kernel cache and a process that has loaded no kernel yet; the session's
+    kernels are used again afterwards."""
+    from src.models.layers import compiled_gelu, compiled_masked_max, compiled_topk, kernels
+    cache = tmp_path / "kernels"
+    monkeypatch.setenv("VIG_KERNEL_CACHE", str(cache))
+    monkeypatch.setattr(kernels, "_LOADED", {})
+    kernels_of_the_formulation = (compiled_gelu, compiled_topk, compiled_masked_max)
+    for compiled in kernels_of_the_formulation:
+        compiled.cache_clear()
+    yield cache
+    for compiled in kernels_of_the_formulation:
+        compiled.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def seeded():
     """Every test starts from the same MindSpore seed: initial weights and random ops are reproducible."""

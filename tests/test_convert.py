@@ -9,6 +9,7 @@ neighbour lists are compared wherever the float64 margin between candidates exce
 import os
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -19,7 +20,6 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as ref  # noqa: E402
 from src.models import PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
-from src.models.layers import set_kernel_impl  # noqa: E402
 from src.weights.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402
 from src.weights.convert import convert_official_checkpoint, select_state_dict, to_mindspore_names  # noqa: E402
 from src.weights.pth_reader import PthFormatError, read_pth  # noqa: E402
@@ -119,19 +119,20 @@ def test_every_graph_conv_at_a_non_224_size(pynative, family, conv):
     if family == "isotropic":
         official = ref.build_isotropic(channels=32, depth=3, k=4, num_classes=7, conv=conv, img_size=64)
         ks, ds = official.schedule()
-        ours = VisionGNN(32, ks, ds, num_classes=7, img_size=64, conv=conv)
+        build = partial(VisionGNN, 32, ks, ds)
     else:
         official = ref.build_pyramid(channels=(16, 32, 32, 48), depths=(1, 1, 2, 1), k=5, num_classes=7, conv=conv,
                                      img_size=64)
         ks, ds = official.schedule()
-        ours = PyramidVisionGNN((16, 32, 32, 48), (1, 1, 2, 1), ks, ds, num_classes=7, img_size=64, conv=conv)
+        build = partial(PyramidVisionGNN, (16, 32, 32, 48), (1, 1, 2, 1), ks, ds)
     official = calibrated(official, 64, seed=3)
     weights = to_mindspore_names({k: v.numpy() for k, v in official.state_dict().items()})
-    check_fits(ours, weights, "reference")
-    ms.load_param_into_net(ours, {n: ms.Parameter(Tensor(v), name=n) for n, v in weights.items()}, strict_load=True)
-    ours.set_train(False)
     for impl in ("cpu", "native"):
-        set_kernel_impl(ours, impl)
+        ours = build(num_classes=7, img_size=64, conv=conv, kernel_impl=impl)
+        check_fits(ours, weights, "reference")
+        ms.load_param_into_net(ours, {n: ms.Parameter(Tensor(v), name=n) for n, v in weights.items()},
+                               strict_load=True)
+        ours.set_train(False)
         compare_block_by_block(official, ours, ref.structured_images(2, 64, seed=5))
 
 

@@ -1,5 +1,6 @@
 """eval.py, export.py (MINDIR, AIR, ONNX) and the offline inference flow on a tiny model and folder."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ import postprocess as postprocess_entry
 import preprocess as preprocess_entry
 from src.data import DatasetError, class_names, create_transforms
 from src.models import create_model, list_models
-from src.models.layers import set_export_mode
+from src.models.layers import export_formulation
 from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
 from src.engine.metrics import cross_entropy_sum
@@ -92,14 +93,49 @@ def test_mindir_export_reloads_with_the_same_outputs(graph_mode, image_folder, c
     path = export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--file_name", str(stem),
                                        "--batch_size", "2"))  # the config's O2 is training precision only
     assert path == f"{stem}.mindir"
-    net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="native")
+    # the exported form: grouped convolutions as the convolution operator
+    net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl=export_formulation("native", "MINDIR"))
     load_model_weights(net, str(checkpoint))
     net.set_train(False)
-    set_export_mode(net, "MINDIR")  # the exported form: grouped convolutions as the convolution operator
     x = Tensor(structured_images(2, SIZE, seed=4))
     np.testing.assert_array_equal(nn.GraphCell(ms.load(path))(x).asnumpy(), net(x).asnumpy())
     with pytest.raises(ValueError, match="already exists"):  # an existing export is never replaced
         export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--file_name", str(stem)))
+
+
+RUN_MINDIR = """
+import sys
+import numpy as np
+import mindspore as ms
+ms.set_device("CPU")
+net = ms.nn.GraphCell(ms.load(sys.argv[1]))
+np.save(sys.argv[3], net(ms.Tensor(np.load(sys.argv[2]))).asnumpy())
+"""
+
+
+def test_a_cpu_mindir_needs_no_compiled_kernel(graph_mode, image_folder, checkpoint, tmp_path, isolated_kernels):
+    """A MINDIR exported from the CPU formulation holds no compiled-kernel operator: with the exporting
+    host's kernel cache deleted, a fresh process with an empty cache runs it and gets the logits of
+    the CPU-formulation model (compiled kernels included) in this process."""
+    net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="cpu")
+    load_model_weights(net, str(checkpoint))
+    net.set_train(False)
+    images = structured_images(2, SIZE, seed=4)
+    expected = net(Tensor(images)).asnumpy()
+    path = export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--kernel_impl", "cpu",
+                                       "--file_name", str(tmp_path / "cpu"), "--batch_size", "2"))
+    shutil.rmtree(isolated_kernels, ignore_errors=True)
+    with open(path, "rb") as handle:
+        graph = handle.read()
+    assert b"GeluForward" not in graph and b"TopkPositions" not in graph
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    np.save(tmp_path / "x.npy", images)
+    subprocess.run([sys.executable, "-c", RUN_MINDIR, path, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                   env=dict(os.environ, VIG_KERNEL_CACHE=str(empty)), check=True, timeout=300)
+    got = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    assert os.listdir(empty) == []
 
 
 def onnx_matches_cell(net, path, images):

@@ -7,7 +7,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from src.models.layers import (BicubicResize, DilatedKnnGraph, DyGraphConv2d, bicubic_resize_np, cap_knn,
-                               gather_rows, relative_pos_table, set_kernel_impl)
+                               cpu_formulation, formulation, gather_rows, relative_pos_table)
 from src.models.layers import NeighbourMax
 
 
@@ -101,9 +101,8 @@ def test_neighbour_gathers(pynative):
     idx = rng.integers(0, 7, (3, 4, 6)).astype(np.int32)
     expected = np.take_along_axis(table[:, None], idx[..., None], axis=2)  # (3, 4, 6, 5)
     np.testing.assert_array_equal(gather_rows(Tensor(table), Tensor(idx)).asnumpy(), expected)
-    aggregate = NeighbourMax(5)
     for impl in ("cpu", "native"):
-        set_kernel_impl(aggregate, impl)
+        aggregate = NeighbourMax(5, formulation(impl))
         np.testing.assert_array_equal(aggregate(Tensor(table), Tensor(idx)).asnumpy(), expected.max(2))
 
 
@@ -118,14 +117,12 @@ def test_neighbour_max_gradient_goes_to_the_winner(any_mode):
     expected = np.zeros_like(table)
     for b, i, c in np.ndindex(2, 5, 4):
         expected[b, idx[b, i, winner[b, i, c]], c] += weights[b, i, c]
-    aggregate = NeighbourMax(4)
 
-    def weighted(t):
-        return (aggregate(t, Tensor(idx)) * Tensor(weights)).sum()
+    def weighted_sum(aggregate):
+        return lambda t: (aggregate(t, Tensor(idx)) * Tensor(weights)).sum()
 
     for impl in ("cpu", "native"):
-        set_kernel_impl(aggregate, impl)
-        grad = ms.grad(weighted)(Tensor(table))
+        grad = ms.grad(weighted_sum(NeighbourMax(4, formulation(impl))))(Tensor(table))
         np.testing.assert_allclose(grad.asnumpy(), expected, rtol=1e-6, atol=1e-6)
 
 
@@ -160,8 +157,7 @@ def test_relative_pos_table_properties():
 def test_compiled_selection_equals_topk(any_mode, k, dilation):
     """The CPU selection kernel returns top-k + dilation slicing's indices, stochastic positions too."""
     x, y, ref = well_separated((2, 50, 8), k, dilation, seed=7 * k + dilation)
-    graph = DilatedKnnGraph(k, dilation, stochastic=True, epsilon=1.0)
-    graph.set_impl("cpu")
+    graph = DilatedKnnGraph(k, dilation, stochastic=True, epsilon=1.0, form=cpu_formulation())
     assert graph.select is not None, "the CPU kernel did not compile here"
     graph.set_train(False)
     np.testing.assert_array_equal(graph(Tensor(x), Tensor(y)).asnumpy(), ref)

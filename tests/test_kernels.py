@@ -1,13 +1,31 @@
-"""The CPU formulations compute the native kernels' function (same parameters, same results)."""
+"""The CPU formulations compute the native kernels' function (same parameters, same results), and
+the compiled-kernel cache survives every fault."""
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import Tensor, ops
 
-from src.models.layers import GELU, Conv2d, create_graph_conv, erf_by_formula, set_export_mode, set_kernel_impl
-from src.models.layers.activation import compiled_gelu
+from src.models.layers import (GELU, NATIVE, Conv2d, Formulation, compiled_gelu, compiled_topk, cpu_formulation,
+                               create_graph_conv, erf_by_formula, kernels)
+
+CPU_OPS = Formulation(cpu_ops=True)  # the CPU formulations without compiled kernels
+
+
+def same_weights(target, source):
+    """``target`` with ``source``'s parameter values (the formulations share names and shapes)."""
+    ms.load_param_into_net(target, {p.name: ms.Parameter(p.value(), name=p.name) for p in source.get_parameters()},
+                           strict_load=True)
+    return target
+
 
 CONV_CASES = [  # (in, out, kernel, stride, padding, groups, bias, size)
     (3, 8, 3, 2, 1, 1, True, 17),
@@ -27,13 +45,13 @@ def test_conv_cpu_form_matches_native(any_mode, case):
         conv.bias.set_data(Tensor(np.random.default_rng(1).standard_normal(cout).astype(np.float32)))
     x = Tensor(np.random.default_rng(0).standard_normal((2, cin, size, size)).astype(np.float32))
     kernel = ops.conv2d(x, conv.weight, conv.bias, stride, "pad", pad, 1, groups).asnumpy()  # the device kernel
-    conv.set_impl("native")
-    assert conv.use_matmul == (groups > 1)  # Ascend documents grouped conv2d for depthwise ones only
     native = conv(x).asnumpy()
-    conv.set_impl("cpu")
-    assert conv.use_matmul == (k > 1 or groups > 1)
-    fast = conv(x).asnumpy()
-    for out in (native, fast):
+    cpu = same_weights(Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias, form=CPU_OPS), conv)
+    exported = same_weights(Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias,
+                                   form=Formulation()), conv)
+    # native: grouped convolutions as a matmul (Ascend documents grouped conv2d for depthwise ones only)
+    assert conv.use_matmul == (groups > 1) and cpu.use_matmul == (k > 1 or groups > 1) and not exported.use_matmul
+    for out in (native, cpu(x).asnumpy(), exported(x).asnumpy()):
         assert out.shape == kernel.shape
         np.testing.assert_allclose(out, kernel, rtol=1e-5, atol=1e-5 * np.abs(kernel).max())
 
@@ -53,10 +71,9 @@ def test_graph_conv_forms_agree(pynative, name):
     x = Tensor(rng.standard_normal((2, 8, 12, 1)).astype(np.float32))
     keys = Tensor(rng.standard_normal((2, 6, 8)).astype(np.float32))
     idx = Tensor(rng.integers(0, 6, (2, 12, 4)).astype(np.int32))
-    set_kernel_impl(conv, "native")
     native = conv(x, keys, idx).asnumpy()
-    set_kernel_impl(conv, "cpu")
-    np.testing.assert_allclose(conv(x, keys, idx).asnumpy(), native, rtol=1e-5, atol=1e-5)
+    cpu = same_weights(create_graph_conv(name, 8, 16, cpu_formulation()), conv)
+    np.testing.assert_allclose(cpu(x, keys, idx).asnumpy(), native, rtol=1e-5, atol=1e-5)
     assert native.shape == (2, 16, 12, 1)
 
 
@@ -64,14 +81,11 @@ def test_erf_formula_and_export_gelu():
     from scipy.special import erf
     z = np.linspace(-6, 6, 2001).astype(np.float32)
     assert np.abs(erf_by_formula(Tensor(z)).asnumpy() - erf(z.astype(np.float64))).max() < 2e-6  # formula 1.5e-7 + float32 rounding
-    gelu = GELU()
     x = Tensor((z * 2).reshape(1, -1))
-    exact = gelu(x).asnumpy()
-    set_export_mode(gelu, "ONNX")
-    assert gelu.use_erf_formula
-    np.testing.assert_allclose(gelu(x).asnumpy(), exact, atol=1e-5)
-    set_export_mode(gelu, None)
-    assert gelu(x).asnumpy().tobytes() == exact.tobytes()
+    exact = GELU()(x).asnumpy()
+    onnx = GELU(Formulation(erf_formula=True))
+    assert onnx.use_erf_formula and not GELU(NATIVE).use_erf_formula
+    np.testing.assert_allclose(onnx(x).asnumpy(), exact, atol=1e-5)
 
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
@@ -86,9 +100,8 @@ def test_compiled_gelu_is_exact(any_mode):
     x64 = np.random.default_rng(0).standard_normal(100_003) * 4  # not a multiple of the vector width
     x = Tensor(x64.astype(np.float32))
     x64 = x64.astype(np.float32).astype(np.float64)
-    gelu = GELU()
-    native = gelu(x).asnumpy()
-    gelu.set_impl("cpu")
+    native = GELU()(x).asnumpy()
+    gelu = GELU(cpu_formulation())
     assert gelu.fast_gelu is not None
     fast = gelu(x).asnumpy()
     exact = 0.5 * x64 * (1 + erf(x64 / np.sqrt(2)))
@@ -100,8 +113,209 @@ def test_compiled_gelu_is_exact(any_mode):
     np.testing.assert_allclose(half.astype(np.float64), exact, atol=3e-2, rtol=1e-2)
 
 
-def test_kernels_fall_back_without_a_compiler(monkeypatch, tmp_path):
-    from src.models.layers import kernels
+def test_kernels_fall_back_without_a_compiler(isolated_kernels, monkeypatch, caplog):
+    """The CPU formulation keeps its plain-operator forms and MindSpore's kernels, with a warning."""
+    monkeypatch.setenv("CXX", str(isolated_kernels.parent / "no-such-compiler"))
+    form = cpu_formulation()
+    assert form.cpu_ops and form.gelu is None and form.topk is None and form.masked_max is None
+    assert [r.name for r in caplog.records if r.levelname == "WARNING"] == [kernels.__name__] * 3
+    assert "no C++ compiler found" in caplog.text
+
+
+# ----- the compiled-kernel cache never breaks a run: each fault falls back (or rebuilds) with a warning
+
+def warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == kernels.__name__ and r.levelname == "WARNING"]
+
+
+def fake_compiler(folder, script):
+    """A compiler stand-in running ``script`` (arguments: source -o output flags...); each call is logged."""
+    path, calls = folder / "fake-cxx", folder / "calls"
+    path.write_text(f"#!/bin/sh\necho call >> {calls}\n{script}\n")
+    path.chmod(0o755)
+    return str(path), calls
+
+
+def build_files(cache):
+    return [f for f in os.listdir(cache) if f.startswith(".vig-build")] if os.path.isdir(cache) else []
+
+
+def test_a_failing_compile_falls_back_once(isolated_kernels, monkeypatch, caplog):
+    """A full disk: the compiler cannot write its output. No temporary file stays; the second call
+    gives the same answer without compiling again."""
+    compiler, calls = fake_compiler(isolated_kernels.parent, 'printf partial > "$3"; echo "ld: final link failed: '
+                                                             'No space left on device" >&2; exit 1')
+    monkeypatch.setenv("CXX", compiler)
+    assert kernels.load("topk_cpu") is None and kernels.load("topk_cpu") is None
+    assert calls.read_text().count("call") == 1
+    assert build_files(isolated_kernels) == [] and os.listdir(isolated_kernels) == []
+    (message,) = warnings_of(caplog)
+    assert "topk_cpu falls back to MindSpore's CPU kernel" in message and "No space left on device" in message
+
+
+def test_a_hanging_compile_is_stopped(isolated_kernels, monkeypatch, caplog):
+    pid_file = isolated_kernels.parent / "pid"
+    compiler, _ = fake_compiler(isolated_kernels.parent, f'sleep 60 & echo $! > {pid_file}; wait')
+    monkeypatch.setenv("CXX", compiler)
+    monkeypatch.setattr(kernels, "COMPILE_TIMEOUT", 1.0)
+    start = time.monotonic()
+    assert kernels.load("topk_cpu") is None
+    assert time.monotonic() - start < 10
+    assert "longer than 1 s" in warnings_of(caplog)[0] and build_files(isolated_kernels) == []
+    child = int(pid_file.read_text())  # the compiler's own subprocess is stopped too
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and " Z " not in open(f"/proc/{child}/stat").read() and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}") or " Z " in open(f"/proc/{child}/stat").read()
+
+
+def test_a_later_start_removes_only_stale_temporary_files(isolated_kernels):
+    """Builds killed midway leave temporary files; only those named by the cache whose process is gone
+    (this host) or that are older than any build are removed."""
+    host = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    isolated_kernels.mkdir()
+    files = {f".vig-build.{dead.pid}.{host}.abc123_x.so": False,          # killed build on this host
+             f".vig-build.{os.getpid()}.{host}.def456_y.so": True,         # a build still running
+             f".vig-build.{dead.pid}.another-host.ghi789_z.so": True,      # another host's, recent
+             f".vig-build.{dead.pid}.another-host.jkl012_w.so": False,     # another host's, old
+             ".vig-build.notes.txt": True, "mine.so.tmp": True}            # not the cache's
+    for name in files:
+        (isolated_kernels / name).write_bytes(b"partial")
+    day_ago = time.time() - 86400
+    for name in (".vig-build.notes.txt", "mine.so.tmp", f".vig-build.{dead.pid}.another-host.jkl012_w.so"):
+        os.utime(isolated_kernels / name, (day_ago, day_ago))
+    assert kernels.load("topk_cpu") is not None
+    left = set(os.listdir(isolated_kernels))
+    assert {name for name, kept in files.items() if kept} <= left
+    assert not {name for name, kept in files.items() if not kept} & left
+
+
+@needs_compiler
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other library"])
+def test_a_damaged_library_is_rebuilt(isolated_kernels, caplog, damage):
+    path = kernels.library_path("topk_cpu", kernels._compiler())
+    os.makedirs(isolated_kernels, exist_ok=True)
+    if damage == "other library":  # a loadable library without the kernel's symbol
+        content = open(kernels.load("gelu_cpu"), "rb").read()
+    else:
+        good = kernels.load("topk_cpu")
+        content = open(good, "rb").read()
+        content = content[:len(content) // 2] if damage == "truncated" else b"not a library" * 100
+        kernels._LOADED.clear()
+    with open(path, "wb") as handle:
+        handle.write(content)
+    assert kernels.load("topk_cpu") == path and kernels.load("topk_cpu") == path
+    assert kernels.library_problem(path, kernels.SYMBOLS["topk_cpu"]) is None
+    reason = {"truncated": "", "garbage": "invalid ELF header", "other library": "undefined symbol: TopkPositions"}
+    (message,) = warnings_of(caplog)
+    assert "is unusable" in message and reason[damage] in message and "rebuilding it" in message
+
+
+def test_a_damaged_library_that_cannot_be_rebuilt_falls_back(isolated_kernels, monkeypatch, caplog):
+    compiler, _ = fake_compiler(isolated_kernels.parent, "exit 1")
+    monkeypatch.setenv("CXX", compiler)
+    os.makedirs(isolated_kernels)
+    path = kernels.library_path("topk_cpu", compiler)
+    open(path, "wb").write(b"not a library")
+    assert kernels.load("topk_cpu") is None and kernels.load("topk_cpu") is None
+    assert len(warnings_of(caplog)) == 2 and "falls back" in warnings_of(caplog)[1]
+
+
+LOAD_TWICE = """
+import importlib.util, json, logging, sys
+logging.basicConfig(format="%(levelname)s %(message)s")
+spec = importlib.util.spec_from_file_location("kernels", sys.argv[1])
+kernels = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kernels)
+print(json.dumps([kernels.load("topk_cpu"), kernels.load("topk_cpu")]))
+"""
+
+
+def reachable_by_all(path):
+    """Whether every user may run ``path`` (it and every folder above it executable by others)."""
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        if path == os.path.dirname(path):
+            return True
+        path = os.path.dirname(path)
+
+
+@pytest.fixture
+def shared_cache(monkeypatch):
+    """A kernel cache, and a copy of the kernels module, that another user can reach (pytest's
+    temporary folders may be private); yields (cache folder, function loading twice as another user)."""
+    python = next((p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3")
+                   if os.path.exists(p) and reachable_by_all(p)), None)
+    if python is None:
+        pytest.skip("no Python interpreter that another user may run")
+    folder = tempfile.mkdtemp(prefix="vig-shared-cache-")
+    os.chmod(folder, 0o755)
+    module = shutil.copytree(os.path.dirname(kernels.__file__), os.path.join(folder, "kernels"),
+                             ignore=shutil.ignore_patterns("__pycache__"))
+    cache = os.path.join(folder, "cache")
+    os.mkdir(cache, 0o755)
+    monkeypatch.setenv("VIG_KERNEL_CACHE", cache)
     monkeypatch.setattr(kernels, "_LOADED", {})
-    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    assert kernels.load("gelu_cpu") is None
+
+    def load_as_another_user():
+        """``load`` twice in a process of another user (nobody, when the tests run as root)."""
+        env = {"PATH": os.environ["PATH"], "VIG_KERNEL_CACHE": cache, "HOME": "/nonexistent"}
+        done = subprocess.run([python, "-c", LOAD_TWICE, os.path.join(module, "__init__.py")], env=env, cwd="/",
+                              timeout=120, capture_output=True, text=True,
+                              user=65534 if os.geteuid() == 0 else None)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout), done.stderr
+
+    yield cache, load_as_another_user
+    os.chmod(cache, 0o755)
+    shutil.rmtree(folder)
+
+
+@needs_compiler
+def test_a_shared_cache_serves_another_user(shared_cache):
+    cache, load_as_another_user = shared_cache
+    path = kernels.load("topk_cpu")
+    assert os.stat(path).st_mode & 0o777 == 0o644 and build_files(cache) == []  # mkstemp's 0600 is widened
+    assert load_as_another_user() == ([path, path], "")
+
+
+@needs_compiler
+def test_an_unwritable_cache_or_unreadable_library_falls_back(shared_cache):
+    cache, load_as_another_user = shared_cache
+    os.chmod(cache, 0o555)
+    loaded, log = load_as_another_user()
+    assert loaded == [None, None]
+    assert log.count("WARNING") == 1 and "cannot write to the kernel cache" in log
+    os.chmod(cache, 0o755)
+    path = kernels.load("topk_cpu")
+    os.chmod(path, 0)
+    os.chmod(cache, 0o555)
+    loaded, log = load_as_another_user()
+    assert loaded == [None, None]
+    assert "is unusable (cannot read it: Permission denied)" in log and "falls back" in log
+
+
+@needs_compiler
+@pytest.mark.parametrize("k,dilation", [(5, 1), (4, 3)])
+def test_compiled_topk_ties_take_the_earlier_index(any_mode, k, dilation):
+    """Exactly equal scores: the compiled selection takes the earlier index first (a stable sort),
+    and its neighbours are as near as those of the native ops.topk path, which orders ties its own way."""
+    from src.models.layers import DilatedKnnGraph
+    op = compiled_topk()
+    assert op is not None, "the CPU kernel did not compile here"
+    scores = np.random.default_rng(k).integers(-3, 1, (2, 40, 50)).astype(np.float32)  # many ties per row
+    positions = np.arange(0, k * dilation, dilation, dtype=np.int32)
+    got = op(Tensor(scores), Tensor(positions)).asnumpy()
+    np.testing.assert_array_equal(got, np.argsort(-scores, axis=-1, kind="stable")[..., positions])
+    _, native = ms.ops.topk(Tensor(scores), k * dilation, sorted=True)
+    native = native.asnumpy()[..., positions]
+    np.testing.assert_array_equal(np.take_along_axis(scores, got, -1), np.take_along_axis(scores, native, -1))
+    # a graph of identical nodes: every distance ties, and the graph is the first k * d nodes
+    graph = DilatedKnnGraph(k, dilation, form=cpu_formulation())
+    same = Tensor(np.ones((1, 30, 8), np.float32))
+    np.testing.assert_array_equal(graph(same, same).asnumpy(), np.broadcast_to(positions, (1, 30, k)))

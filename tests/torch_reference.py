@@ -29,6 +29,19 @@ Dilation schedules (construction time) follow the official rules with N the node
 ``d_idx = max(1, min(idx // 4 + 1, N_last // k))`` with a global block index. At 224 these equal
 the official lists (``OFFICIAL_SCHEDULES``).
 
+Other families built from the same pieces (``build_svig``, ``build_graphconvnet``):
+
+* SViG (github IsmaelElsharkawi/SViG, ``gcn_lib/torch_edge.py`` and ``torch_vertex.py``):
+  ViG-Ti whose Grapher (``ThresholdGrapher``) builds the similarity-thresholded graph and
+  aggregates over it exactly as the official code does: an edge list from ``nonzero`` of the
+  adjacency and a scatter max, empty segments 0. The official aggregate is cast to float16 (its
+  training used AMP); here it keeps the input dtype.
+* GraphConvNet (github yuan0038/GraphConvNet, ``models/GraphConvNet.py``): every block is
+  ``GraphConvBlock`` (grapher, FFN, res_block = ResNet bottleneck without its final ReLU, bn); in
+  the pyramid each block is wrapped in a one-element sequence (keys ``backbone.I.0.*``). For
+  inputs other than 224 the official code resizes ``pos_embed`` by a scale factor; here, as for
+  ViG, to the stem output's size (identical at 224).
+
 Teacher forcing: ``model.forward_stem(images)``, ``model.forward_entry(i, x)``,
 ``model.forward_head(x)``, ``model.trace(images)``; kNN indices: ``Grapher.neighbours(x)`` or
 ``model.neighbours(i, x)`` (after dilation, shape (B, N, k)). Near-ties: float32 kNN has
@@ -51,7 +64,8 @@ __all__ = [
     "OFFICIAL_CONFIGS", "OFFICIAL_SCHEDULES", "IsotropicViG", "PyramidViG", "Grapher", "FFN",
     "build_isotropic", "build_pyramid", "build_official", "isotropic_schedule", "pyramid_schedule",
     "capped_k_dilation", "relative_pos_table", "knn_indices", "calibrate_", "structured_images",
-    "mindspore_param_dict", "count_params",
+    "mindspore_param_dict", "count_params", "ThresholdGrapher", "GraphConvBlock", "Bottleneck",
+    "GRAPHCONVNET_CONFIGS", "build_svig", "build_graphconvnet", "threshold_probabilities", "threshold_z",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -419,6 +433,158 @@ def _head(c_in: int, num_classes: int, drop_rate: float) -> nn.Sequential:
 
 
 # --------------------------------------------------------------------------------------------
+# SViG: the similarity-thresholded graph (variants.md §1)
+# --------------------------------------------------------------------------------------------
+
+def threshold_probabilities(start: float, dec: float, depth: int) -> list[float]:
+    """Per-block probabilities: ``start``, then ``dec`` subtracted once per block (official loop)."""
+    out, current = [], start
+    for _ in range(depth):
+        out.append(current)
+        current = current - dec
+    return out
+
+
+def threshold_z(probability: float) -> float:
+    """The official ``norm.ppf(p)``, with p <= 0 forced to -inf (p >= 1 gives inf or nan: no edges)."""
+    from scipy.stats import norm  # the official code's function
+
+    if probability <= 0:
+        return float("-inf")
+    return float(norm.ppf(probability))
+
+
+def threshold_adjacency(h: Tensor, probability: float) -> Tensor:
+    """The official ``select_neighbors`` on the fc1 output h (B, C, H, W): (B, N, N) bool.
+
+    L2-normalised nodes, d = |x|^2 - 2 x.x + |x|^2, s = -d z-scored per image over all N x N
+    entries (unbiased std), edge where s' > Phi^-1(p) (compared in the tensor's dtype).
+    """
+    with torch.no_grad():
+        b, c = h.shape[:2]
+        x = F.normalize(h.reshape(b, c, -1, 1), p=2.0, dim=1).transpose(2, 1).squeeze(-1)
+        inner = -2 * torch.matmul(x, x.transpose(2, 1))
+        square = torch.sum(torch.mul(x, x), dim=-1, keepdim=True)
+        similarity = -(square + inner + square.transpose(2, 1))
+        mean = torch.mean(similarity, (1, 2), keepdim=True)
+        std = torch.std(similarity, (1, 2), keepdim=True)
+        return (similarity - mean) / std > threshold_z(probability)
+
+
+class ThresholdMaxRelativeConv(nn.Module):
+    """The official SViG ``MRConv2d``: scatter max of x_j - x_i over an edge list, then as 'mr'."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.nn = _basic_conv(2 * c_in, c_out)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        b, c, n, _ = x.shape
+        flat = x.squeeze(-1).permute(1, 0, 2).reshape(c, -1).permute(1, 0)  # (B*N, C), row b*N + i
+        rel = flat[edge_index[1]] - flat[edge_index[0]]
+        index = edge_index[0].unsqueeze(-1).expand_as(rel)
+        agg = torch.zeros_like(flat).scatter_reduce(0, index, rel, "amax", include_self=False)
+        agg = agg.reshape(b, n, c).permute(0, 2, 1).unsqueeze(3)
+        return self.nn(torch.cat([x.unsqueeze(2), agg.unsqueeze(2)], dim=2).reshape(b, 2 * c, n, 1))
+
+
+class _ThresholdGraphConv(nn.Module):
+    """Container giving the official key prefix ``graph_conv.gconv``."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.gconv = ThresholdMaxRelativeConv(c_in, c_out)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.gconv(x, edge_index)
+
+
+class ThresholdGrapher(nn.Module):
+    """SViG's Grapher: fc1 -> threshold graph -> edge list + scatter max -> fc2, drop path, residual."""
+
+    def __init__(self, channels: int, probability: float, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.probability = probability
+        self.fc1 = _conv_bn(channels, channels)
+        self.graph_conv = _ThresholdGraphConv(channels, 2 * channels)
+        self.fc2 = _conv_bn(2 * channels, channels)
+        self.drop_path = _drop_path(drop_path)
+
+    def neighbours(self, x: Tensor) -> Tensor:
+        """The adjacency (B, N, N) this block builds for input x (row i: the neighbours of node i)."""
+        with torch.no_grad():
+            return threshold_adjacency(self.fc1(x), self.probability)
+
+    def neighbour_margin(self, x: Tensor, set_only: bool = False) -> Tensor:
+        """Per node, the float64 distance of its row's z-scored similarities to the threshold (B, N).
+
+        A node whose margin is below the numerical error of a comparison may legitimately get
+        another neighbour set in another implementation. (``set_only`` is accepted for the kNN
+        interface; here the set is all there is.)
+        """
+        with torch.no_grad():
+            h = self.fc1(x).double()
+            b, c = h.shape[:2]
+            nodes = F.normalize(h.reshape(b, c, -1), p=2.0, dim=1).transpose(1, 2)
+            similarity = 2 * nodes @ nodes.transpose(1, 2) - 2
+            flat = similarity.reshape(b, -1)
+            z = (similarity - flat.mean(1).view(b, 1, 1)) / flat.std(1).view(b, 1, 1)
+            return (z - threshold_z(self.probability)).abs().min(dim=-1)[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc1(x)
+        b, c, height, width = h.shape
+        n = height * width
+        edges = torch.nonzero(threshold_adjacency(h, self.probability))  # (E, 3): b, i, j
+        edge_index = torch.stack((edges[:, 0] * n + edges[:, 1], edges[:, 0] * n + edges[:, 2]))
+        out = self.graph_conv(h.reshape(b, c, -1, 1).contiguous(), edge_index)
+        out = self.fc2(out.reshape(b, -1, height, width).contiguous())
+        return self.drop_path(out) + x
+
+
+# --------------------------------------------------------------------------------------------
+# GraphConvNet block (variants.md §2)
+# --------------------------------------------------------------------------------------------
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet bottleneck (stride 1, no downsample) without the final ReLU."""
+
+    def __init__(self, inplanes: int, planes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return out + x
+
+
+class GraphConvBlock(nn.Module):
+    """GraphConvNet's ``Block``: bn(res_block(FFN(grapher(x))) + x)."""
+
+    def __init__(self, grapher: nn.Module, channels: int, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.grapher = grapher
+        self.FFN = FFN(channels, 4 * channels, drop_path)
+        self.res_block = Bottleneck(channels, channels // 4)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.res_block(self.FFN(self.grapher(x))) + x)
+
+
+def _pyramid_graphconv_block(grapher: nn.Module, channels: int, drop_path: float) -> nn.Sequential:
+    return nn.Sequential(GraphConvBlock(grapher, channels, drop_path))
+
+
+# --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------
 
@@ -481,8 +647,8 @@ class _ViG(nn.Module):
         return [i for i, e in enumerate(self.backbone) if not isinstance(e, Downsample)]
 
     def grapher(self, i: int) -> Grapher:
-        """The Grapher of backbone entry i."""
-        return self.backbone[i][0]
+        """The Grapher of backbone entry i (a Grapher or ThresholdGrapher, wherever the block holds it)."""
+        return next(m for m in self.backbone[i].modules() if isinstance(m, (Grapher, ThresholdGrapher)))
 
     def neighbours(self, i: int, x: Tensor) -> Tensor:
         """kNN indices (B, N, k) of entry i's Grapher for the entry input x."""
@@ -500,7 +666,7 @@ class _ViG(nn.Module):
             x = model.forward_stem(images.double())
             for i, entry in enumerate(model.backbone):
                 if not isinstance(entry, Downsample):
-                    out[i] = entry[0].neighbour_margin(x, set_only)
+                    out[i] = model.grapher(i).neighbour_margin(x, set_only)
                 x = entry(x)
         return out
 
@@ -510,22 +676,35 @@ class _ViG(nn.Module):
         return [g.k for g in gs], [g.dilation for g in gs]
 
 
+def _vig_block(grapher: nn.Module, channels: int, drop_path: float) -> nn.Sequential:
+    """ViG's backbone entry: (Grapher, FFN), keys ``.0`` and ``.1``."""
+    return nn.Sequential(grapher, FFN(channels, 4 * channels, drop_path))
+
+
 class IsotropicViG(_ViG):
-    """Isotropic ViG (vig.py): stem to C x H/16 x W/16, depth x (Grapher, FFN), head."""
+    """Isotropic ViG (vig.py): stem to C x H/16 x W/16, depth x (Grapher, FFN), head.
+
+    ``thresholds`` (per-block probabilities) replaces the kNN Graphers by ``ThresholdGrapher``s
+    (SViG); ``block(grapher, channels, drop_path)`` builds each entry (GraphConvNet).
+    """
 
     def __init__(self, channels: int, ks: Sequence[int], dilations: Sequence[int],
                  num_classes: int = 1000, conv: str = "mr", drop_path_rate: float = 0.0,
-                 drop_rate: float = 0.0) -> None:
+                 drop_rate: float = 0.0, block=_vig_block,
+                 thresholds: Sequence[float] | None = None) -> None:
         super().__init__()
-        depth = len(ks)
+        depth = len(ks) if thresholds is None else len(thresholds)
         dpr = _drop_path_rates(drop_path_rate, depth)
         self.n_blocks = depth
         self.stem = Stem([3, channels // 8, channels // 4, channels // 2, channels])
         self.pos_embed = nn.Parameter(torch.zeros(1, channels, 14, 14))
-        self.backbone = nn.Sequential(*[
-            nn.Sequential(Grapher(channels, ks[i], dilations[i], conv, 1, 196, dpr[i]),
-                          FFN(channels, 4 * channels, dpr[i]))
-            for i in range(depth)])
+
+        def grapher(i: int) -> nn.Module:
+            if thresholds is not None:
+                return ThresholdGrapher(channels, thresholds[i], dpr[i])
+            return Grapher(channels, ks[i], dilations[i], conv, 1, 196, dpr[i])
+
+        self.backbone = nn.Sequential(*[block(grapher(i), channels, dpr[i]) for i in range(depth)])
         self.prediction = _head(channels, num_classes, drop_rate)
         self._init_weights()
 
@@ -535,7 +714,8 @@ class PyramidViG(_ViG):
 
     def __init__(self, channels: Sequence[int], depths: Sequence[int], ks: Sequence[int],
                  dilations: Sequence[int], reduce_ratios: Sequence[int] = (4, 2, 1, 1),
-                 num_classes: int = 1000, conv: str = "mr", drop_path_rate: float = 0.0) -> None:
+                 num_classes: int = 1000, conv: str = "mr", drop_path_rate: float = 0.0,
+                 block=_vig_block) -> None:
         super().__init__()
         total = int(sum(depths))
         dpr = _drop_path_rates(drop_path_rate, total)
@@ -549,10 +729,9 @@ class PyramidViG(_ViG):
                 entries.append(Downsample(channels[s - 1], c))
                 n224 //= 4
             for _ in range(depth):
-                entries.append(nn.Sequential(
+                entries.append(block(
                     Grapher(c, ks[idx], dilations[idx], conv, reduce_ratios[s], n224, dpr[idx],
-                            relative_pos=True),
-                    FFN(c, 4 * c, dpr[idx])))
+                            relative_pos=True), c, dpr[idx]))
                 idx += 1
         self.backbone = nn.Sequential(*entries)
         self.prediction = _head(channels[-1], num_classes, 0.0)
@@ -601,6 +780,31 @@ def build_official(name: str, num_classes: int = 1000, drop_path_rate: float = 0
         return IsotropicViG(cfg["channels"], ks, ds, num_classes, "mr", drop_path_rate, drop_rate)
     return PyramidViG(cfg["channels"], cfg["depths"], ks, ds, (4, 2, 1, 1), num_classes, "mr",
                       drop_path_rate)
+
+
+GRAPHCONVNET_CONFIGS: dict[str, str] = {  # GraphConvNet variant -> the ViG variant it extends
+    "graphconvnet_ti": "vig_ti_224_gelu",
+    "graphconvnet_s": "vig_s_224_gelu",
+    "pgraphconvnet_ti": "pvig_ti_224_gelu",
+    "pgraphconvnet_s": "pvig_s_224_gelu",
+}
+
+
+def build_graphconvnet(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0) -> IsotropicViG | PyramidViG:
+    """One of the four official GraphConvNet variants (the official factories fix drop path at 0)."""
+    base = GRAPHCONVNET_CONFIGS[name]
+    cfg, (ks, ds) = OFFICIAL_CONFIGS[base], OFFICIAL_SCHEDULES[base]
+    if cfg["kind"] == "isotropic":
+        return IsotropicViG(cfg["channels"], ks, ds, num_classes, "mr", drop_path_rate, 0.0, block=GraphConvBlock)
+    return PyramidViG(cfg["channels"], cfg["depths"], ks, ds, (4, 2, 1, 1), num_classes, "mr", drop_path_rate,
+                      block=_pyramid_graphconv_block)
+
+
+def build_svig(start_thresh: float = 0.89, dec: float = 0.03, num_classes: int = 1000, channels: int = 192,
+               depth: int = 12, drop_path_rate: float = 0.0, drop_rate: float = 0.0) -> IsotropicViG:
+    """SViG (official: ViG-Ti, 192 channels, 12 blocks); p_i = start_thresh - dec * i."""
+    return IsotropicViG(channels, [], [], num_classes, "mr", drop_path_rate, drop_rate,
+                        thresholds=threshold_probabilities(start_thresh, dec, depth))
 
 
 # --------------------------------------------------------------------------------------------

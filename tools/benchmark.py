@@ -65,8 +65,9 @@ def graph_part_seconds(net: nn.Cell, images: np.ndarray, with_grad: bool, runs: 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = net.embed(Tensor(images))
     for entry in net.backbone:
-        if isinstance(entry, nn.SequentialCell) and isinstance(entry[0], Grapher):
-            inputs.append((entry[0], entry[0].fc1(x)))
+        grapher = next((cell for _, cell in entry.cells_and_names() if isinstance(cell, Grapher)), None)
+        if grapher is not None:  # wherever the family's block holds it; its input is the entry's input
+            inputs.append((grapher, grapher.fc1(x)))
         x = entry(x)
     ms.set_context(mode=mode)
     total = 0.0
@@ -77,7 +78,7 @@ def graph_part_seconds(net: nn.Cell, images: np.ndarray, with_grad: bool, runs: 
 
 
 def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
-              amp_level: str = "O0", runs: int = 10, kernel_impl: str = "auto", pretrained: str = None,
+              amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
               warmup: int = 4, num_classes: int = 1000) -> List[Dict[str, float]]:
     """Measure ``arch`` and return one result row per mode."""
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)

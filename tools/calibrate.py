@@ -67,7 +67,8 @@ def calibrate(net: nn.Cell, images: np.ndarray, seed: int = 0) -> nn.Cell:
 
 def knn_margins(net: nn.Cell, images: np.ndarray) -> list:
     """Per Grapher (in order), each node's smallest float64 gap between adjacent ranked candidate
-    distances that decides its neighbour list, shape (B, N).
+    distances that decides its neighbour list, shape (B, N); for a similarity-threshold graph (SViG),
+    the smallest distance of the node's z-scored similarities to the threshold.
 
     Two float32 implementations (another runtime, another GEMM) can only disagree on a node's
     neighbours when this gap is near float32 rounding; comparisons pick inputs whose gaps are
@@ -82,8 +83,8 @@ def knn_margins(net: nn.Cell, images: np.ndarray) -> list:
     try:
         x = net.embed(Tensor(images))
         for entry in net.backbone:
-            grapher = entry[0] if isinstance(entry, nn.SequentialCell) else None
-            if isinstance(grapher, Grapher):
+            grapher = next((cell for _, cell in entry.cells_and_names() if isinstance(cell, Grapher)), None)
+            if grapher is not None:  # wherever the family's block holds it; its input is the entry's input
                 margins.append(_grapher_margin(grapher, x))
             x = entry(x)
     finally:
@@ -100,6 +101,10 @@ def _grapher_margin(grapher, x) -> np.ndarray:
     table = grapher.position_bias()
     if table is not None:
         dist = dist + table.asnumpy().astype(np.float64)
+    if grapher.threshold is not None:
+        flat = dist.reshape(dist.shape[0], -1)
+        z = (flat.mean(1)[:, None, None] - dist) / flat.std(1, ddof=1)[:, None, None]  # similarity = -distance
+        return np.abs(z - grapher.graph_conv.dilated_knn_graph.z).min(-1)
     k, d = grapher.k, grapher.dilation
     ranked = np.sort(dist, axis=-1)[..., :min((k - 1) * d + 2, dist.shape[-1])]
     t = np.arange(ranked.shape[-1] - 1)

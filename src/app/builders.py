@@ -10,8 +10,7 @@ from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
 from ..engine.train_step import build_train_step, create_loss_scale, mixed_precision
-from ..models import create_model, model_cfg
-from ..models.layers.conv import resolve_kernel_impl
+from ..models import create_model, model_cfg, resolve_kernel_impl
 
 DIGITS_WAIT_SECONDS = 600
 
@@ -43,15 +42,34 @@ def kernel_impl(cfg: Config) -> str:
     return resolve_kernel_impl(cfg.kernel_impl, cfg.device_target)
 
 
-def model_from_config(cfg: Config, training: bool = False, impl: str = None) -> nn.Cell:
-    """The configured model; drop path and dropout only when ``training``."""
+def graph_options(cfg: Config) -> dict:
+    """The graph options set in ``cfg``, as model arguments; the model keeps its own for the others.
+
+    A kNN model takes conv, k, use_stochastic, epsilon; a similarity-threshold model (SViG) takes conv,
+    start_thresh, dec. Setting one the model does not take is an error.
+    """
+    given = {"conv": ("conv", cfg.conv), "k": ("k", cfg.k), "use_stochastic": ("stochastic", cfg.use_stochastic),
+             "epsilon": ("epsilon", cfg.epsilon), "start_thresh": ("start_thresh", cfg.start_thresh),
+             "dec": ("dec", cfg.dec)}
+    graph = model_cfg(cfg.arch)["graph"]
+    taken = ("conv", "k", "use_stochastic", "epsilon") if graph == "knn" else ("conv", "start_thresh", "dec")
+    stray = [key for key, (_, value) in given.items() if value is not None and key not in taken]
+    if stray:
+        raise ConfigError(f"{cfg.arch} builds a {'kNN' if graph == 'knn' else 'similarity-threshold'} graph, which "
+                          f"does not take {', '.join(stray)}; its graph options are {', '.join(taken)}")
+    return {name: value for key, (name, value) in given.items() if value is not None}
+
+
+def model_from_config(cfg: Config, training: bool = False, impl=None) -> nn.Cell:
+    """The configured model; drop path and dropout only when ``training``. ``impl`` (a kernel_impl name
+    or a Formulation) overrides the configured formulation."""
     if cfg.mlp_ratio != 4.0:
         raise ConfigError(f"mlp_ratio {cfg.mlp_ratio} cannot be honoured: the ViG architectures (official and "
                           f"ModelZoo alike) fix the FFN ratio at 4, another ratio is another architecture")
     return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size, in_channels=cfg.in_channel,
                         drop_rate=cfg.drop_rate if training else 0.0,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,
-                        kernel_impl=impl or kernel_impl(cfg))
+                        kernel_impl=impl or kernel_impl(cfg), **graph_options(cfg))
 
 
 def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:

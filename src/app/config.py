@@ -27,7 +27,8 @@ from ..engine.optim import OPTIMIZERS
 from ..engine.schedule import COSINE_STYLES, SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
-from ..models.layers.conv import KERNEL_IMPLS
+from ..models import KERNEL_IMPLS
+from ..models.layers import GRAPH_CONVS
 from .device import DEVICE_TARGETS
 
 
@@ -118,6 +119,11 @@ def in_range(low, high, high_open: bool = False, low_open: bool = False) -> Call
     return check
 
 
+def one_of(names) -> Callable[[Any], Optional[str]]:
+    """A choice that may also be left unset (None)."""
+    return lambda v: None if v is None or v in names else f"is not one of {sorted(names)}"
+
+
 def each(check: Callable, count: int) -> Callable[[Any], Optional[str]]:
     def run(values):
         if len(values) != count:
@@ -133,6 +139,7 @@ class Option:
     help: str
     choices: Optional[Tuple] = None
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns a problem, or None when the value is fine
+    flags: Tuple[str, ...] = ()  # other command-line spellings (the official or ModelZoo ones)
     origin: str = "project default"  # where the default comes from (the ModelZoo file that sets it, or this project)
 
 
@@ -150,7 +157,7 @@ _str = str
 POSITIVE, NON_NEGATIVE, PROBABILITY = at_least(1), at_least(0), in_range(0.0, 1.0)
 OPTIONS: Dict[str, Option] = {
     # ----- model
-    "arch": Option(None, _str, "registered model name, e.g. vig_ti_224_gelu (see src/models)"),
+    "arch": Option(None, _str, "registered model name, e.g. vig_ti_224_gelu (see src/models)", flags=("-a",)),
     "num_classes": Option(1000, _int, "number of classes", check=POSITIVE, origin=MZ_YAML),
     "in_channel": Option(3, _int, "input channels of the model (the image pipeline decodes RGB: 3)", check=POSITIVE,
                          origin=MZ_ARGS),
@@ -161,7 +168,8 @@ OPTIONS: Dict[str, Option] = {
                              check=in_range(0.0, 1.0, high_open=True), origin=MZ_YAML),
     "drop_rate": Option(0.0, _float, "dropout before the classifier's last layer",
                         check=in_range(0.0, 1.0, high_open=True)),
-    "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere", KERNEL_IMPLS),
+    "kernel_impl": Option("auto", _str, "auto: CPU formulations on CPU, native kernels elsewhere",
+                          ("auto",) + KERNEL_IMPLS),
     "pretrained": Option(None, _optional(str), "checkpoint to start from (train) or to evaluate/export"),
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
                                               "(false); null: the weights the checkpoint records as its best"),
@@ -172,6 +180,18 @@ OPTIONS: Dict[str, Option] = {
                    check=each(in_range(0.0, 1.0), 3), origin=MZ_DATA),
     "std": Option(IMAGENET_STD, _floats, "per-channel std of the input normalisation (training and evaluation)",
                   check=each(in_range(0.0, 1.0, low_open=True), 3), origin=MZ_DATA),
+    # ----- graph options (official names; null: the model's own setting)
+    "conv": Option(None, _optional(str), "graph convolution: mr (max-relative), edge, sage or gin (null: mr)",
+                   check=one_of(GRAPH_CONVS)),
+    "k": Option(None, _optional(_int), "kNN models: base neighbour count; isotropic models grow it to 2k over the "
+                                       "blocks, pyramid models keep it (null: 9)", check=POSITIVE),
+    "use_stochastic": Option(None, _optional(_bool), "kNN models: stochastic dilation in training (null: off)"),
+    "epsilon": Option(None, _optional(_float), "kNN models: with use_stochastic, the probability of random instead "
+                                               "of dilated neighbours per forward (null: 0.2)", check=PROBABILITY),
+    "start_thresh": Option(None, _optional(_float), "SViG: edge probability threshold of the first block (null: "
+                                                    "0.89)", flags=("--start-thresh",)),
+    "dec": Option(None, _optional(_float), "SViG: decrement of the edge probability threshold per block (null: "
+                                           "0.03)"),
     # ----- data
     "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders"),
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
@@ -180,7 +200,7 @@ OPTIONS: Dict[str, Option] = {
     "batch_size": Option(16, _int, "batch size per device (per micro-batch with accumulation_step)", check=POSITIVE,
                          origin=MZ_YAML),
     "num_parallel_workers": Option(8, _int, "data-loading worker processes per device", check=POSITIVE,
-                                   origin=MZ_YAML),
+                                   origin=MZ_YAML, flags=("-j",)),
     "interpolation": Option("bicubic", _str, "training resize interpolation", TRAIN_INTERPOLATIONS, origin=MZ_YAML),
     "crop_scale": Option((0.08, 1.0), _floats, "area range of the random resized crop",
                          check=each(in_range(0.0, 1.0, low_open=True), 2), origin=MZ_DATA),
@@ -211,7 +231,8 @@ OPTIONS: Dict[str, Option] = {
     # ----- optimisation
     "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", OPTIMIZERS, origin=MZ_YAML),
     "base_lr": Option(2e-3, _float, "peak learning rate (for a total batch of lr_batch_size)",
-                      check=in_range(0.0, math.inf, low_open=True), origin=MZ_YAML),
+                      check=in_range(0.0, math.inf, low_open=True), origin=MZ_YAML,
+                      flags=("--lr", "--learning_rate")),
     "lr_batch_size": Option(512, _optional(_int), "total batch (batch_size x devices x accumulation_step) the "
                                                   "schedule is written for: base_lr, warmup_lr and min_lr are "
                                                   "scaled by total / lr_batch_size (null: no scaling)",
@@ -232,7 +253,7 @@ OPTIONS: Dict[str, Option] = {
                           check=NON_NEGATIVE, origin=MZ_ARGS),
     "cooldown_epochs": Option(0, _int, "epochs at min_lr after the schedule", check=NON_NEGATIVE, origin=MZ_NONE),
     "weight_decay": Option(0.05, _float, "decoupled weight decay (AdamW) / L2 (SGD); none on 1-D and position "
-                                         "parameters", check=NON_NEGATIVE, origin=MZ_YAML),
+                                         "parameters", check=NON_NEGATIVE, origin=MZ_YAML, flags=("--wd",)),
     "beta": Option((0.9, 0.999), _floats, "AdamW betas", check=each(in_range(0.0, 1.0, high_open=True), 2),
                    origin=MZ_YAML),
     "eps": Option(1e-8, _float, "AdamW epsilon", check=in_range(0.0, math.inf, low_open=True), origin=MZ_ARGS),
@@ -259,7 +280,7 @@ OPTIONS: Dict[str, Option] = {
     "resume": Option(None, _optional(str), "checkpoint to continue from, or 'auto' for the newest in train_url"),
     "save_every": Option(2, _int, "save a checkpoint every N epochs", check=POSITIVE, origin=MZ_ARGS),
     "keep_last": Option(20, _int, "periodic checkpoints to keep (best.ckpt and last.ckpt are kept too)",
-                        check=POSITIVE, origin=MZ_ARGS),
+                        check=POSITIVE, origin=MZ_ARGS, flags=("--keep_checkpoint_max",)),
     "eval_every": Option(1, _int, "validate every N epochs", check=POSITIVE),
     "log_every": Option(20, _int, "log every N steps", check=POSITIVE),
     "device_target": Option("CPU", _str, "device", DEVICE_TARGETS),
@@ -270,7 +291,8 @@ OPTIONS: Dict[str, Option] = {
     "distribute": Option(False, _bool, "data-parallel run launched by msrun or an HCCL rank table"),
     "graph_mode": Option(0, _mode, "MindSpore mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE", (0, 1)),
     "run_modelarts": Option(False, _bool, "ModelArts job: obs:// config/data_url/pretrained/train_url through "
-                                          "moxing, local copies under cache_dir", origin=MZ_ARGS),
+                                          "moxing, local copies under cache_dir", origin=MZ_ARGS,
+                           flags=("--enable_modelarts",)),
     "cache_dir": Option("/cache", _str, "ModelArts: local folder for the copies of data, weights and outputs"),
     # ----- evaluation, export and offline inference
     "eval_amp_level": Option("O0", _str, "precision of validation, eval.py and export: O0 fp32 (default), O2, O3",
@@ -283,7 +305,7 @@ OPTIONS: Dict[str, Option] = {
 }
 
 _MODEL = ("arch", "num_classes", "in_channel", "mlp_ratio", "image_size", "kernel_impl", "pretrained", "use_ema",
-          "crop_pct", "mean", "std")
+          "crop_pct", "mean", "std", "conv", "k", "use_stochastic", "epsilon", "start_thresh", "dec")
 _IMAGES = ("max_bad_image_fraction", "max_image_pixels")
 _DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
 _DEVICE = ("device_target", "device_id", "device_num", "graph_mode")
@@ -316,17 +338,9 @@ RECIPE_KEYS = ("num_classes", "image_size", "drop_path_rate", "drop_rate", "crop
                "amp_level", "keep_bn_fp32", "is_dynamic_loss_scale", "loss_scale", "loss_scale_window",
                "clip_global_norm_value", "accumulation_step", "ema_decay", "graph_mode")
 assert set(RECIPE_KEYS) <= set(ENTRY_KEYS["train"])
-# Other names of keys: the ModelZoo's src/args.py flags (-a, --lr, ...) and generic ModelZoo names. On the
-# command line an alias exists where its key does; in a YAML file the long names are accepted as the key.
-ALIASES: Dict[str, Tuple[str, ...]] = {
-    "arch": ("-a",),
-    "base_lr": ("--lr", "--learning_rate"),
-    "weight_decay": ("--wd",),
-    "num_parallel_workers": ("-j",),
-    "keep_last": ("--keep_checkpoint_max",),
-    "run_modelarts": ("--enable_modelarts",),
-}
-_FILE_ALIASES = {flag.lstrip("-"): key for key, flags in ALIASES.items() for flag in flags if flag.startswith("--")}
+# A YAML file may also spell a key as one of its long flags (the ModelZoo's args.py destinations among them).
+_FILE_ALIASES = {flag.lstrip("-"): key for key, option in OPTIONS.items() for flag in option.flags
+                 if flag.startswith("--")}
 # Keys whose value is a path; a scheme:// value (obs://, s3://, ...) needs run_modelarts.
 PATH_KEYS = ("data_url", "train_url", "pretrained", "resume")
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -411,7 +425,7 @@ def build_parser(description: str, entry: str = "train") -> argparse.ArgumentPar
     for key in ENTRY_KEYS[entry]:
         option = OPTIONS[key]
         choices = f" {{{', '.join(map(str, option.choices))}}}" if option.choices else ""
-        group.add_argument(f"--{key}", *ALIASES.get(key, ()), dest=key, default=argparse.SUPPRESS, metavar="V",
+        group.add_argument(f"--{key}", *option.flags, dest=key, default=argparse.SUPPRESS, metavar="V",
                            help=f"{option.help}{choices} (default: {option.default})")
     return parser
 

@@ -23,7 +23,7 @@ from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
 from ..engine.trainer import TrainJob, fit
-from ..models import model_cfg
+from ..models import export_formulation, model_cfg
 from ..weights.checkpoint import load_model_weights
 
 
@@ -151,8 +151,9 @@ def run_export(cfg: Config) -> str:
     runs one image per call); image_size comes from the configuration."""
     if not cfg.pretrained:
         raise _no_weights("export")
+    form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id)
-    net = model_from_config(cfg, impl="native")
+    net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
     return export_network(inference_net(cfg, net), cfg.file_format, cfg.file_name or cfg.arch, batch_size,

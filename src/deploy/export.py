@@ -1,9 +1,10 @@
 """Export the inference network: MINDIR (any device), AIR (Ascend only), ONNX.
 
-The network is built with native kernels by default, since an export is meant for the device
-that runs it (Ascend 310, or onnxruntime); ``kernel_impl: cpu`` gives a MINDIR tuned for MindSpore
-on the CPU (without the compiled kernels, which a MINDIR cannot carry). For ONNX, exact GELU is
-written with basic ops (MindSpore's converter has no Erf).
+The network is built in its export formulation (``export_formulation``): MindSpore's own operators
+by default, since an export is meant for the device that runs it (Ascend 310, or onnxruntime);
+``kernel_impl: cpu`` gives a MINDIR tuned for MindSpore on the CPU. No export holds the compiled CPU
+kernels, whose library exists only in this host's cache. For ONNX, exact GELU is written with basic
+ops (MindSpore's converter has no Erf).
 """
 import os
 
@@ -11,7 +12,6 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from ..models.layers import set_export_mode
 from .errors import DeployError
 
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
@@ -19,7 +19,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
 def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: int, image_size: int) -> str:
-    """Write ``net`` for a (batch_size, 3, image_size, image_size) float32 input; returns the file path.
+    """Write ``net`` (built in its export formulation) for a (batch_size, 3, image_size, image_size)
+    float32 input; returns the file path.
 
     The file is written under a temporary name and renamed, and an existing file is never replaced.
     """
@@ -36,14 +37,12 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     dummy = Tensor(np.zeros((batch_size, 3, image_size, image_size), np.float32))
     net.set_train(False)
     try:
-        set_export_mode(net, file_format)
         if file_format == "ONNX":
             ms.onnx.export(net, dummy, file_name=tmp + ".onnx", input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
         else:
             ms.export(net, dummy, file_name=tmp, file_format=file_format)
         os.replace(tmp + EXTENSIONS[file_format], path)
     finally:
-        set_export_mode(net, None)
         if os.path.exists(tmp + EXTENSIONS[file_format]):
             os.remove(tmp + EXTENSIONS[file_format])
     return path

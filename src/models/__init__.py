@@ -1,8 +1,10 @@
 """Vision GNN models for MindSpore: ``create_model(name, ...)`` and ``list_models()``."""
-from . import pyramid_vig, vig  # noqa: F401  (registers the families)
+from . import graphconvnet, pyramid_vig, svig, vig  # noqa: F401  (registers the families)
 from .errors import ModelError
+from .layers import KERNEL_IMPLS, Formulation, export_formulation, resolve_kernel_impl
 from .pyramid_vig import PyramidVisionGNN
 from .registry import canonical_name, create_model, list_models, model_cfg
 from .vig import VisionGNN
 
-__all__ = ["ModelError", "create_model", "list_models", "model_cfg", "canonical_name", "VisionGNN", "PyramidVisionGNN"]
+__all__ = ["ModelError", "create_model", "list_models", "model_cfg", "canonical_name", "KERNEL_IMPLS",
+           "resolve_kernel_impl", "export_formulation", "Formulation", "VisionGNN", "PyramidVisionGNN"]

@@ -1,11 +1,20 @@
-"""What the ViG families share: stem + position embedding in, pooled head out."""
-from typing import Tuple
+"""What the ViG families share: stem + position embedding in, pooled head out; sizes; head names."""
+from typing import Sequence, Tuple, Union
 
 import mindspore as ms
 from mindspore import Parameter, nn
 from mindspore.common.initializer import initializer
 
-from .layers import BicubicResize
+from .errors import ModelError
+from .layers import BicubicResize, Conv2d
+
+REFERENCE_SIZE = 224  # position tables have the 224 grid's shapes; other sizes resize them
+CLASSIFIER = "prediction.4"  # the last 1x1 conv of the head (classifier_head), the only class-count-sized layer
+FIRST_CONV = "stem.convs.0"  # the conv that reads the image
+
+
+def to_2tuple(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 class GraphClassifier(nn.Cell):
@@ -19,6 +28,17 @@ class GraphClassifier(nn.Cell):
         self.resize_pos_embed = tuple(grid) != tuple(table_grid)
         if self.resize_pos_embed:
             self.pos_embed_resize = BicubicResize(table_grid, grid)
+
+    def get_classifier(self) -> Conv2d:
+        """The layer named ``CLASSIFIER`` (the default cfg's ``classifier``)."""
+        return dict(self.cells_and_names())[CLASSIFIER]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A freshly initialised classifier for ``num_classes`` classes, under the same parameter names."""
+        if num_classes < 1:
+            raise ModelError(f"num_classes must be at least 1, got {num_classes}")
+        parent, index = CLASSIFIER.rsplit(".", 1)
+        getattr(self, parent)[int(index)] = Conv2d(self.get_classifier().in_channels, num_classes, 1)
 
     def embed(self, x):
         """Stem output plus the position embedding: the input of the first block."""

@@ -6,14 +6,14 @@ Module tree and names follow the official ``pyramid_vig.py``: ``backbone`` is on
 where the Downsample cells sit between stages (``backbone.2``, ``backbone.5``, ...).
 """
 from functools import partial
-from typing import Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 from mindspore import nn
 
-from .base import GraphClassifier
-from .layers import FFN, Downsample, Grapher, Stem, classifier_head, drop_path_schedule
+from .base import REFERENCE_SIZE, GraphClassifier, to_2tuple
+from .layers import (Downsample, Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation,
+                     vig_block)
 from .registry import default_cfg, register_model
-from .vig import REFERENCE_SIZE, to_2tuple
 
 STEM_STRIDE = 4
 TOTAL_STRIDE = 32
@@ -40,12 +40,16 @@ def knn_schedule(depths: Sequence[int], k: int = 9, last_stage_nodes: int = 49) 
 
 
 class PyramidVisionGNN(GraphClassifier):
-    """Pyramid ViG. ``k`` and ``dilation`` are per-block lists over all stages (length sum(depths))."""
+    """Pyramid ViG. ``k`` and ``dilation`` are per-block lists over all stages (length sum(depths));
+    ``kernel_impl`` names the layers' formulation ('native', 'cpu') or is a ``Formulation``.
+    ``block(grapher, channels, drop_path, form)`` builds each backbone entry around its Grapher
+    (default: ViG's (Grapher, FFN)); other pyramid families pass their own."""
 
     def __init__(self, channels: Sequence[int], depths: Sequence[int], k: Sequence[int], dilation: Sequence[int],
                  num_classes: int = 1000, img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0, conv: str = "mr",
-                 reduce_ratios: Sequence[int] = REDUCE_RATIOS, stochastic: bool = False, epsilon: float = 0.2):
+                 reduce_ratios: Sequence[int] = REDUCE_RATIOS, stochastic: bool = False, epsilon: float = 0.2,
+                 kernel_impl: Union[str, Formulation] = "native", block: Callable[..., nn.Cell] = vig_block):
         super().__init__()
         total = sum(depths)
         if not len(channels) == len(depths) == len(reduce_ratios):
@@ -57,34 +61,35 @@ class PyramidVisionGNN(GraphClassifier):
             raise ValueError(f"image size {height}x{width} must be a multiple of the total stride {TOTAL_STRIDE}")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_side = REFERENCE_SIZE // STEM_STRIDE
+        form = formulation(kernel_impl)
         self.num_features = channels[-1]
-        self.stem = Stem([channels[0] // 2, channels[0]], in_channels)
+        self.stem = Stem([channels[0] // 2, channels[0]], in_channels, form)
         self._init_pos_embed(channels[0], (table_side, table_side), grid)
         rates = drop_path_schedule(drop_path_rate, total)
         entries = []
         idx = 0
         for stage, depth in enumerate(depths):
             if stage > 0:
-                entries.append(Downsample(channels[stage - 1], channels[stage]))
+                entries.append(Downsample(channels[stage - 1], channels[stage], form))
                 grid = (grid[0] // 2, grid[1] // 2)
                 table_side //= 2
             for _ in range(depth):
-                entries.append(nn.SequentialCell([
+                entries.append(block(
                     Grapher(channels[stage], k[idx], dilation[idx], grid, conv=conv,
                             reduce_ratio=reduce_ratios[stage], relative_pos=True, table_grid=table_side,
-                            drop_path=rates[idx], stochastic=stochastic, epsilon=epsilon),
-                    FFN(channels[stage], channels[stage] * 4, drop_path=rates[idx]),
-                ]))
+                            drop_path=rates[idx], stochastic=stochastic, epsilon=epsilon, form=form),
+                    channels[stage], rates[idx], form))
                 idx += 1
         self.backbone = nn.SequentialCell(entries)
-        self.prediction = classifier_head(channels[-1], num_classes, drop_rate)
+        self.prediction = classifier_head(channels[-1], num_classes, drop_rate, form=form)
 
 
-def _build(arch: str, **kwargs) -> PyramidVisionGNN:
+def build_arch(arch: str, k: Optional[int] = None, **kwargs) -> PyramidVisionGNN:
+    """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
     spec = ARCHS[arch]
-    ks, _ = knn_schedule(spec["depths"])
-    return PyramidVisionGNN(spec["channels"], spec["depths"], ks, spec["dilation"], **kwargs)
+    ks, dilation = ([9] * sum(spec["depths"]), spec["dilation"]) if k is None else knn_schedule(spec["depths"], k)
+    return PyramidVisionGNN(spec["channels"], spec["depths"], ks, dilation, **kwargs)
 
 
 for _name, _spec in ARCHS.items():
-    register_model(_name, partial(_build, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9)))
+    register_model(_name, partial(build_arch, _name), default_cfg(crop_pct=_spec.get("crop_pct", 0.9)))

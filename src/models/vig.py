@@ -5,17 +5,16 @@ Module tree and parameter names follow the official ``vig.py`` (``stem.convs.N``
 ``backbone.I.0`` Grapher, ``backbone.I.1`` FFN, ``prediction.N``) so checkpoints map one-to-one.
 """
 from functools import partial
-from typing import Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from mindspore import nn
 
-from .base import GraphClassifier
-from .layers import FFN, Grapher, Stem, classifier_head, drop_path_schedule
+from .base import REFERENCE_SIZE, GraphClassifier, to_2tuple
+from .layers import Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation, vig_block
 from .registry import default_cfg, register_model
 
 STEM_STRIDE = 16
-REFERENCE_SIZE = 224  # pos_embed has the 224 grid's shape; other sizes resize it
 
 # Per-block k and dilation of the official models, exactly as their float32 linspace rule yields them.
 _K_12 = [9, 9, 10, 11, 12, 13, 13, 14, 15, 16, 17, 18]
@@ -42,16 +41,21 @@ def knn_schedule(depth: int, k: int = 9, num_nodes: int = 196) -> Tuple[list, li
     return ks, [min(i // 4 + 1, max_dilation) for i in range(depth)]
 
 
-def to_2tuple(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 class VisionGNN(GraphClassifier):
-    """Isotropic ViG. ``k`` and ``dilation`` are per-block lists (their length is the depth)."""
+    """Isotropic ViG. ``k`` and ``dilation`` are per-block lists (their length is the depth);
+    ``kernel_impl`` names the layers' formulation ('native', 'cpu') or is a ``Formulation``.
 
-    def __init__(self, channels: int, k: Sequence[int], dilation: Sequence[int], num_classes: int = 1000,
-                 img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3, drop_path_rate: float = 0.0,
-                 drop_rate: float = 0.0, conv: str = "mr", stochastic: bool = False, epsilon: float = 0.2):
+    Other families reuse it: ``threshold`` (per-block probabilities) gives every Grapher the
+    similarity-threshold graph instead of the kNN (SViG; k and dilation entries are then None), and
+    ``block(grapher, channels, drop_path, form)`` builds each backbone entry around its Grapher
+    (default: ViG's (Grapher, FFN)).
+    """
+
+    def __init__(self, channels: int, k: Sequence[Optional[int]], dilation: Sequence[Optional[int]],
+                 num_classes: int = 1000, img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, conv: str = "mr", stochastic: bool = False,
+                 epsilon: float = 0.2, kernel_impl: Union[str, Formulation] = "native",
+                 threshold: Optional[Sequence[float]] = None, block: Callable[..., nn.Cell] = vig_block):
         super().__init__()
         if len(k) != len(dilation):
             raise ValueError(f"k has {len(k)} entries but dilation has {len(dilation)}")
@@ -60,25 +64,27 @@ class VisionGNN(GraphClassifier):
             raise ValueError(f"image size {height}x{width} must be a multiple of the stem stride {STEM_STRIDE}")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_grid = (REFERENCE_SIZE // STEM_STRIDE,) * 2
+        form = formulation(kernel_impl)
         self.num_features = channels
-        self.stem = Stem([channels // 8, channels // 4, channels // 2, channels], in_channels)
+        self.stem = Stem([channels // 8, channels // 4, channels // 2, channels], in_channels, form)
         self._init_pos_embed(channels, table_grid, grid)
         rates = drop_path_schedule(drop_path_rate, len(k))
         self.backbone = nn.SequentialCell([
-            nn.SequentialCell([
-                Grapher(channels, k[i], dilation[i], grid, conv=conv, drop_path=rates[i],
-                        stochastic=stochastic, epsilon=epsilon),
-                FFN(channels, channels * 4, drop_path=rates[i]),
-            ]) for i in range(len(k))])
-        self.prediction = classifier_head(channels, num_classes, drop_rate)
+            block(Grapher(channels, k[i], dilation[i], grid, conv=conv, drop_path=rates[i], stochastic=stochastic,
+                          epsilon=epsilon, form=form, threshold=None if threshold is None else threshold[i]),
+                  channels, rates[i], form)
+            for i in range(len(k))])
+        self.prediction = classifier_head(channels, num_classes, drop_rate, form=form)
 
 
-def _build(arch: str, **kwargs) -> VisionGNN:
+def build_arch(arch: str, k: Optional[int] = None, **kwargs) -> VisionGNN:
+    """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
     spec = {**ARCHS, **SMALL_ARCHS}[arch]
-    return VisionGNN(spec["channels"], spec["k"], spec["dilation"], **kwargs)
+    ks, dilation = (spec["k"], spec["dilation"]) if k is None else knn_schedule(len(spec["k"]), k)
+    return VisionGNN(spec["channels"], ks, dilation, **kwargs)
 
 
 for _name, _spec in ARCHS.items():
-    register_model(_name, partial(_build, _name), default_cfg(), aliases=(_spec["alias"],))
+    register_model(_name, partial(build_arch, _name), default_cfg(), aliases=(_spec["alias"],))
 for _name in SMALL_ARCHS:
-    register_model(_name, partial(_build, _name), default_cfg(input_size=64))
+    register_model(_name, partial(build_arch, _name), default_cfg(input_size=64))

@@ -57,10 +57,21 @@ def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = F
     arch = canonical_name(arch)
     if os.path.exists(dst) and not overwrite:
         raise CheckpointError(f"{dst!r} already exists; choose another --dst or pass --overwrite")
-    weights = to_mindspore_names(select_state_dict(read_pth(src), use_ema))
+    content = read_pth(src)
+    weights = to_mindspore_names(select_state_dict(content, use_ema))
     classifier_bias = model_cfg(arch)["classifier"] + ".bias"
     num_classes = int(weights[classifier_bias].shape[0]) if classifier_bias in weights else 1000
     net = create_model(arch, num_classes=num_classes, kernel_impl="native")
     check_fits(net, weights, f"checkpoint {src!r}", arch)
     save_checkpoint(weights, dst)
-    return {"tensors": len(weights), "num_classes": num_classes}
+    info = {"tensors": len(weights), "num_classes": num_classes}
+    graph_args = training_graph_args(content)
+    return {**info, "graph_args": graph_args} if graph_args else info
+
+
+def training_graph_args(content) -> Dict[str, float]:
+    """SViG's threshold settings recorded in a training checkpoint's ``args`` (its weights are evaluated
+    with the settings they were trained with, which the state dict itself does not show); else empty."""
+    args = content.get("args") if isinstance(content, dict) else None
+    recorded = vars(args) if args is not None and hasattr(args, "__dict__") else {}
+    return {k: float(recorded[k]) for k in ("start_thresh", "dec") if isinstance(recorded.get(k), (int, float))}

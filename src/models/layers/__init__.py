@@ -1,27 +1,42 @@
 """The graph library every ViG family is built from."""
-from .activation import GELU, erf_by_formula, set_export_mode
-from .blocks import FFN, DyGraphConv2d, Grapher, conv_bn
-from .conv import Conv2d, resolve_kernel_impl, set_kernel_impl
+from .activation import GELU, erf_by_formula
+from .blocks import FFN, DyGraphConv2d, Grapher, vig_block
+from .bottleneck import Bottleneck
+from .conv import Conv2d, conv_bn, conv_bn_layers
 from .drop import DropPath, drop_path_schedule
+from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_gelu, compiled_masked_max, compiled_topk, cpu_formulation,
+                   export_formulation, formulation, resolve_kernel_impl)
 from .gcn import GRAPH_CONVS, create_graph_conv
 from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_rows, l2_normalize, negative_sq_distance
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
 from .stem import Downsample, Stem, classifier_head
+from .threshold_graph import (MaskedNeighbourMax, SimilarityThresholdGraph, probability_to_z,
+                              threshold_probabilities)
 
 __all__ = [
     "GELU",
     "erf_by_formula",
-    "set_export_mode",
     "FFN",
     "DyGraphConv2d",
     "Grapher",
-    "conv_bn",
+    "vig_block",
+    "Bottleneck",
     "Conv2d",
-    "resolve_kernel_impl",
-    "set_kernel_impl",
+    "conv_bn",
+    "conv_bn_layers",
     "DropPath",
     "drop_path_schedule",
+    "KERNEL_IMPLS",
+    "NATIVE",
+    "Formulation",
+    "compiled_gelu",
+    "compiled_masked_max",
+    "compiled_topk",
+    "cpu_formulation",
+    "export_formulation",
+    "formulation",
+    "resolve_kernel_impl",
     "GRAPH_CONVS",
     "create_graph_conv",
     "DilatedKnnGraph",
@@ -39,4 +54,8 @@ __all__ = [
     "Downsample",
     "Stem",
     "classifier_head",
+    "MaskedNeighbourMax",
+    "SimilarityThresholdGraph",
+    "probability_to_z",
+    "threshold_probabilities",
 ]

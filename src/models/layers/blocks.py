@@ -5,35 +5,42 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .activation import GELU
-from .conv import Conv2d
+from .conv import conv_bn
 from .drop import DropPath
+from .form import NATIVE, Formulation
 from .gcn import create_graph_conv
 from .graph import DilatedKnnGraph, cap_knn
 from .pos_embed import relative_pos_table
 from .resize import BicubicResize
-
-
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.SequentialCell:
-    """Conv (bias, 'same'-style zero padding) followed by BatchNorm, no activation."""
-    return nn.SequentialCell([
-        Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
-        nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9),
-    ])
+from .threshold_graph import SimilarityThresholdGraph, threshold_graph_conv
 
 
 class DyGraphConv2d(nn.Cell):
     """Builds the kNN graph on the input (keys average-pooled by ``reduce_ratio``) and applies
-    the graph conv; (B, C, H, W) -> (B, out, H, W)."""
+    the graph conv; (B, C, H, W) -> (B, out, H, W).
 
-    def __init__(self, in_channels: int, out_channels: int, k: int, dilation: int, conv: str = "mr",
-                 reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0):
+    With ``threshold`` (a probability) the graph is SViG's similarity-thresholded one instead (see
+    ``threshold_graph``; ``num_nodes`` is then the node count, and k, dilation are not used).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, k: Optional[int], dilation: Optional[int],
+                 conv: str = "mr", reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0,
+                 form: Formulation = NATIVE, threshold: Optional[float] = None, num_nodes: int = 0):
         super().__init__()
-        self.gconv = create_graph_conv(conv, in_channels, out_channels)
-        self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon)
+        if threshold is None:
+            self.gconv = create_graph_conv(conv, in_channels, out_channels, form)
+            self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon, form)
+        else:
+            if reduce_ratio != 1:
+                raise ValueError("the similarity-threshold graph compares every node with every other: "
+                                 f"use reduce_ratio 1, not {reduce_ratio}")
+            self.gconv = threshold_graph_conv(conv, in_channels, out_channels, num_nodes, form)
+            self.dilated_knn_graph = SimilarityThresholdGraph(threshold)
         self.reduce_ratio = reduce_ratio
 
     def graph(self, x, relative_pos=None):
-        """Token-major nodes (B, N, C), keys (B, M, C) and neighbour indices (B, N, k)."""
+        """Token-major nodes (B, N, C), keys (B, M, C) and the graph: neighbour indices (B, N, k), or
+        the boolean adjacency (B, N, N) of the threshold graph."""
         batch, channels, height, width = x.shape
         nodes = x.reshape(batch, channels, -1).swapaxes(1, 2)
         keys = nodes
@@ -57,22 +64,28 @@ class Grapher(nn.Cell):
     frozen table is built for ``table_grid`` (the grid at 224x224, so the parameter has the
     official shape) and bicubic-resized to ``grid`` in the forward pass when they differ,
     as the official code does. k and dilation are capped to the key count (see ``cap_knn``).
+    With ``threshold`` (SViG: the block's probability p) the graph is the similarity-thresholded
+    one and k, dilation are None.
     """
 
-    def __init__(self, channels: int, k: int, dilation: int, grid: Tuple[int, int], conv: str = "mr",
-                 reduce_ratio: int = 1, relative_pos: bool = False, table_grid: Optional[int] = None,
-                 drop_path: float = 0.0, stochastic: bool = False, epsilon: float = 0.0):
+    def __init__(self, channels: int, k: Optional[int], dilation: Optional[int], grid: Tuple[int, int],
+                 conv: str = "mr", reduce_ratio: int = 1, relative_pos: bool = False,
+                 table_grid: Optional[int] = None, drop_path: float = 0.0, stochastic: bool = False,
+                 epsilon: float = 0.0, form: Formulation = NATIVE, threshold: Optional[float] = None):
         super().__init__()
         height, width = grid
         if height % reduce_ratio or width % reduce_ratio:
             raise ValueError(f"node grid {grid} is not divisible by the reduce ratio {reduce_ratio}")
+        if threshold is not None and relative_pos:
+            raise ValueError("the similarity-threshold graph takes no relative-position term")
         self.num_nodes = height * width
         self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
-        self.k, self.dilation = cap_knn(k, dilation, self.num_keys)
-        self.fc1 = conv_bn(channels, channels)
+        self.threshold = threshold
+        self.k, self.dilation = cap_knn(k, dilation, self.num_keys) if threshold is None else (None, None)
+        self.fc1 = conv_bn(channels, channels, form=form)
         self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv,
-                                        reduce_ratio, stochastic, epsilon)
-        self.fc2 = conv_bn(channels * 2, channels)
+                                        reduce_ratio, stochastic, epsilon, form, threshold, self.num_nodes)
+        self.fc2 = conv_bn(channels * 2, channels, form=form)
         self.drop_path = DropPath(drop_path)
         self.use_relative_pos = relative_pos
         self.resize_relative_pos = False
@@ -93,7 +106,8 @@ class Grapher(nn.Cell):
         return self.relative_pos
 
     def neighbours(self, x):
-        """Neighbour indices (B, N, k) this block uses for input x (for tests and visualisation)."""
+        """The graph this block uses for input x (for tests and visualisation): neighbour indices
+        (B, N, k), or the boolean adjacency (B, N, N) of the threshold graph."""
         return self.graph_conv.graph(self.fc1(x), self.position_bias())[2]
 
     def construct(self, x):
@@ -107,12 +121,17 @@ class Grapher(nn.Cell):
 class FFN(nn.Cell):
     """x + drop_path(fc2(GELU(fc1(x)))), fc1/fc2 = 1x1 conv + BN (hidden width 4C in ViG)."""
 
-    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0):
+    def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
-        self.fc1 = conv_bn(channels, hidden_channels)
-        self.act = GELU()
-        self.fc2 = conv_bn(hidden_channels, channels)
+        self.fc1 = conv_bn(channels, hidden_channels, form=form)
+        self.act = GELU(form)
+        self.fc2 = conv_bn(hidden_channels, channels, form=form)
         self.drop_path = DropPath(drop_path)
 
     def construct(self, x):
         return self.drop_path(self.fc2(self.act(self.fc1(x)))) + x
+
+
+def vig_block(grapher: Grapher, channels: int, drop_path: float, form: Formulation = NATIVE) -> nn.SequentialCell:
+    """ViG's backbone entry: (Grapher, FFN) as ``backbone.I.0`` / ``backbone.I.1``."""
+    return nn.SequentialCell([grapher, FFN(channels, channels * 4, drop_path=drop_path, form=form)])

@@ -1,18 +1,20 @@
-"""Convolution with the official ViG initialisation and an exact CPU formulation.
+"""Convolution with the official ViG initialisation and an exact CPU formulation, and the conv + BN
+(+ GELU) units the models are made of.
 
 MindSpore's CPU backend runs a dense 3x3 convolution at about 0.5 GMAC/s and a 4-group 1x1
-convolution 40x slower than a dense one. On the CPU the same function is computed as patch
-extraction (``ops.unfold``) followed by one (batched) matrix product; the parameters keep the
+convolution 40x slower than a dense one. In the CPU formulation the same function is computed as
+patch extraction (``ops.unfold``) followed by one (batched) matrix product; the parameters keep the
 names and shapes of ``nn.Conv2d`` (``weight`` (out, in/groups, k, k), ``bias`` (out,)), so
 checkpoints are interchangeable and the native kernel stays in use on Ascend and GPU.
 """
-from typing import Optional
+from typing import List
 
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import HeNormal, initializer
 
-KERNEL_IMPLS = ("auto", "native", "cpu")
+from .activation import GELU
+from .form import NATIVE, Formulation
 
 
 class Conv2d(nn.Cell):
@@ -23,7 +25,7 @@ class Conv2d(nn.Cell):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, groups: int = 1, bias: bool = True):
+                 padding: int = 0, groups: int = 1, bias: bool = True, form: Formulation = NATIVE):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: channels {in_channels}->{out_channels} are not divisible by "
@@ -39,29 +41,10 @@ class Conv2d(nn.Cell):
         self.bias = Parameter(initializer("zeros", (out_channels,), ms.float32), name="bias") if bias else None
         self.has_bias = bias
         # A dense 1x1 convolution is already fast on the CPU; only k > 1 or groups > 1 need the matmul form.
-        self.use_matmul = False
-        self.impl = "native"
+        depthwise = groups == in_channels == out_channels
+        self.use_matmul = (form.cpu_ops and (kernel_size > 1 or groups > 1)) or \
+            (form.grouped_matmul and groups > 1 and not depthwise)
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
-
-    def set_impl(self, impl: str) -> None:
-        """Select the kernel: 'native' (ops.conv2d) or 'cpu' (unfold + matmul where that is faster); grouped
-        convolutions other than depthwise ones are a matmul in both."""
-        if impl not in ("native", "cpu"):
-            raise ValueError(f"Conv2d impl must be 'native' or 'cpu', got {impl!r}")
-        # MindSpore 2.x documents grouped ops.conv2d on Ascend for depthwise convolutions only (groups = in =
-        # out channels): any other grouped convolution (the graph conv's 4 groups) is the batched matmul
-        # everywhere, the same function on native MatMul kernels.
-        depthwise = self.groups == self.in_channels == self.out_channels
-        self.use_matmul = (impl == "cpu" and self.kernel_size > 1) or (self.groups > 1 and not depthwise)
-        self.impl = impl
-
-    def set_export(self, exporting: bool) -> None:
-        """Exported graphs keep the convolution operator (grouped included: ONNX and MindSpore Lite run
-        it); back to the ``impl`` form afterwards."""
-        if exporting:
-            self.use_matmul = False
-        else:
-            self.set_impl(self.impl)
 
     def construct(self, x):
         # Parameters follow the activation dtype: under mixed precision (O2/O3) MindSpore casts cell
@@ -93,23 +76,17 @@ class Conv2d(nn.Cell):
         return y.reshape(-1, self.out_channels, out_h, out_w)
 
 
-def resolve_kernel_impl(impl: str = "auto", device_target: Optional[str] = None) -> str:
-    """'auto' picks the CPU formulations on the CPU target and the native kernels elsewhere."""
-    if impl not in KERNEL_IMPLS:
-        raise ValueError(f"kernel impl must be one of {KERNEL_IMPLS}, got {impl!r}")
-    if impl != "auto":
-        return impl
-    target = device_target or ms.get_context("device_target")
-    return "cpu" if target == "CPU" else "native"
+def conv_bn_layers(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+                   act: bool = False, form: Formulation = NATIVE) -> List[nn.Cell]:
+    """Conv (bias, zero padding kernel_size // 2) -> BatchNorm [-> GELU], as a list for sequences whose
+    indices follow the official module tree (the stem, the head)."""
+    layers = [Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
+                     form=form),
+              nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9)]
+    return layers + [GELU(form)] if act else layers
 
 
-def set_kernel_impl(net: nn.Cell, impl: str = "auto") -> str:
-    """Switch every kernel-dependent cell of ``net`` to ``impl``; returns the resolved choice.
-
-    Cells that offer a CPU formulation expose ``set_impl``; their parameters do not change.
-    """
-    resolved = resolve_kernel_impl(impl)
-    for _, cell in net.cells_and_names():
-        if hasattr(cell, "set_impl"):
-            cell.set_impl(resolved)
-    return resolved
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+            act: bool = False, form: Formulation = NATIVE) -> nn.SequentialCell:
+    """``conv_bn_layers`` as one cell: the official fc1/fc2 (no activation) and ``BasicConv`` (4 groups, GELU)."""
+    return nn.SequentialCell(conv_bn_layers(in_channels, out_channels, kernel_size, stride, groups, act, form))

@@ -2,24 +2,17 @@
 
 Every conv maps centre features x (B, C, N, 1) plus neighbours gathered from the keys
 (token-major (B, M, C), indices (B, N, k)) to (B, out, N, 1). Attribute names (``nn``, ``nn1``,
-``nn2``, ``eps``) and the 4-group 1x1 ``BasicConv`` follow the official ``gcn_lib`` so that state
-dicts map one-to-one.
+``nn2``, ``eps``) and ``BasicConv`` (1x1 conv with 4 groups -> BN -> GELU) follow the official
+``gcn_lib`` so that state dicts map one-to-one.
 """
+from typing import Optional
+
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .activation import GELU
-from .conv import Conv2d
+from .conv import conv_bn
+from .form import NATIVE, Formulation
 from .graph import NeighbourMax, gather_rows
-
-
-def basic_conv(in_channels: int, out_channels: int) -> nn.SequentialCell:
-    """1x1 conv (groups 4, bias) -> BatchNorm -> GELU, the official ``BasicConv``."""
-    return nn.SequentialCell([
-        Conv2d(in_channels, out_channels, 1, groups=4),
-        nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9),
-        GELU(),
-    ])
 
 
 def neighbours_channel_first(keys, idx):
@@ -35,10 +28,12 @@ class MRConv2d(nn.Cell):
     equals max_j(x_j - x) exactly, without a (B, C, N, k) temporary.
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE,
+                 aggregate: Optional[nn.Cell] = None):
         super().__init__()
-        self.nn = basic_conv(in_channels * 2, out_channels)
-        self.aggregate = NeighbourMax(in_channels)
+        self.nn = conv_bn(in_channels * 2, out_channels, groups=4, act=True, form=form)
+        # (keys, graph) -> per-node max over its neighbours; another graph form brings its own
+        self.aggregate = NeighbourMax(in_channels, form) if aggregate is None else aggregate
 
     def construct(self, x, keys, idx):
         batch, channels, num_nodes, _ = x.shape
@@ -50,9 +45,9 @@ class MRConv2d(nn.Cell):
 class EdgeConv2d(nn.Cell):
     """Edge conv: max over neighbours of BasicConv([x_i ; x_j - x_i]) (channel concatenation)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
-        self.nn = basic_conv(in_channels * 2, out_channels)
+        self.nn = conv_bn(in_channels * 2, out_channels, groups=4, act=True, form=form)
 
     def construct(self, x, keys, idx):
         x_j = neighbours_channel_first(keys, idx)
@@ -63,10 +58,10 @@ class EdgeConv2d(nn.Cell):
 class GraphSAGE(nn.Cell):
     """GraphSAGE: BasicConv(C -> C) on each neighbour, max, then BasicConv(2C -> out) on [x ; max]."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
-        self.nn1 = basic_conv(in_channels, in_channels)
-        self.nn2 = basic_conv(in_channels * 2, out_channels)
+        self.nn1 = conv_bn(in_channels, in_channels, groups=4, act=True, form=form)
+        self.nn2 = conv_bn(in_channels * 2, out_channels, groups=4, act=True, form=form)
 
     def construct(self, x, keys, idx):
         x_j = ops.amax(self.nn1(neighbours_channel_first(keys, idx)), -1, keepdims=True)
@@ -76,9 +71,9 @@ class GraphSAGE(nn.Cell):
 class GINConv2d(nn.Cell):
     """GIN: BasicConv(C -> out) on (1 + eps) x + sum_j x_j, with a learnable scalar eps (init 0)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
-        self.nn = basic_conv(in_channels, out_channels)
+        self.nn = conv_bn(in_channels, out_channels, groups=4, act=True, form=form)
         self.eps = Parameter(Tensor([0.0], ms.float32), name="eps")
 
     def construct(self, x, keys, idx):
@@ -89,7 +84,7 @@ class GINConv2d(nn.Cell):
 GRAPH_CONVS = {"mr": MRConv2d, "edge": EdgeConv2d, "sage": GraphSAGE, "gin": GINConv2d}
 
 
-def create_graph_conv(name: str, in_channels: int, out_channels: int) -> nn.Cell:
+def create_graph_conv(name: str, in_channels: int, out_channels: int, form: Formulation = NATIVE) -> nn.Cell:
     if name not in GRAPH_CONVS:
         raise ValueError(f"unknown graph conv {name!r}; choose one of {sorted(GRAPH_CONVS)}")
-    return GRAPH_CONVS[name](in_channels, out_channels)
+    return GRAPH_CONVS[name](in_channels, out_channels, form)

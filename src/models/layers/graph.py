@@ -4,14 +4,13 @@ Nodes are handled token-major, (B, N, C): that is the layout of the distance mat
 of the neighbour gathers. Neighbour lists are int32 (B, N, k) indices into the key set; the
 centre of row i is node i itself, so no centre index is stored.
 """
-from functools import lru_cache
 from typing import Tuple
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from . import kernels
+from .form import NATIVE, Formulation
 
 
 def l2_normalize(x, axis: int = -1):
@@ -43,26 +42,20 @@ def negative_sq_distance(x, y, relative_pos=None):
     return out
 
 
-@lru_cache(maxsize=None)
-def _compiled_topk():
-    library = kernels.load("topk_cpu")
-    if library is None:
-        return None
-    return ops.Custom(f"{library}:TopkPositions", out_shape=lambda scores, positions: scores[:-1] + positions,
-                      out_dtype=lambda scores, positions: positions, func_type="aot")
-
-
 class DilatedKnnGraph(nn.Cell):
     """Neighbours of each query among the keys: the k.d nearest by L2-normalised distance
     (sorted, nearest first), of which positions 0, d, 2d, ... are kept.
 
     Stochastic mode (training only): with probability ``epsilon`` per forward, k random positions
     among the k.d candidates replace the dilated ones. No gradient flows through the graph, and
-    distances are computed in float32 whatever the network's precision. On the CPU the selection
-    is a compiled kernel that reads the kept positions directly (same indices as top-k + slicing).
+    distances are computed in float32 whatever the network's precision. The compiled selection of
+    the CPU formulation reads the kept positions directly (the indices of top-k + slicing; among
+    exactly equal distances it takes the earlier index first, where MindSpore's CPU TopK takes
+    any of them, an equally near neighbour).
     """
 
-    def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0):
+    def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0,
+                 form: Formulation = NATIVE):
         super().__init__()
         self.k = k
         self.dilation = dilation
@@ -70,10 +63,7 @@ class DilatedKnnGraph(nn.Cell):
         self.epsilon = epsilon
         self.num_candidates = k * dilation
         self.dilated_positions = Tensor(np.arange(0, self.num_candidates, dilation), ms.int32)
-        self.select = None
-
-    def set_impl(self, impl: str) -> None:
-        self.select = _compiled_topk() if impl == "cpu" else None
+        self.select = form.topk
 
     def construct(self, x, y, relative_pos=None):
         """x: queries (B, N, C); y: keys (B, M, C); relative_pos: None or (1, N, M)."""
@@ -120,21 +110,19 @@ def gather_rows(table, idx):
 class MaxOverRows(nn.Cell):
     """max over t of flat[idx[..., t]] for global row indices idx (..., k) -> (..., C).
 
-    ``per_slot`` gathers one neighbour slot at a time and keeps a running maximum, several times
-    faster on the CPU than one large gather followed by a reduction; the result is identical.
+    The CPU formulation (``per_slot``) gathers one neighbour slot at a time and keeps a running
+    maximum, several times faster on the CPU than one large gather followed by a reduction; the
+    result is identical.
     The backward sends each output gradient to the one row that attained the maximum (the first
     on ties, as torch.max does) with a single segment sum: the generic backward of a chain of
     element-wise maxima costs several selects and comparisons per slot, which made it the largest
     single cost of a CPU training step.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, form: Formulation = NATIVE):
         super().__init__()
-        self.per_slot = False
+        self.per_slot = form.cpu_ops
         self.channel_index = Tensor(np.arange(channels), ms.int32)  # a constant: ops.arange fails in a bprop
-
-    def set_impl(self, impl: str) -> None:
-        self.per_slot = impl == "cpu"
 
     def construct(self, flat, idx):
         if not self.per_slot:
@@ -155,9 +143,9 @@ class MaxOverRows(nn.Cell):
 class NeighbourMax(nn.Cell):
     """max over t of table[b, idx[b, i, t]] for per-sample tables (B, M, C) -> (B, N, C)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, form: Formulation = NATIVE):
         super().__init__()
-        self.rows = MaxOverRows(channels)
+        self.rows = MaxOverRows(channels, form)
 
     def construct(self, table, idx):
         flat, flat_idx = _flat_rows(table, idx)

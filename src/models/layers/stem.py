@@ -3,9 +3,8 @@ from typing import Sequence
 
 from mindspore import nn
 
-from .activation import GELU
-from .blocks import conv_bn
-from .conv import Conv2d
+from .conv import Conv2d, conv_bn, conv_bn_layers
+from .form import NATIVE, Formulation
 
 
 class Stem(nn.Cell):
@@ -14,15 +13,14 @@ class Stem(nn.Cell):
     ``stem.convs`` (activations included), so parameter names map one-to-one.
     """
 
-    def __init__(self, widths: Sequence[int], in_channels: int = 3):
+    def __init__(self, widths: Sequence[int], in_channels: int = 3, form: Formulation = NATIVE):
         super().__init__()
         layers = []
         prev = in_channels
         for width in widths:
-            layers += [Conv2d(prev, width, 3, stride=2, padding=1), nn.BatchNorm2d(width, eps=1e-5, momentum=0.9),
-                       GELU()]
+            layers += conv_bn_layers(prev, width, 3, stride=2, act=True, form=form)
             prev = width
-        layers += [Conv2d(prev, prev, 3, stride=1, padding=1), nn.BatchNorm2d(prev, eps=1e-5, momentum=0.9)]
+        layers += conv_bn_layers(prev, prev, 3, form=form)
         self.convs = nn.SequentialCell(layers)
         self.stride = 2 ** len(widths)
 
@@ -33,21 +31,18 @@ class Stem(nn.Cell):
 class Downsample(nn.Cell):
     """3x3 stride-2 conv + BN between pyramid stages (no activation)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
-        self.conv = conv_bn(in_channels, out_channels, kernel_size=3, stride=2)
+        self.conv = conv_bn(in_channels, out_channels, kernel_size=3, stride=2, form=form)
 
     def construct(self, x):
         return self.conv(x)
 
 
-def classifier_head(in_channels: int, num_classes: int, drop_rate: float = 0.0,
-                    hidden_channels: int = 1024) -> nn.SequentialCell:
+def classifier_head(in_channels: int, num_classes: int, drop_rate: float = 0.0, hidden_channels: int = 1024,
+                    form: Formulation = NATIVE) -> nn.SequentialCell:
     """1x1 conv -> BN -> GELU -> Dropout -> 1x1 conv on the pooled (B, C, 1, 1) features."""
-    return nn.SequentialCell([
-        Conv2d(in_channels, hidden_channels, 1),
-        nn.BatchNorm2d(hidden_channels, eps=1e-5, momentum=0.9),
-        GELU(),
+    return nn.SequentialCell(conv_bn_layers(in_channels, hidden_channels, act=True, form=form) + [
         nn.Dropout(p=drop_rate),
-        Conv2d(hidden_channels, num_classes, 1),
+        Conv2d(hidden_channels, num_classes, 1, form=form),
     ])

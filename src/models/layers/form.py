@@ -1,0 +1,118 @@
+"""Formulations: which operators the kernel-dependent layers use, fixed when a model is built.
+
+Every formulation computes the same function with the same parameters; only the operators differ.
+A layer takes its ``form`` as a constructor argument and never changes it afterwards.
+
+- ``native``: MindSpore's own kernels, for Ascend and GPU (the default); the graph conv's 4-group
+  convolution as a batched matmul, the form Ascend documents support for.
+- ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul and the
+  neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated top-k and the
+  threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
+  and falls back to MindSpore's kernels with a warning where they are unavailable.
+- exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
+  host's cache, and keep grouped convolutions as the convolution operator (ONNX and MindSpore Lite run
+  it); ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
+"""
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Optional, Union
+
+from mindspore import ops
+
+from . import kernels
+from ..errors import ModelError
+
+KERNEL_IMPLS = ("native", "cpu")
+
+
+@dataclass(frozen=True)
+class Formulation:
+    cpu_ops: bool = False         # unfold + matmul convolutions, running neighbour max
+    gelu: Optional[Any] = None    # compiled float32 GELU (custom operator with its derivative)
+    topk: Optional[Any] = None    # compiled dilated top-k (custom operator)
+    masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
+    erf_formula: bool = False     # GELU's erf from elementary operators
+    # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
+    # ops.conv2d on Ascend for depthwise convolutions only (docs/ascend.md)
+    grouped_matmul: bool = False
+
+
+NATIVE = Formulation(grouped_matmul=True)
+
+
+def _same(x, *_):
+    return x
+
+
+@lru_cache(maxsize=None)
+def compiled_gelu():
+    """The compiled float32 GELU as a custom operator with its compiled derivative, or None."""
+    library = kernels.load("gelu_cpu")
+    if library is None:
+        return None
+    backward = ops.Custom(f"{library}:GeluBackward", out_shape=_same, out_dtype=_same, func_type="aot")
+
+    def bprop(x, out, dout):
+        return (backward(x, dout),)
+
+    return ops.Custom(f"{library}:GeluForward", out_shape=_same, out_dtype=_same, func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def compiled_topk():
+    """The compiled selection: indices of the largest scores (..., M) read at positions (k,), or None."""
+    library = kernels.load("topk_cpu")
+    if library is None:
+        return None
+    return ops.Custom(f"{library}:TopkPositions", out_shape=lambda scores, positions: scores[:-1] + positions,
+                      out_dtype=lambda scores, positions: positions, func_type="aot")
+
+
+@lru_cache(maxsize=None)
+def compiled_masked_max():
+    """(forward, backward) compiled operators of the masked neighbour max (SViG), or None."""
+    library = kernels.load("masked_max_cpu")
+    if library is None:
+        return None
+    return tuple(ops.Custom(f"{library}:{name}", out_shape=_same, out_dtype=_same, func_type="aot")
+                 for name in ("MaskedMaxForward", "MaskedMaxBackward"))
+
+
+def cpu_formulation() -> Formulation:
+    """The CPU formulation, with the compiled kernels that are available (compiled here if needed)."""
+    return Formulation(cpu_ops=True, gelu=compiled_gelu(), topk=compiled_topk(), masked_max=compiled_masked_max())
+
+
+def formulation(kernel_impl: Union[str, Formulation] = "native") -> Formulation:
+    """The formulation named ``kernel_impl`` ('native' or 'cpu'); a Formulation is returned as it is."""
+    if isinstance(kernel_impl, Formulation):
+        return kernel_impl
+    if kernel_impl == "native":
+        return NATIVE
+    if kernel_impl == "cpu":
+        return cpu_formulation()
+    hint = ""
+    if kernel_impl == "auto":
+        hint = " ('auto' is resolved by the caller: resolve_kernel_impl(impl, device_target))"
+    raise ModelError(f"kernel_impl must be one of {KERNEL_IMPLS} or a Formulation, got {kernel_impl!r}{hint}")
+
+
+def resolve_kernel_impl(impl: str, device_target: str) -> str:
+    """'auto' is 'cpu' on the CPU target and 'native' elsewhere; 'native' and 'cpu' stay as they are."""
+    if impl == "auto":
+        return "cpu" if device_target == "CPU" else "native"
+    if impl not in KERNEL_IMPLS:
+        raise ModelError(f"kernel_impl must be 'auto' or one of {KERNEL_IMPLS}, got {impl!r}")
+    return impl
+
+
+def export_formulation(kernel_impl: str, file_format: str) -> Formulation:
+    """The formulation an exported graph is built with: MindSpore's own operators, or for a MINDIR of
+    ``kernel_impl`` 'cpu' the CPU formulations without compiled kernels (plain MindSpore operators,
+    faster in MindSpore on the CPU); ONNX with erf by formula."""
+    if kernel_impl not in KERNEL_IMPLS:
+        raise ModelError(f"kernel_impl must be one of {KERNEL_IMPLS}, got {kernel_impl!r}")
+    if kernel_impl == "cpu" and file_format != "MINDIR":
+        raise ModelError(f"the CPU formulations (patch extraction) export only to MINDIR, not {file_format}: "
+                         f"use kernel_impl 'native'")
+    return Formulation(cpu_ops=kernel_impl == "cpu", erf_formula=file_format == "ONNX")
