@@ -14,7 +14,8 @@ def main(argv=None) -> dict:
     cfg = load_config(argv, description=__doc__, entry="eval")
     result = run_evaluation(cfg)
     print(f"{cfg.arch} {'EMA' if result['ema'] else 'model'} weights of {cfg.pretrained} ({cfg.eval_amp_level}): "
-          f"top1 {result['top1']:.2f} top5 {result['top5']:.2f} loss {result['loss']:.4f} ({result['count']} images)")
+          f"top1 {result['top1']:.2f} top5 {result['top5']:.2f} loss {result['loss']:.4f} ({result['count']} images"
+          f"{', classes matched by name' if result['classes_by_name'] else ''})")
     return result
 
 

@@ -118,3 +118,48 @@ def seeded():
     """Every test starts from the same MindSpore seed: initial weights and random ops are reproducible."""
     ms.set_seed(0)
     yield
+
+
+WORKERS = (os.cpu_count() or 1) + 1  # one more than the machine has: the pipeline lowers it, with a warning
+
+
+def job_args(image_folder, out, *extra):
+    """train.py's command line for a 2-epoch run of 6 steps each on ``image_folder`` (3 classes, 32 px)."""
+    return ["--arch", "vig_nano_gelu", "--data_url", str(image_folder), "--train_url", str(out), "--num_classes", "3",
+            "--image_size", "32", "--batch_size", "6", "--num_parallel_workers", str(WORKERS), "--epochs", "2",
+            "--cooldown_epochs", "0", "--warmup_length", "1", "--base_lr", "0.002", "--drop_path_rate", "0.0",
+            "--repeated_aug", "0", "--mix_up", "0.8", "--cutmix", "1.0", "--auto_augment", "rand-m9-mstd0.5-inc1",
+            "--re_prob", "0.25", "--amp_level", "O2", "--ema_decay", "0.9", "--save_every", "1", "--keep_last", "1",
+            "--log_every", "3", "--loss_scale", "1024", *extra]
+
+
+@pytest.fixture(scope="session")
+def trained_run(image_folder, tmp_path_factory):
+    """The output folder of an uninterrupted ``job_args`` run (trained in this process)."""
+    import train as train_entry
+
+    out = tmp_path_factory.mktemp("run_a")
+    train_entry.main(job_args(image_folder, out))
+    return out
+
+
+def assert_same_checkpoints(got, expected):
+    """Every entry of two checkpoints (read_checkpoint) is the same: tensors bit for bit, texts exactly."""
+    import numpy as np
+
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        if isinstance(value, str):
+            assert got[name] == value, name
+        else:
+            np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
+
+
+class NoBadImages:
+    """The bad-image policy (``bad_image_policy``) of a pipeline in which every image is readable."""
+
+    def add(self, found):
+        raise AssertionError(f"no image is unreadable here, got {found}")
+
+    def summary(self):
+        pass

@@ -81,6 +81,37 @@ def test_no_dead_keys():
     assert not unread, f"config keys nobody reads: {unread}"
 
 
+@pytest.mark.parametrize("key, value, problem", [
+    ("log_every", 0, "0 must be >= 1"), ("save_every", 0, "0 must be >= 1"), ("eval_every", 0, "0 must be >= 1"),
+    ("image_size", 0, "0 must be >= 16"), ("crop_pct", 0, "0 must be in (0.0, 1.0]"),
+    ("base_lr", -0.1, "-0.1 must be in (0.0, inf]"), ("ema_decay", 1, "1 must be in [0.0, 1.0)"),
+    ("ema_decay", -0.5, "-0.5 must be in [0.0, 1.0)"), ("re_prob", 1.5, "1.5 must be in [0.0, 1.0]"),
+    ("max_overflow_fraction", 1.5, "1.5 must be in [0.0, 1.0]"), ("overflow_window", 0, "0 must be >= 1"),
+    ("batch_size", 8.9, "cannot use 8.9 as int (expected an integer, got 8.9)"),
+])
+def test_out_of_range_values_are_refused_in_the_file_and_on_the_command_line(tmp_path, key, value, problem):
+    path = write(tmp_path, {"arch": "vig_ti_224_gelu", key: value})
+    with pytest.raises(ConfigError) as in_file:
+        load_config(["--config", path])
+    assert str(in_file.value) == f"config key {key!r} in {path}: {problem}"
+    with pytest.raises(ConfigError) as on_line:
+        load_config(["--arch", "vig_ti_224_gelu", f"--{key}", str(value)])
+    assert str(on_line.value).startswith(f"config key {key!r} on the command line: ")
+
+
+def test_a_bad_value_stops_train_py_with_one_line(tmp_path):
+    """Before any output: status 2, one line on stderr, no traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "train.py", "--arch", "vig_nano_gelu", "--log_every", "0", "--train_url",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: config key 'log_every' on the command line: '0' must be >= 1 "
+                                                "(set VIG_TRACEBACK=1 to see the traceback)"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_image_limits_are_checked():
     cfg = load_config(["--arch", "x"])
     assert cfg.max_bad_image_fraction == 0.001 and cfg.max_image_pixels == 178_956_970  # Pillow's own limit

@@ -2,30 +2,17 @@
 import json
 import os
 
-import numpy as np
 import pytest
 
 import train as train_entry
+from conftest import WORKERS, assert_same_checkpoints, job_args
+from src.models import model_cfg
 from src.weights.checkpoint import read_checkpoint
 
 
-WORKERS = (os.cpu_count() or 1) + 1  # one more than the machine has: the pipeline lowers it, with a warning
-
-
-def job_args(image_folder, out, *extra):
-    return ["--arch", "vig_nano_gelu", "--data_url", image_folder, "--train_url", str(out), "--num_classes", "3",
-            "--image_size", "32", "--batch_size", "6", "--num_parallel_workers", str(WORKERS), "--epochs", "2",
-            "--cooldown_epochs", "0", "--warmup_length", "1", "--base_lr", "0.002", "--drop_path_rate", "0.0",
-            "--repeated_aug", "0", "--mix_up", "0.8", "--cutmix", "1.0", "--auto_augment", "rand-m9-mstd0.5-inc1",
-            "--re_prob", "0.25", "--amp_level", "O2", "--ema_decay", "0.9", "--save_every", "1", "--keep_last", "1",
-            "--log_every", "3", "--loss_scale", "1024", *extra]
-
-
 @pytest.fixture(scope="module")
-def first_run(image_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run_a")
-    train_entry.main(job_args(image_folder, out))
-    return out
+def first_run(trained_run):
+    return trained_run
 
 
 def test_job_writes_logs_checkpoints_and_curves(first_run):
@@ -49,6 +36,14 @@ def test_job_writes_logs_checkpoints_and_curves(first_run):
     assert ("EMA weights" if best_epoch["ema_top1"] > best_epoch["top1"] else "model weights") in log
     ckpt = read_checkpoint(str(first_run / "last.ckpt"))
     assert int(ckpt["meta.epoch"].asnumpy()) == 2
+    # the run's classes and evaluation transform travel with its weights; the lock is gone with the run
+    defaults = model_cfg("vig_nano_gelu")
+    assert json.loads(ckpt["meta.data"]) == {"classes": ["class_0", "class_1", "class_2"], "image_size": 32,
+                                             "mean": list(defaults["mean"]), "std": list(defaults["std"]),
+                                             "crop_pct": defaults["crop_pct"]}
+    assert ".run.lock" not in names
+    skipped = sum(r["overflow_steps"] for r in epochs)
+    assert f"{skipped} of 12 steps skipped for overflow" in log and int(ckpt["meta.overflow_steps"].asnumpy()) == skipped
     assert "pos_embed" in ckpt and "ema.pos_embed" in ckpt
     assert any(k.startswith("train_state.exp_avg.") for k in ckpt) and "train_state.scale_sense" in ckpt
     assert "train_state.global_step" in ckpt
@@ -61,11 +56,7 @@ def test_resume_continues_exactly(first_run, image_folder, tmp_path):
     train_entry.main(job_args(image_folder, out_b, "--keep_last", "5"))
     resumed = tmp_path / "c"
     train_entry.main(job_args(image_folder, resumed, "--resume", str(out_b / "epoch_0001.ckpt")))
-    reference = read_checkpoint(str(first_run / "last.ckpt"))
-    again = read_checkpoint(str(resumed / "last.ckpt"))
-    assert set(again) == set(reference)
-    for name, value in reference.items():
-        np.testing.assert_array_equal(again[name].asnumpy(), value.asnumpy(), err_msg=name)
+    assert_same_checkpoints(read_checkpoint(str(resumed / "last.ckpt")), read_checkpoint(str(first_run / "last.ckpt")))
     log = open(resumed / "train.log").read()
     assert "resumed from" in log and "epoch 2/2" in log and "epoch 1/2" not in log
 
@@ -95,7 +86,7 @@ def test_resume_auto_without_a_run_starts_one_with_the_scaled_lr(image_folder, t
     train_entry.main(job_args(image_folder, out, "--resume", "auto", "--epochs", "1", "--warmup_length", "0",
                               "--lr_scheduler", "constant_lr", "--lr_batch_size", "24", "--ema_decay", "0"))
     log = open(out / "train.log").read()
-    assert "--resume auto: no last.ckpt" in log and "starting a new run" in log
+    assert "--resume auto: no checkpoint in" in log and "starting a new run" in log
     assert "learning rates x 0.25: total batch 6 (1 ranks x batch 6 x accumulation 1) / lr_batch_size 24" in log
     lrs = [json.loads(line)["lr"] for line in open(out / "metrics.jsonl") if '"step"' in line]
     assert lrs and all(abs(lr - 0.0005) < 1e-9 for lr in lrs)

@@ -7,6 +7,7 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
+from conftest import NoBadImages
 from src.models import VisionGNN
 from src.engine.optim import AdamW, create_optimizer, no_weight_decay, param_groups
 from src.engine.schedule import create_lr_schedule
@@ -167,13 +168,15 @@ def test_pretrained_initialisation_keeps_a_new_classifier(tmp_path):
 
 
 class _Batches:
-    """The iterator interface of a MindSpore pipeline, over fixed (input, label) pairs."""
+    """The iterator interface of a ``create_dataset`` pipeline, over fixed (input, label) pairs."""
+
+    bad_image_policy = NoBadImages()
 
     def __init__(self, items):
         self.items = items
 
     def create_tuple_iterator(self, num_epochs=1):
-        return iter(self.items)
+        return iter([(x, y, Tensor(np.full(1, -1, np.int32))) for x, y in self.items])
 
 
 class PairQuadratic(nn.Cell):
@@ -212,3 +215,40 @@ def test_logged_lr_is_the_applied_one_after_skipped_steps(tmp_path, pynative):
     # with SGD (no momentum) the weights moved by the applied rates only: w = 1000 (1 - prod(1 - 2 lr_i))
     expected = 1000 * (1 - (1 - 2 * 0.1) * (1 - 2 * 0.2))
     np.testing.assert_allclose(net.w.asnumpy(), np.full(4, expected), rtol=1e-5)
+
+
+class BatchNormQuadratic(nn.Cell):
+    """A BatchNorm layer (its running statistics updated by every forward pass) in front of a quadratic loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4, momentum=0.5)
+        self.w = Parameter(Tensor(np.zeros(4, np.float32)), name="w")
+
+    def construct(self, x):
+        return ((self.norm(x) * self.w - 1.0) ** 2).sum()
+
+
+def test_a_skipped_step_keeps_the_batchnorm_statistics(any_mode):
+    """Forward passes of skipped steps (overflowing gradients; an input that makes the loss and the statistics
+    non-finite) leave the running statistics and their EMA as they were; a clean step updates them."""
+    net = BatchNormQuadratic()
+    net.set_train(True)
+    step = make_step(net, loss_scale=create_loss_scale(True, 2.0 ** 10, 1000), ema=0.5)
+    statistics = [p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))]
+    assert len(statistics) == 2 and len(step.ema) == 5  # w, gamma, beta and the statistics
+    rng = np.random.default_rng(0)
+    batch = Tensor(rng.standard_normal((8, 4)).astype(np.float32) * 3 + 2)
+    step(batch)  # a clean step
+    before = [p.asnumpy().copy() for p in statistics] + [e.asnumpy().copy() for e in step.ema]
+    step.scale_sense.set_data(Tensor(3.0e38, ms.float32))  # scaled gradients overflow float32
+    assert bool(step(batch)[1].asnumpy())
+    step.scale_sense.set_data(Tensor(4.0, ms.float32))
+    infinite = Tensor(np.full((8, 4), np.inf, np.float32))
+    loss, overflow, _ = step(infinite)
+    assert bool(overflow.asnumpy()) and not np.isfinite(loss.asnumpy())
+    after = [p.asnumpy() for p in statistics] + [e.asnumpy() for e in step.ema]
+    for got, expected in zip(after, before):
+        np.testing.assert_array_equal(got, expected)
+    assert not bool(step(batch)[1].asnumpy())
+    assert not np.array_equal(statistics[0].asnumpy(), before[0])

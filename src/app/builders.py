@@ -1,10 +1,11 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
 import time
+from typing import Optional
 
 from mindspore import nn
 
 from .config import Config, ConfigError
-from ..data import DatasetError, create_dataset, find_digits_dataset, write_digits_dataset
+from ..data import DatasetError, class_names, create_dataset, find_digits_dataset, write_digits_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
 from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
@@ -90,6 +91,17 @@ def eval_transform_args(cfg: Config) -> dict:
                           f"images take in_channel 3 (other values only for export)")
     return dict(image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
                 crop_pct=cfg.crop_pct or model_cfg(cfg.arch)["crop_pct"])
+
+
+def data_record(cfg: Config, root: Optional[str] = None, split: str = "train") -> dict:
+    """What a checkpoint records about the data its weights are for (``meta.data``): the evaluation
+    transform and, given a dataset root, the class names of ``split`` in label order."""
+    args = eval_transform_args(cfg)
+    record = {"image_size": args["image_size"], "mean": list(args["mean"]), "std": list(args["std"]),
+              "crop_pct": args["crop_pct"]}
+    if root is not None:
+        record["classes"] = class_names(root, split)
+    return record
 
 
 def soft_labels(cfg: Config) -> bool:

@@ -274,6 +274,10 @@ OPTIONS: Dict[str, Option] = {
                                 origin=MZ_ARGS),
     "ema_decay": Option(0.0, _float, "EMA of the weights (0: off)", check=in_range(0.0, 1.0, high_open=True),
                         origin=MZ_NONE),
+    "max_overflow_fraction": Option(0.5, _float, "stop the run when more than this share of the last overflow_window "
+                                                 "steps were skipped for non-finite loss or gradients (1: never)",
+                                    check=PROBABILITY),
+    "overflow_window": Option(100, _int, "steps over which max_overflow_fraction is counted", check=POSITIVE),
     "seed": Option(0, _int, "random seed", check=NON_NEGATIVE, origin=MZ_ARGS),
     # ----- run
     "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves"),
@@ -313,10 +317,11 @@ _MODELARTS = ("run_modelarts", "cache_dir")
 _TRAINING = ("drop_path_rate", "drop_rate", "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter",
              "re_prob", "re_mode", "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode",
              "label_smoothing", "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr",
-             "lr_scheduler", "cosine_style", "lr_adjust", "lr_gamma", "warmup_length", "epochs", "start_epoch", "cooldown_epochs",
-             "weight_decay", "beta", "eps", "momentum", "amp_level", "keep_bn_fp32", "is_dynamic_loss_scale",
-             "loss_scale", "loss_scale_window", "clip_global_norm_value", "accumulation_step", "ema_decay", "seed",
-             "train_url", "resume", "save_every", "keep_last", "eval_every", "log_every", "distribute")
+             "lr_scheduler", "cosine_style", "lr_adjust", "lr_gamma", "warmup_length", "epochs", "start_epoch",
+             "cooldown_epochs", "weight_decay", "beta", "eps", "momentum", "amp_level", "keep_bn_fp32",
+             "is_dynamic_loss_scale", "loss_scale", "loss_scale_window", "clip_global_norm_value", "accumulation_step",
+             "ema_decay", "max_overflow_fraction", "overflow_window", "seed", "train_url", "resume", "save_every",
+             "keep_last", "eval_every", "log_every", "distribute")
 # The keys each entry point reads (and so accepts on its command line).
 ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
     "train": _MODEL + _DATA + _DEVICE + _MODELARTS + _TRAINING + ("eval_amp_level",),

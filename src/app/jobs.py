@@ -5,14 +5,15 @@ offline flow preprocess.py / infer.py / postprocess.py -> ``run_preprocess`` / `
 ``run_postprocess``. Each sets up the device, builds what the job needs (``builders``) and makes one
 call into the engine, weights or deploy packages.
 """
+import contextlib
 import os
 import time
-from typing import Dict
+from typing import Callable, Dict, List, Optional
 
 import mindspore as ms
 
 from . import modelarts
-from .builders import (bad_image_args, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+from .builders import (bad_image_args, data_record, eval_dataset, eval_transform_args, inference_net, kernel_impl,
                        learning_rates, model_from_config, prepare_data, train_dataset, train_step)
 from .config import Config, ConfigError, effective_recipe, save_config
 from .device import init_device
@@ -22,13 +23,15 @@ from ..deploy.offline import postprocess, preprocess, run_inference as infer_fil
 from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
-from ..engine.trainer import TrainJob, fit
+from ..engine.trainer import TrainJob, fit, sum_over_ranks
 from ..models import export_formulation, model_cfg
-from ..weights.checkpoint import load_model_weights
+from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
+from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
 
 
-def run_training(cfg: Config) -> Dict[str, float]:
+def run_training(cfg: Config, stop: Optional[Callable[[], int]] = None) -> Dict[str, float]:
     """train.py: build the job described by ``cfg``, resume it if asked, train, return the results.
+    ``stop`` returns the signal number of a pending stop request (``signals.StopSignals``), else 0.
     A ModelArts job (``run_modelarts``) trains on local copies and uploads its outputs (``modelarts``)."""
     if cfg.run_modelarts:
         modelarts.require_moxing()
@@ -36,31 +39,43 @@ def run_training(cfg: Config) -> Dict[str, float]:
     ms.set_seed(cfg.seed)
     if cfg.run_modelarts:
         cfg = modelarts.localise(cfg, training=True)
-    checkpoints, uploader = modelarts.run_checkpoints(cfg, rank)
-    try:
-        return _train(cfg, rank, world, checkpoints)
-    finally:
-        if uploader:
-            uploader.upload()
+    with own_output_folder(cfg.train_url, rank, world):
+        checkpoints, uploader = modelarts.run_checkpoints(cfg, rank)
+        try:
+            return _train(cfg, rank, world, checkpoints, stop)
+        finally:
+            if uploader:
+                uploader.upload()
 
 
-def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints) -> Dict[str, float]:
+def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
+           stop: Optional[Callable[[], int]]) -> Dict[str, float]:
+    removed = checkpoints.remove_stale_temporaries()
     resume_path = checkpoints.find_resume(cfg.resume)
     if resume_path is None and checkpoints.existing():  # every rank stops alike
-        raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run "
-                          f"or choose another --train_url")
+        raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that "
+                          f"run or choose another --train_url")
     log = get_logger("train", cfg.train_url, rank)
+    for path in removed:
+        log.info("removed %s, left by an interrupted checkpoint write", path)
+    for path, reason in checkpoints.unreadable:
+        log.info("--resume auto skips %s: %s", path, reason)
     if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
         name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
         save_config(cfg, os.path.join(cfg.train_url, name))
     log_recipe(cfg, log)
-    job = build_train_job(cfg, rank, world, checkpoints, log)
+    job = build_train_job(cfg, rank, world, checkpoints, log, stop)
+    if rank == 0:
+        check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
+                         "train_url", "one checkpoint")
     meta = new_run_meta()
     if cfg.resume == "auto" and resume_path is None:
-        log.info("--resume auto: no last.ckpt in %s, starting a new run", cfg.train_url)
+        log.info("--resume auto: no checkpoint in %s, starting a new run", cfg.train_url)
     if resume_path:
         meta = checkpoints.restore(job.step, job.model, resume_path)
-        log.info("resumed from %s at epoch %d (step %d)", resume_path, meta["epoch"], meta["step"])
+        where = (f"in epoch {int(meta['epoch']) + 1} after batch {int(meta['batch'])} of {job.steps_per_epoch}"
+                 if meta["batch"] else f"after epoch {int(meta['epoch'])}")
+        log.info("resumed from %s %s (step %d)", resume_path, where, meta["step"])
     elif cfg.start_epoch:
         meta.update(epoch=cfg.start_epoch, step=cfg.start_epoch * job.steps_per_epoch)
         job.step.optimizer.global_step.set_data(ms.Tensor([cfg.start_epoch * len(job.lrs) // job.total_epochs],
@@ -77,9 +92,30 @@ def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints) -> D
     return fit(job, meta)
 
 
-def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints, log) -> TrainJob:
+@contextlib.contextmanager
+def own_output_folder(folder: str, rank: int, world: int):
+    """Rank 0 proves ``folder`` writable and holds its lock for the run; if it cannot, every rank stops."""
+    lock, problem = None, None
+    if rank == 0:
+        try:
+            check_writable(folder, "output folder", "train_url")
+            lock = FolderLock(folder, "train_url").acquire()
+        except OutputFolderError as err:
+            problem = err
+    if sum_over_ranks([problem is not None], world)[0]:
+        raise problem or OutputFolderError(f"rank 0 cannot use the output folder {folder!r}; see its log")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints, log,
+                    stop: Optional[Callable[[], int]] = None) -> TrainJob:
     """Model, datasets, schedule and train step of the configured run."""
     root = prepare_data(cfg, rank)
+    checkpoints.record_data(data_record(cfg, root))
     model = model_from_config(cfg, training=True)
     if cfg.pretrained:
         loaded = load_model_weights(model, cfg.pretrained, cfg.use_ema, cfg.arch,
@@ -104,7 +140,8 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
         images_per_step=cfg.batch_size * world, world=world, with_ema=cfg.ema_decay > 0, log_every=cfg.log_every,
         eval_every=cfg.eval_every, save_every=cfg.save_every,
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
-        curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None)
+        curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None,
+        stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window)
 
 
 def whole_updates(data, steps: int):
@@ -128,9 +165,36 @@ def _no_weights(what: str) -> ConfigError:
     return ConfigError(f"no weights to {what}: pass --pretrained <checkpoint.ckpt>")
 
 
+def trained_for(cfg: Config, root: Optional[str] = None) -> Optional[List[int]]:
+    """Refuse ``pretrained`` unless it was trained for this configuration's evaluation transform and,
+    given a dataset root, for the classes of its val split; returns the model output of each dataset
+    label when the checkpoint has the same classes in another order. Converted official checkpoints
+    record nothing (ImageNet-1k in the official order) and pass."""
+    recorded = stored_data(read_checkpoint(cfg.pretrained, meta_only=True))
+    if recorded is None:
+        return None
+    current = data_record(cfg, root, "val")
+    if root is None:
+        recorded.pop("classes", None)
+    transform = [k for k in current if k != "classes" and recorded.get(k) != current[k]]
+    if transform:
+        hint = " ".join(f"--{k} {recorded[k]}" for k in ("image_size", "crop_pct") if k in transform)
+        fix = f"pass {hint}" if hint else "mean and std follow the arch: is it a checkpoint of another model?"
+        differences = data_differences({k: recorded.get(k) for k in transform}, {k: current[k] for k in transform})
+        raise CheckpointError(f"{cfg.pretrained!r} does not fit this configuration: {differences}; {fix}")
+    if root is None or recorded.get("classes") in (None, current["classes"]):
+        return None
+    if sorted(recorded["classes"]) != sorted(current["classes"]):
+        raise CheckpointError(f"{cfg.pretrained!r} does not fit the classes of {os.path.join(root, 'val')!r}: "
+                              f"{data_differences({'classes': recorded['classes']}, {'classes': current['classes']})}; "
+                              f"evaluate it on the classes it was trained for")
+    return [recorded["classes"].index(name) for name in current["classes"]]
+
+
 def run_evaluation(cfg: Config) -> Dict[str, float]:
     """eval.py: the configured model with ``pretrained`` weights on the validation split, at
-    ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated."""
+    ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated, and
+    whether the classes were matched by name (``trained_for``)."""
     if not cfg.pretrained:
         raise _no_weights("evaluate")
     if cfg.run_modelarts:
@@ -139,20 +203,24 @@ def run_evaluation(cfg: Config) -> Dict[str, float]:
     if cfg.run_modelarts:
         cfg = modelarts.localise(cfg, training=False)
     root = prepare_data(cfg, rank)
+    columns = trained_for(cfg, root)
     net = model_from_config(cfg)
     loaded = load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    result = evaluate(inference_net(cfg, net), eval_dataset(cfg, root, rank, world), distributed=world > 1)
-    return {**result, "ema": loaded.ema}
+    result = evaluate(inference_net(cfg, net), eval_dataset(cfg, root, rank, world), distributed=world > 1,
+                      columns=columns)
+    return {**result, "ema": loaded.ema, "classes_by_name": columns is not None}
 
 
 def run_export(cfg: Config) -> str:
     """export.py: the configured model with ``pretrained`` weights, in its export-safe form, written as
     ``file_format``. The batch size is 1 unless --batch_size is on the command line (offline inference
-    runs one image per call); image_size comes from the configuration."""
+    runs one image per call); image_size comes from the configuration and must be the one the
+    checkpoint was trained for."""
     if not cfg.pretrained:
         raise _no_weights("export")
     form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id)
+    trained_for(cfg)
     net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1

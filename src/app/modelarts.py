@@ -4,8 +4,8 @@ Object-store paths (``obs://...``) go through ``moxing``, which ModelArts images
 PyPI): the config file is read through it; ``data_url``, ``pretrained`` and an explicit ``resume`` are
 copied once per server to ``cache_dir`` (the first process to take a lock file copies, the others of the
 server wait for its ``.done`` marker); ``train_url`` is written locally in ``cache_dir/train`` and rank 0
-copies that folder to the object store after every checkpoint and at the end, so a preempted job loses at
-most one checkpoint interval. ``--resume auto`` continues from the ``last.ckpt`` of the remote train_url.
+copies that folder to the object store after every checkpoint (a stop by SIGTERM saves and uploads one
+too) and at the end, so a preempted job loses at most one checkpoint interval. ``--resume auto`` continues from the ``last.ckpt`` of the remote train_url.
 """
 import os
 import time
@@ -116,6 +116,11 @@ class UploadingCheckpoints(RunCheckpoints):
     def save_epoch(self, *args, **kwargs) -> None:
         super().save_epoch(*args, **kwargs)
         self.upload()
+
+    def save_last(self, *args, **kwargs) -> str:
+        path = super().save_last(*args, **kwargs)
+        self.upload()
+        return path
 
 
 def run_checkpoints(cfg: Config, rank: int) -> Tuple[RunCheckpoints, Optional[UploadingCheckpoints]]:

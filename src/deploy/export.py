@@ -5,6 +5,10 @@ by default, since an export is meant for the device that runs it (Ascend 310, or
 ``kernel_impl: cpu`` gives a MINDIR tuned for MindSpore on the CPU. No export holds the compiled CPU
 kernels, whose library exists only in this host's cache. For ONNX, exact GELU is written with basic
 ops (MindSpore's converter has no Erf).
+
+The file is written under a temporary name beside its final one (``weights.files``) and renamed;
+an export interrupted before (a kill, a full disk) left such a temporary, which the next export
+into the folder removes once its process is gone.
 """
 import os
 
@@ -12,6 +16,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from ..weights.files import check_free_space, check_writable, remove_stale_temporaries, temporary_path
 from .errors import DeployError
 
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
@@ -22,7 +27,8 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     """Write ``net`` (built in its export formulation) for a (batch_size, 3, image_size, image_size)
     float32 input; returns the file path.
 
-    The file is written under a temporary name and renamed, and an existing file is never replaced.
+    The folder must be writable with room for the weights (checked first); the file is written under a
+    temporary name and renamed, and an existing file is never replaced.
     """
     if file_format not in EXTENSIONS:
         raise DeployError(f"file_format must be one of {sorted(EXTENSIONS)}, got {file_format!r}")
@@ -32,8 +38,12 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     path = os.path.abspath(file_name + EXTENSIONS[file_format])
     if os.path.exists(path):
         raise DeployError(f"{path} already exists; choose another --file_name or move the old file")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(file_name)}.tmp{os.getpid()}")
+    folder = os.path.dirname(path)
+    check_writable(folder, "export folder", "file_name")
+    remove_stale_temporaries(folder, [ext[1:] for ext in EXTENSIONS.values()])
+    check_free_space(folder, sum(p.nbytes for p in net.get_parameters()), "export folder", "file_name",
+                     f"the {file_format} file")
+    tmp = temporary_path(path)[:-len(EXTENSIONS[file_format])]  # the exporters add the extension
     dummy = Tensor(np.zeros((batch_size, 3, image_size, image_size), np.float32))
     net.set_train(False)
     try:
@@ -42,6 +52,8 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
         else:
             ms.export(net, dummy, file_name=tmp, file_format=file_format)
         os.replace(tmp + EXTENSIONS[file_format], path)
+    except OSError as err:
+        raise DeployError(f"cannot write {path} ({err.strerror or err}); nothing was written under that name") from None
     finally:
         if os.path.exists(tmp + EXTENSIONS[file_format]):
             os.remove(tmp + EXTENSIONS[file_format])

@@ -93,21 +93,27 @@ def read_labels(preprocess_path: str) -> dict:
 
 
 def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a (1, 3, S, S) float32 array to logits, from a .mindir or .onnx file."""
+    """A function from a (1, 3, S, S) float32 array to logits, from a .mindir or .onnx file; a file the
+    runtime cannot load is a DeployError naming it."""
     if not os.path.isfile(model_file):
         raise FileNotFoundError(f"exported model {model_file!r} does not exist; run export.py first")
-    if model_file.endswith(".onnx"):
-        import onnxruntime
+    if not model_file.endswith((".onnx", ".mindir")):
+        raise DeployError(f"{model_file!r} is neither a .mindir nor an .onnx file")
+    try:
+        if model_file.endswith(".onnx"):
+            import onnxruntime
 
-        session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    if model_file.endswith(".mindir"):
+            session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            return lambda x: session.run(None, {name: x})[0]
         import mindspore as ms
 
         graph = ms.nn.GraphCell(ms.load(model_file))
         return lambda x: graph(ms.Tensor(x)).asnumpy()
-    raise DeployError(f"{model_file!r} is neither a .mindir nor an .onnx file")
+    except Exception as err:  # each runtime raises its own types, with long internal texts
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise DeployError(f"cannot load {model_file!r} as an exported model ({reason[:200]}); the file is damaged "
+                          f"or not an export: export it again with export.py") from None
 
 
 def run_inference(model_file: str, preprocess_path: str, result_path: str) -> int:

@@ -1,5 +1,5 @@
 """Top-1 / top-5 / loss over a dataset; distributed runs sum the counts over ranks."""
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import mindspore as ms
@@ -9,13 +9,17 @@ from ..data import batches
 from .metrics import cross_entropy_sum, topk_correct
 
 
-def evaluate(net: nn.Cell, dataset, distributed: bool = False) -> Dict[str, float]:
+def evaluate(net: nn.Cell, dataset, distributed: bool = False,
+             columns: Optional[Sequence[int]] = None) -> Dict[str, float]:
     """Run ``net`` (eval mode) over ``dataset`` (columns image, integer label; label -1 marks an
-    unreadable image, which is left out)."""
+    unreadable image, which is left out). ``columns``: the output of ``net`` that scores each dataset
+    label (the same classes in another order), if not the identity."""
     net.set_train(False)
     totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, samples
     for images, labels in batches(dataset):
         logits = net(images).asnumpy().astype(np.float64)
+        if columns is not None:
+            logits = logits[:, columns]
         labels = labels.asnumpy().astype(np.int64)
         keep = labels >= 0
         logits, labels = logits[keep], labels[keep]

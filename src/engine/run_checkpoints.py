@@ -1,29 +1,42 @@
 """A training run's checkpoints: what goes into them, where they go, which one a resume reads.
 
-A run owns its output folder. It writes ``epoch_NNNN.ckpt`` every ``save_every`` epochs (the newest
-``keep_last`` are kept), ``last.ckpt`` beside them and ``best.ckpt`` at each new best validation top-1.
-Every file holds the model under its own names, the EMA copy under ``ema.``, the rest of the train
-step's state (optimizer moments and step, loss scale and its counters) under ``train_state.`` and the
-run's metadata under ``meta.`` (epoch, step, best top-1 and its epoch, and ``best_is_ema``: whether
-the best top-1 came from the EMA weights), so a resume continues with the same learning rate at the
-same step, the same moments and the same EMA. Files are written atomically by rank 0 only.
+A run owns its output folder (``files.FolderLock``, taken by the application layer). It writes
+``epoch_NNNN.ckpt`` every ``save_every`` epochs (the newest ``keep_last`` are kept), ``last.ckpt``
+beside them, ``best.ckpt`` at each new best validation top-1, and ``last.ckpt`` again when it is
+stopped between two steps. Every file holds the model under its own names, the EMA copy under
+``ema.``, the rest of the train step's state (optimizer moments and step, loss scale and its
+counters) under ``train_state.`` and the run's metadata under ``meta.``: epoch (completed epochs),
+step, batch (batches of the next epoch already trained: a run stopped mid-epoch resumes there),
+best top-1 and its epoch, ``best_is_ema`` (whether the best top-1 came from the EMA weights),
+overflow_steps (steps skipped so far) and ``data`` (the classes and evaluation transform, see
+``weights.checkpoint``). So a resume continues with the same learning rate at the same step, the
+same moments and the same EMA. Files are written atomically by rank 0 only.
+
+``--resume auto`` continues from the newest complete checkpoint of the folder, whatever its name:
+the one whose stored step is highest (a crash before the first ``last.ckpt`` still leaves
+``best.ckpt`` or ``epoch_NNNN.ckpt``); files that cannot be read are skipped and reported.
 """
 import glob
+import json
 import os
 import re
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mindspore import Tensor, nn
 
-from ..weights.checkpoint import (EMA_PREFIX, META_PREFIX, STATE_PREFIX, CheckpointError, check_fits, model_entries,
-                                  read_checkpoint, save_checkpoint)
+from ..weights.checkpoint import (CHECKPOINT_TEMPORARIES, DATA_KEY, EMA_PREFIX, META_PREFIX, STATE_PREFIX,
+                                  CheckpointError, check_fits, data_differences, model_entries, read_checkpoint,
+                                  save_checkpoint, stored_data)
+from ..weights.files import remove_stale_temporaries
 
 PERIODIC = re.compile(r"epoch_(\d{4,})\.ckpt$")
+_PREFERENCE = {"last.ckpt": 2, "best.ckpt": 0}  # equal steps: last.ckpt, then epoch_NNNN, then best
 
 
 def new_run_meta() -> Dict[str, float]:
     """Metadata of a run that has not trained yet."""
-    return {"epoch": 0, "step": 0, "best_top1": -1.0, "best_epoch": -1, "best_is_ema": 0}
+    return {"epoch": 0, "step": 0, "batch": 0, "best_top1": -1.0, "best_epoch": -1, "best_is_ema": 0,
+            "overflow_steps": 0}
 
 
 class RunCheckpoints:
@@ -33,6 +46,12 @@ class RunCheckpoints:
         self.folder = folder
         self.keep_last = keep_last
         self.writer = writer
+        self.data: Optional[dict] = None
+        self.unreadable: List[Tuple[str, str]] = []  # (path, reason) skipped by the last find_resume
+
+    def record_data(self, data: dict) -> None:
+        """The classes and evaluation transform of the run, recorded in every checkpoint and checked on resume."""
+        self.data = json.loads(json.dumps(data))  # as it reads back: lists, not tuples
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
@@ -40,19 +59,39 @@ class RunCheckpoints:
     def existing(self) -> list:
         return glob.glob(self.path("*.ckpt"))
 
+    def remove_stale_temporaries(self) -> List[str]:
+        """Temporary files of checkpoint writes that a killed run left behind (writer only)."""
+        return remove_stale_temporaries(self.folder, CHECKPOINT_TEMPORARIES) if self.writer else []
+
     def find_resume(self, resume: Optional[str]) -> Optional[str]:
-        """The checkpoint to resume from: an explicit path, or with 'auto' this run's ``last.ckpt``."""
+        """The checkpoint to resume from: an explicit path, or with 'auto' the newest complete one."""
         if resume is None:
             return None
         if resume != "auto":
             if not os.path.isfile(resume):
                 raise FileNotFoundError(f"resume checkpoint {resume!r} does not exist")
             return resume
-        last = self.path("last.ckpt")
-        return last if os.path.isfile(last) else None
+        self.unreadable = []
+        candidates = []
+        for path in sorted(self.existing()):
+            try:
+                meta = read_checkpoint(path, meta_only=True)
+            except CheckpointError as err:
+                self.unreadable.append((path, str(err)))
+                continue
+            if META_PREFIX + "step" in meta:  # a checkpoint of a run, not a file put here by hand
+                name = os.path.basename(path)
+                rank = _PREFERENCE.get(name, 1)
+                candidates.append((_number(meta, "step"), _number(meta, "epoch"), rank, path))
+        if candidates:
+            return max(candidates)[-1]
+        if self.unreadable:
+            listed = "; ".join(f"{os.path.basename(p)}: {reason}" for p, reason in self.unreadable)
+            raise CheckpointError(f"--resume auto: no checkpoint in {self.folder!r} can be read ({listed}); move "
+                                  f"them away to start a new run there")
+        return None
 
-    @staticmethod
-    def entries(step: nn.Cell, model: nn.Cell, meta: Dict[str, float]) -> Dict[str, object]:
+    def entries(self, step: nn.Cell, model: nn.Cell, meta: Dict[str, float]) -> Dict[str, object]:
         """Model under its own names, EMA under ``ema.``, the rest of the step's state under ``train_state.``."""
         model_names = {p.name for p in model.get_parameters()}
         entries = {}
@@ -63,12 +102,22 @@ class RunCheckpoints:
                 # transient (gradient sums, zero between updates)
                 entries[STATE_PREFIX + param.name] = param
         entries.update({META_PREFIX + k: v for k, v in meta.items()})
+        if self.data is not None:
+            entries[DATA_KEY] = json.dumps(self.data)
         return entries
+
+    def size_bytes(self, step: nn.Cell, model: nn.Cell) -> int:
+        """About the size of one checkpoint file of this run."""
+        return sum(p.nbytes for p in self.entries(step, model, {}).values() if isinstance(p, Tensor))
 
     def restore(self, step: nn.Cell, model: nn.Cell, path: str) -> Dict[str, float]:
         """Put a checkpoint's model, EMA and training state back into ``step``; returns its metadata."""
         checkpoint = read_checkpoint(path)
-        targets = self.entries(step, model, {})
+        trained_for = stored_data(checkpoint)
+        if trained_for is not None and self.data is not None and trained_for != self.data:
+            raise CheckpointError(f"cannot resume from {path!r}: {data_differences(trained_for, self.data)}; resume "
+                                  f"with the data_url and settings it was trained with")
+        targets = {k: v for k, v in self.entries(step, model, {}).items() if k != DATA_KEY}
         missing = [name for name in targets if name not in checkpoint]
         if missing:
             raise CheckpointError(f"cannot resume from {path!r}: it lacks {len(missing)} entries of this run "
@@ -81,13 +130,19 @@ class RunCheckpoints:
                                       f"but {tuple(param.shape)} in this run")
             param.set_data(Tensor(value.asnumpy(), param.dtype))
         meta = new_run_meta()
-        meta.update({k[len(META_PREFIX):]: float(v.asnumpy()) for k, v in checkpoint.items()
-                     if k.startswith(META_PREFIX)})
+        meta.update({k[len(META_PREFIX):]: _number(checkpoint, k[len(META_PREFIX):]) for k in checkpoint
+                     if k.startswith(META_PREFIX) and k != DATA_KEY})
         return meta
 
     def save_best(self, step: nn.Cell, model: nn.Cell, meta: Dict[str, float]) -> None:
         if self.writer:
             save_checkpoint(self.entries(step, model, meta), self.path("best.ckpt"))
+
+    def save_last(self, step: nn.Cell, model: nn.Cell, meta: Dict[str, float]) -> str:
+        """``last.ckpt`` alone: the state of a run stopped between two steps."""
+        if self.writer:
+            save_checkpoint(self.entries(step, model, meta), self.path("last.ckpt"))
+        return self.path("last.ckpt")
 
     def save_epoch(self, step: nn.Cell, model: nn.Cell, meta: Dict[str, float]) -> None:
         """``epoch_NNNN.ckpt`` and ``last.ckpt``, then the oldest periodic files beyond ``keep_last`` go."""
@@ -100,3 +155,8 @@ class RunCheckpoints:
                           if (m := PERIODIC.search(path)))
         for _, path in periodic[:max(len(periodic) - self.keep_last, 0)]:
             os.remove(path)
+
+
+def _number(checkpoint, key: str) -> float:
+    return float(checkpoint[META_PREFIX + key].asnumpy())
+

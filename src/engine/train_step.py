@@ -2,9 +2,12 @@
 
 MindSpore's stock ``TrainOneStepWithLossScaleCell`` detects overflow with Ascend/GPU-only status
 kernels and fails on the CPU; here overflow is ``not all_finite(grads)``, which works everywhere.
-Order of a step: scaled loss -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag
-(all-reduced so every rank agrees) -> loss-scale update -> if finite: clip to the global norm,
-optimizer step, EMA update. On overflow the weights, optimizer state and EMA are left untouched.
+Order of a step: copy of the BatchNorm running statistics -> scaled loss (the forward pass updates
+the statistics) -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag: non-finite
+gradients, loss or statistics (all-reduced so every rank agrees) -> loss-scale update -> if finite:
+clip to the global norm, optimizer step, EMA update; on overflow: the statistics are put back. So a
+skipped step leaves weights, statistics, optimizer state and EMA as they were, and non-finite values
+never reach a checkpoint. The copy costs one small vector per BatchNorm statistic per step.
 
 Gradient accumulation (``accumulation`` N > 1): the first N - 1 micro-batches of an update only add their
 unscaled gradients to ``accumulated.*`` sums; the N-th runs the step above on the mean of the N gradients
@@ -23,6 +26,22 @@ _unscale = ops.MultitypeFuncGraph("unscale")
 @_unscale.register("Tensor", "Tensor")
 def _unscale_grad(inv_scale, grad):
     return grad * inv_scale.astype(grad.dtype)
+
+
+_snapshot = ops.MultitypeFuncGraph("snapshot")
+
+
+@_snapshot.register("Tensor")
+def _snapshot_value(param):
+    return param * 1  # a value, not a reference to the parameter the forward pass updates
+
+
+_keep_on_overflow = ops.MultitypeFuncGraph("keep_on_overflow")
+
+
+@_keep_on_overflow.register("Tensor", "Tensor", "Tensor")
+def _keep_value(overflow, param, before):
+    return ops.assign(param, ops.select(overflow, before, param))
 
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
@@ -50,10 +69,13 @@ def _ema_step(decay, ema, param):
     return ops.assign(ema, ema * decay + param.astype(ema.dtype) * (1 - decay))
 
 
+BN_STATISTICS = ("moving_mean", "moving_variance")
+
+
 def ema_source_params(net: nn.Cell) -> list:
     """What the EMA tracks: every parameter that training changes (weights and BN statistics),
     as timm's ModelEma averages the whole state dict; frozen tables never change and are skipped."""
-    return [p for p in net.get_parameters() if p.requires_grad or p.name.endswith(("moving_mean", "moving_variance"))]
+    return [p for p in net.get_parameters() if p.requires_grad or p.name.endswith(BN_STATISTICS)]
 
 
 DEFAULT_DYNAMIC_SCALE, DEFAULT_FIXED_SCALE = 2.0 ** 24, 1024.0  # the ModelZoo's
@@ -90,8 +112,17 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
         self.ema_sources = ParameterTuple(sources)
         self.ema = ParameterTuple([Parameter(p.data.copy(), name=f"ema.{p.name}", requires_grad=False)
                                    for p in sources])
+        self.statistics = ParameterTuple([p for p in network.get_parameters() if p.name.endswith(BN_STATISTICS)])
+        if self.accumulation > 1:  # the statistics before an update's first micro-batch, put back if it overflows
+            self.statistics_at_start = ParameterTuple([Parameter(p.data.copy(), name=f"accumulated.{p.name}",
+                                                                 requires_grad=False) for p in self.statistics])
+            self.save_statistics = _CopyParameters(self.statistics_at_start, self.statistics)
 
     def construct(self, *inputs):
+        if self.accumulation > 1:
+            before = self.hyper_map(_snapshot, self.statistics_at_start)
+        else:
+            before = self.hyper_map(_snapshot, self.statistics)
         loss = self.network(*inputs)
         scale = self.scale_sense
         sens = ops.ones_like(loss) * scale.astype(loss.dtype)
@@ -100,7 +131,10 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
         if self.accumulation > 1:
             grads = self.hyper_map(ops.partial(_mean_and_reset, self.inv_count), self.accumulated, grads)
         grads = self.grad_reducer(grads)
-        overflow = ops.logical_not(ms.amp.all_finite(grads))
+        finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(loss).all())
+        if self.statistics:
+            finite = ops.logical_and(finite, ms.amp.all_finite(self.statistics))
+        overflow = ops.logical_not(finite)
         if self.is_distributed:
             overflow = self.allreduce(overflow.astype(ms.float32)) > 0
         overflow = self.process_loss_scale(overflow)
@@ -111,15 +145,37 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
             if self.use_ema:
                 loss = ops.depend(loss, self.hyper_map(ops.partial(_ema_update, self.ema_decay),
                                                        self.ema, self.ema_sources))
+        if self.statistics:
+            loss = ops.depend(loss, self.hyper_map(ops.partial(_keep_on_overflow, overflow), self.statistics, before))
         return loss, overflow, scale
 
     def __call__(self, *inputs):
         """A micro-batch that does not complete an update only accumulates: (loss, no overflow, scale)."""
         if self.accumulation > 1:
+            if self.micro_batch == 0 and self.statistics:
+                self.save_statistics()
             self.micro_batch = (self.micro_batch + 1) % self.accumulation
             if self.micro_batch:
                 return self.add_micro_batch(*inputs), self.no_overflow, self.scale_sense.value()
         return super().__call__(*inputs)
+
+    @property
+    def update_done(self) -> bool:
+        """Whether the last call completed an optimizer update (always, without accumulation): where a
+        run may stop, and what counts as a step of the overflow window."""
+        return self.micro_batch == 0
+
+
+class _CopyParameters(nn.Cell):
+    """targets <- sources (values), as one graph."""
+
+    def __init__(self, targets: ParameterTuple, sources: ParameterTuple):
+        super().__init__(auto_prefix=False)
+        self.targets, self.sources = targets, sources
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self):
+        return self.hyper_map(ops.assign, self.targets, self.sources)
 
 
 class _AccumulateGrads(nn.Cell):

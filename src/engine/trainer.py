@@ -2,18 +2,29 @@
 
 Per step: ``TrainOneStep`` (loss scale, gradient reduction, overflow skip, clipping, AdamW, EMA).
 Per epoch: BatchNorm statistics averaged over ranks, validation of the model and of its EMA,
-checkpoints (``run_checkpoints``). Each epoch's data order is a function of (seed, epoch), so a
-resumed run continues as the uninterrupted one would.
+checkpoints (``run_checkpoints``). Each epoch's data order and augmentation are a function of
+(seed, epoch), so a resumed run continues as the uninterrupted one would; a run stopped mid-epoch
+resumes by drawing the epoch's first batches again without training on them (they keep the
+augmentation streams in step).
+
+A run ends early in two ways, each with one line in the log and an exit status (``RunStopped``):
+* a stop request (``TrainJob.stop``: SIGINT/SIGTERM, see ``app.signals``) is taken between two
+  steps: ``last.ckpt`` records the state and the position in the epoch, exit status 128 + signal;
+* training that is no longer learning: more than ``max_overflow_fraction`` of the last
+  ``overflow_window`` steps skipped for non-finite loss or gradients (a dynamic loss scale
+  legitimately skips a few steps while it settles). Nothing more is saved: the checkpoints written
+  so far are the last good ones; exit status 1.
 """
+import collections
 import json
 import logging
-import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import numpy as np
-from mindspore import nn, ops
+from mindspore import Tensor, nn, ops
 
 from ..data import batches
 from .evaluate import copy_weights, evaluate
@@ -44,6 +55,26 @@ class TrainJob:
     save_every: int = 1
     metrics_path: Optional[str] = None         # JSON lines of step and epoch records (rank 0)
     curves_path: Optional[str] = None          # PNG of the curves, written at the end (rank 0)
+    stop: Optional[Callable[[], int]] = None   # the signal number of a pending stop request, else 0
+    max_overflow_fraction: float = 0.5         # stop when more of the last overflow_window steps were skipped
+    overflow_window: int = 100
+
+
+class RunStopped(Exception):
+    """The run ended before its last epoch; the message has been logged. ``exit_code``: the process's status."""
+    exit_code = 1
+
+
+class RunInterrupted(RunStopped):
+    """Stopped by a signal between two steps, after saving ``last.ckpt``."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class TrainingDiverged(RunStopped):
+    """Too many skipped (non-finite) steps in the overflow window."""
 
 
 def format_eta(seconds: float) -> str:
@@ -59,12 +90,15 @@ def applied_lr(job: TrainJob) -> float:
 
 
 def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
-    """Train from ``meta['epoch']`` to ``job.total_epochs``; returns the last validation and the best result."""
+    """Train from ``meta['epoch']`` (``meta['batch']`` batches into it) to ``job.total_epochs``;
+    returns the last validation and the best result."""
     results = {}
     clock = _StepClock()
+    window = collections.deque(maxlen=job.overflow_window)
+    _check_stop(job, meta, saved=True, where="before training started (nothing trained, nothing saved)")
     for epoch in range(int(meta["epoch"]), job.total_epochs):
-        record = train_epoch(job, epoch, meta, clock)
-        meta["epoch"] = epoch + 1
+        record = train_epoch(job, epoch, meta, clock, window)
+        meta.update(epoch=epoch + 1, batch=0)
         if job.world > 1:
             average_batchnorm_statistics(job.step, job.world)
         if (epoch + 1) % job.eval_every == 0 or epoch + 1 == job.total_epochs:
@@ -82,15 +116,41 @@ def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
                          "EMA" if meta["best_is_ema"] else "model", record["overflow_steps"], record["time_s"])
             results = record
         _append_json(job.metrics_path, record)
-        if (epoch + 1) % job.save_every == 0 or epoch + 1 == job.total_epochs:
+        saved = (epoch + 1) % job.save_every == 0 or epoch + 1 == job.total_epochs
+        if saved:
             job.checkpoints.save_epoch(job.step, job.model, meta)
+        if epoch + 1 < job.total_epochs:
+            _check_stop(job, meta, saved, where=f"after epoch {epoch + 1}")
     if job.metrics_path and job.curves_path:
         plot_training_curves(job.metrics_path, job.curves_path)
-    job.log.info("done: best top1 %.2f at epoch %d (%s weights); checkpoints, log and curves in %s",
-                 meta["best_top1"], meta["best_epoch"], "EMA" if meta["best_is_ema"] else "model",
+    job.log.info("done: best top1 %.2f at epoch %d (%s weights); %d of %d steps skipped for overflow; checkpoints, "
+                 "log and curves in %s", meta["best_top1"], meta["best_epoch"],
+                 "EMA" if meta["best_is_ema"] else "model", meta["overflow_steps"], meta["step"],
                  job.checkpoints.folder)
     return {**results, "best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"],
-            "best_is_ema": bool(meta["best_is_ema"])}
+            "best_is_ema": bool(meta["best_is_ema"]), "overflow_steps": int(meta["overflow_steps"])}
+
+
+def _check_stop(job: TrainJob, meta: Dict[str, float], saved: bool, where: str) -> None:
+    """Between two steps: on a stop request, save ``last.ckpt`` (unless ``saved`` already holds this
+    state), log one line and raise RunInterrupted. Every rank stops at the same step."""
+    signum = job.stop() if job.stop else 0
+    if job.world > 1:  # SIGTERM on any rank wins, then SIGINT
+        asked = sum_over_ranks([signum == signal.SIGINT, signum == signal.SIGTERM], job.world)
+        signum = signal.SIGTERM if asked[1] else signal.SIGINT if asked[0] else 0
+    if not signum:
+        return
+    name = signal.Signals(signum).name
+    if saved:
+        message = f"stopped by {name} {where}"
+    else:
+        path = job.checkpoints.save_last(job.step, job.model, meta)
+        message = (f"stopped by {name} {where}: saved {path} (epoch {int(meta['epoch']) + 1}, "
+                   f"{int(meta['batch'])} of {job.steps_per_epoch} batches done, step {int(meta['step'])})")
+    if meta["step"] > 0:
+        message += "; continue with --resume auto"
+    job.log.info(message)
+    raise RunInterrupted(message, signum)
 
 
 class _StepClock:
@@ -109,17 +169,29 @@ class _StepClock:
         return self.seconds / self.steps if self.steps else 0.0
 
 
-def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepClock) -> dict:
-    """One pass over this epoch's training data; returns the epoch record (loss, overflow count, time)."""
+def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepClock,
+                window: Optional[collections.deque] = None) -> dict:
+    """One pass over this epoch's training data from batch ``meta['batch']`` on; returns the epoch
+    record (loss and overflow count of the batches trained here, time). ``window``: the skipped-step
+    flags of the latest steps, carried over from the previous epochs."""
+    window = collections.deque(maxlen=job.overflow_window) if window is None else window
     job.model.set_train(True)
-    start, overflows, losses = time.time(), 0, []
-    for i, (images, labels) in enumerate(batches(job.train_data(epoch))):
+    start, overflows, losses, first = time.time(), 0, [], int(meta["batch"])
+    batches_left = job.steps_per_epoch - first
+    for i, (images, labels) in enumerate(batches(job.train_data(epoch)) if batches_left > 0 else ()):
+        if i < first:  # already trained before the run was stopped: drawn, not trained on
+            continue
         loss, overflow, scale = job.step(images, labels)
         loss_value = float(loss.asnumpy())
-        overflows += int(overflow.asnumpy())
+        skipped = bool(overflow.asnumpy())
+        overflows += skipped
+        if job.step.update_done:  # with gradient accumulation: once per update, at its last micro-batch
+            window.append(skipped)
         losses.append(loss_value)
         meta["step"] += 1
-        per_step = clock.tick(first_of_epoch=i == 0)
+        meta["batch"] = i + 1
+        meta["overflow_steps"] += skipped
+        per_step = clock.tick(first_of_epoch=i == first)
         if (i + 1) % job.log_every == 0 or i + 1 == job.steps_per_epoch:
             lr = applied_lr(job)
             speed = job.images_per_step / per_step if per_step else 0.0
@@ -130,8 +202,19 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
             _append_json(job.metrics_path, {"type": "step", "epoch": epoch + 1, "step": meta["step"],
                                             "loss": loss_value, "lr": lr, "loss_scale": float(scale.asnumpy()),
                                             "images_per_s": speed})
-    return {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "overflow_steps": overflows,
-            "time_s": time.time() - start}
+        if sum(window) > job.max_overflow_fraction * job.overflow_window:
+            message = (f"training stopped at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}: {sum(window)} of "
+                       f"the last {len(window)} steps were skipped for non-finite loss or gradients (more than "
+                       f"max_overflow_fraction {job.max_overflow_fraction:g} of overflow_window "
+                       f"{job.overflow_window}; loss scale now {float(scale.asnumpy()):g}); the checkpoints saved "
+                       f"so far are kept and nothing more was saved. Lower base_lr or check the data, then start "
+                       f"again (--resume auto continues from the newest checkpoint)")
+            job.log.info(message)
+            raise TrainingDiverged(message)
+        if i + 1 < job.steps_per_epoch and job.step.update_done:  # never inside an accumulated update
+            _check_stop(job, meta, saved=False, where=f"at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}")
+    return {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
+            "overflow_steps": overflows, "time_s": time.time() - start}
 
 
 def _append_json(path: Optional[str], record: dict) -> None:
@@ -151,6 +234,14 @@ def validate(step: TrainOneStep, model: nn.Cell, eval_net: nn.Cell, val_ds, dist
         ema = evaluate(eval_net, val_ds, distributed)
         out.update({f"ema_{k}": v for k, v in ema.items() if k != "count"})
     return out
+
+
+def sum_over_ranks(values, world: int) -> np.ndarray:
+    """``values`` summed over all ranks (counts every rank must agree on; the CPU backend reduces by sum only)."""
+    values = np.asarray(values, np.float32)
+    if world == 1:
+        return values
+    return ops.AllReduce()(Tensor(values)).asnumpy()
 
 
 def average_batchnorm_statistics(step: TrainOneStep, world: int) -> None:

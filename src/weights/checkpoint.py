@@ -4,8 +4,11 @@ Layout of the project's checkpoints: model parameters under their own names (the
 official state dict after the BatchNorm renames), the EMA copy under ``ema.<name>``, the rest of the
 train step's state (optimizer moments and step, loss scale) under ``train_state.<name>`` and run
 metadata (epoch, step, best accuracy and whether it came from the EMA) under ``meta.<name>``.
-Converted official checkpoints hold model parameters only.
+``meta.data`` is a JSON text: the class names in label order and the evaluation transform
+(image_size, mean, std, crop_pct) the weights were trained for. Converted official checkpoints hold
+model parameters only (ImageNet-1k classes in the official order).
 """
+import json
 import os
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Union
 
@@ -13,9 +16,13 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from .files import temporary_path
+
 EMA_PREFIX = "ema."
 STATE_PREFIX = "train_state."
 META_PREFIX = "meta."
+DATA_KEY = META_PREFIX + "data"
+CHECKPOINT_TEMPORARIES = ("ckpt", "tmp")  # our temporary name, and MindSpore's own step before its rename
 _STATE_PREFIXES = (EMA_PREFIX, STATE_PREFIX, META_PREFIX)
 
 
@@ -23,24 +30,32 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the model."""
 
 
-def save_checkpoint(entries: Mapping[str, Union[Tensor, np.ndarray, int, float]], path: str) -> str:
-    """Write ``entries`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+def save_checkpoint(entries: Mapping[str, Union[Tensor, np.ndarray, int, float, str]], path: str) -> str:
+    """Write ``entries`` (tensors, numbers, texts) to ``path`` atomically: a temporary file in the same
+    folder (``files.temporary_path``), then a rename.
 
     An interrupted write never leaves a truncated file under ``path``, and an existing file at
-    ``path`` is only replaced by a complete one.
+    ``path`` is only replaced by a complete one. A failed write (full disk, lost permission) is a
+    CheckpointError naming the file; the file that was there stays as it was.
     """
     if not path.endswith(".ckpt"):
         raise CheckpointError(f"checkpoint path {path!r} must end with .ckpt")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)[:-5]}.tmp{os.getpid()}.ckpt")
-    payload = [{"name": name, "data": _as_tensor(value)} for name, value in entries.items()]
+    tmp = temporary_path(path)
+    staging = os.path.splitext(tmp)[0] + ".tmp"  # MindSpore writes here, then renames to ``tmp``
+    payload = [{"name": name, "data": _as_tensor(value)} for name, value in entries.items()
+               if not isinstance(value, str)]
+    texts = {name: value for name, value in entries.items() if isinstance(value, str)}
     try:
-        ms.save_checkpoint(payload, tmp)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        ms.save_checkpoint(payload, tmp, append_dict=texts or None)
         os.replace(tmp, path)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path!r} ({err.strerror or err}); it was left as it was"
+                              ) from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in (tmp, staging):
+            if os.path.exists(leftover):
+                os.remove(leftover)
     return path
 
 
@@ -54,17 +69,47 @@ def _as_tensor(value) -> Tensor:
     return Tensor(np.asarray(value))
 
 
-def read_checkpoint(path: str) -> Dict[str, Tensor]:
-    """All entries of a MindSpore checkpoint, with a clear error for a missing or unreadable file."""
+def read_checkpoint(path: str, meta_only: bool = False) -> Dict[str, Union[Tensor, str]]:
+    """All entries of a MindSpore checkpoint (or only its ``meta.`` entries, without converting the
+    other tensors), with a clear error for a missing or unreadable file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist; check the path (--pretrained / --resume)")
     try:
+        if meta_only:
+            return dict(ms.load_checkpoint(path, choice_func=lambda name: name.startswith(META_PREFIX)))
         return dict(ms.load_checkpoint(path))
     except Exception as err:  # MindSpore raises ValueError/RuntimeError with long internal texts
+        if meta_only:  # MindSpore also refuses a file without any meta. entry (converted checkpoints)
+            return {k: v for k, v in read_checkpoint(path).items() if k.startswith(META_PREFIX)}
         reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise CheckpointError(f"cannot read {path!r} as a MindSpore checkpoint (MindSpore: {reason[:300]}). If it "
                               f"is an official PyTorch .pth file, convert it first with convert_checkpoint.py"
                               ) from None
+
+
+def stored_data(checkpoint: Mapping[str, Union[Tensor, str]]) -> Optional[dict]:
+    """The classes and evaluation transform recorded in ``meta.data``, or None (converted or older files)."""
+    text = checkpoint.get(DATA_KEY)
+    return json.loads(text) if isinstance(text, str) else None
+
+
+def data_differences(trained_for: dict, current: dict) -> str:
+    """What differs between the recorded classes/transform and the current ones, in words."""
+    parts = []
+    for key in sorted(set(trained_for) | set(current)):
+        then, now = trained_for.get(key), current.get(key)
+        if then == now:
+            continue
+        if key == "classes" and then and now:
+            if sorted(then) == sorted(now):
+                parts.append("the same classes in another order")
+            else:
+                only_then, only_now = sorted(set(then) - set(now)), sorted(set(now) - set(then))
+                parts.append(f"other classes (only in the checkpoint: {_first(only_then, 5) or '-'}; "
+                             f"only here: {_first(only_now, 5) or '-'})")
+        else:
+            parts.append(f"{key} {then!r} (here {now!r})")
+    return "it was trained for " + ", ".join(parts)
 
 
 BEST_IS_EMA = META_PREFIX + "best_is_ema"
