@@ -57,3 +57,21 @@ def test_an_overflowing_micro_batch_skips_the_whole_update(graph_mode):
     for p in net.get_parameters():
         np.testing.assert_array_equal(p.asnumpy(), before[p.name])
     assert all(not np.any(p.asnumpy()) for p in step.get_parameters() if p.name.startswith("accumulated."))
+
+
+def test_a_skipped_update_puts_back_the_statistics_of_all_its_micro_batches(graph_mode):
+    ms.set_seed(3)
+    net = nn.SequentialCell([nn.Dense(6, 8), nn.BatchNorm1d(8), nn.Dense(8, 3)])
+    optimizer = create_optimizer(net.trainable_params(), "adamw", np.full(4, 0.05, np.float32), weight_decay=0.05)
+    step = build_train_step(net, optimizer, "O0", nn.CrossEntropyLoss(), create_loss_scale(True, 1024.0, 2),
+                            accumulation=2)
+    statistics = {p.name: p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))}
+    before = {name: p.asnumpy().copy() for name, p in statistics.items()}
+    labels = Tensor(np.zeros(4, np.int32))
+    rng = np.random.default_rng(1)
+    step(Tensor(rng.normal(size=(4, 6)).astype(np.float32)), labels)  # a clean micro-batch moves the statistics
+    assert any(not np.array_equal(p.asnumpy(), before[name]) for name, p in statistics.items())
+    _, overflow, _ = step(Tensor(np.full((4, 6), np.inf, np.float32)), labels)
+    assert bool(overflow.asnumpy()) and step.update_done
+    for name, p in statistics.items():  # as before the update's first micro-batch
+        np.testing.assert_array_equal(p.asnumpy(), before[name], err_msg=name)

@@ -178,8 +178,9 @@ def trained_for(cfg: Config, root: Optional[str] = None) -> Optional[List[int]]:
         recorded.pop("classes", None)
     transform = [k for k in current if k != "classes" and recorded.get(k) != current[k]]
     if transform:
-        hint = " ".join(f"--{k} {recorded[k]}" for k in ("image_size", "crop_pct") if k in transform)
-        fix = f"pass {hint}" if hint else "mean and std follow the arch: is it a checkpoint of another model?"
+        hint = " ".join(f"--{k} {','.join(map(str, recorded[k])) if isinstance(recorded[k], list) else recorded[k]}"
+                        for k in ("image_size", "crop_pct", "mean", "std") if k in transform)
+        fix = f"pass {hint}"
         differences = data_differences({k: recorded.get(k) for k in transform}, {k: current[k] for k in transform})
         raise CheckpointError(f"{cfg.pretrained!r} does not fit this configuration: {differences}; {fix}")
     if root is None or recorded.get("classes") in (None, current["classes"]):
