@@ -35,7 +35,7 @@ def main(argv=None):
     from src.models import resolve_kernel_impl
     from tools.benchmark import benchmark, format_table, machine_description
     from src.app.device import init_device
-    init_device(args.device_target, graph_mode=True)
+    init_device(args.device_target)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     rows = benchmark(args.arch[0], args.batch_size, args.image_size, modes, args.amp_level, args.runs,
                      resolve_kernel_impl(args.kernel_impl, args.device_target), args.pretrained)

@@ -76,14 +76,15 @@ if missing:
 PY
 }
 
-# normalise_extras ARG...: sets EXTRA to the extra `--key value` pairs (`--key=value` split in two,
+# normalise_extras ARG...: sets EXTRA to the extra `--key value` pairs (also -a/-j; `--key=value` split in two,
 # path values made absolute); anything else is a usage error.
 normalise_extras() {
     EXTRA=()
     local key value
     while (($#)); do
         key="$1"
-        [[ $key == --?* ]] || die "unexpected argument '$key': extra options are --key value pairs (see --help)"
+        [[ $key == --?* || $key =~ ^-[a-zA-Z]$ ]] ||
+            die "unexpected argument '$key': extra options are --key value pairs (see --help)"
         if [[ $key == *=* ]]; then
             value="${key#*=}"
             key="${key%%=*}"
@@ -120,7 +121,7 @@ try:
 except ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-for key in ("set", "train_url", "resume", "pretrained", "device_target"):
+for key in ("set", "data_url", "train_url", "resume", "pretrained", "device_target"):
     value = cfg[key]
     print(f"{key}={'' if value is None else value}")
 PY
@@ -129,6 +130,7 @@ PY
         value="${line#*=}"
         case "${line%%=*}" in
             set) CFG_set="$value" ;;
+            data_url) CFG_data_url="$value" ;;
             train_url) CFG_train_url="$value" ;;
             resume) CFG_resume="$value" ;;
             pretrained) CFG_pretrained="$value" ;;
@@ -141,7 +143,7 @@ PY
 check_data() {
     local root="$1" split
     shift
-    [[ $CFG_set != digits ]] || return 0
+    [[ $CFG_set != digits && $root != *://* ]] || return 0
     for split in "$@"; do
         [[ -d $root/$split ]] || die "DATA_PATH '$root' has no $split/ folder of class subfolders"
     done
@@ -195,4 +197,193 @@ log_header() {
     local log="$1"
     shift
     printf '==== %s: %s\n' "$(date '+%F %T')" "$*" >>"$log"
+}
+
+# paths_from_yaml DIR KEY...: the KEYs (data_url, train_url, pretrained) of the merged configuration (read_config
+# first) as --key value arguments in PATHS, relative ones resolved against DIR: the ModelZoo ran train.py in the
+# working folder, so a YAML's relative paths (`data_url: ../data/imagenet`) mean the same here.
+paths_from_yaml() {
+    local dir="$1" key var value
+    shift
+    PATHS=()
+    for key in "$@"; do
+        var="CFG_$key"
+        value="${!var:-}"
+        [[ -n $value ]] || continue
+        [[ $value == /* || $value == *://* ]] || value="$(abspath "$dir/$value")"
+        PATHS+=("--$key" "$value")
+    done
+}
+
+dry_run() { [[ ${DRY_RUN:-0} == 1 ]]; }
+
+# launch_one ENTRY WORK_DIR LOG ARG...: python ENTRY ARG... in the foreground in WORK_DIR, output appended to
+# LOG and shown; with DRY_RUN=1 only the plan is printed.
+launch_one() {
+    local entry="$1" dir="$2" log="$3"
+    shift 3
+    if dry_run; then
+        printf 'plan: cwd %s log %s:' "$dir" "$log"
+        printf ' %q' "$PYTHON" "$REPO_ROOT/$entry" "$@"
+        echo
+        return 0
+    fi
+    mkdir -p "$dir"
+    cd "$dir" || exit 2 # MindSpore's own files (rank_0/, kernel_meta/, ...) land here, not in the repository
+    log_header "$log" "$PYTHON" "$REPO_ROOT/$entry" "$@"
+    "$PYTHON" "$REPO_ROOT/$entry" "$@" 2>&1 | tee -a "$log"
+}
+
+# rank_table_devices TABLE RANK_SIZE RANK_START: "rank device" lines of the ranks this server runs, i.e. the
+# server of the table that holds rank RANK_START, whose ranks must be RANK_START..RANK_START+devices-1.
+rank_table_devices() {
+    "$PYTHON" - "$@" <<'PY'
+import json
+import sys
+
+path, size, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    with open(path, encoding="utf-8") as handle:
+        table = json.load(handle)
+    servers = [{int(d["rank_id"]): int(d["device_id"]) for d in s["device"]} for s in table["server_list"]]
+except (OSError, ValueError, KeyError, TypeError) as err:
+    sys.exit(f"error: cannot read the devices of rank table {path}: {err!r} (expected a version 1.0 table "
+             "with server_list[].device[].rank_id/device_id)")
+ranks = sorted(r for server in servers for r in server)
+if ranks != list(range(size)):
+    sys.exit(f"error: {path} has ranks 0..{len(ranks) - 1} on {len(servers)} server(s), RANK_SIZE is {size}")
+mine = [server for server in servers if start in server]
+if not mine:
+    sys.exit(f"error: RANK_START {start} is not a rank of {path} (ranks 0..{size - 1})")
+local = sorted(mine[0])
+if local[0] != start or local != list(range(start, start + len(local))):
+    sys.exit(f"error: the server of rank {start} in {path} runs ranks {local}; RANK_START must be its first, "
+             f"{local[0]}, and its ranks consecutive")
+for rank in local:
+    print(rank, mine[0][rank])
+PY
+}
+
+# launch_rank_table TABLE RANK_SIZE RANK_START ARG...: one `train.py ARG...` per device of this server (the
+# ModelZoo layout): rank r in ./train_parallel<r> with its log.txt, RANK_ID/DEVICE_ID/RANK_SIZE/DEVICE_NUM
+# from the table, bound to its share of the CPU cores with taskset. Waits for all; when one fails the
+# others are stopped. DRY_RUN=1 prints the per-rank plan.
+launch_rank_table() {
+    local table="$1" size="$2" start="$3" plan rank device i dir cores per first last rc status=0 stopping=0
+    local running pid
+    shift 3
+    plan="$(rank_table_devices "$table" "$size" "$start")" || exit 2
+    local -a RANKS=() DEVICES=()
+    while read -r rank device; do
+        RANKS+=("$rank")
+        DEVICES+=("$device")
+    done <<<"$plan"
+    cores="$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+    per=$((cores / ${#RANKS[@]}))
+    ((per >= 1)) || per=1
+    local -a BIND=()
+    command -v taskset >/dev/null || echo "warning: taskset not found: ranks are not bound to CPU cores" >&2
+    echo "rank table $table: ranks ${RANKS[0]}..${RANKS[-1]} of $size on this server, $cores CPU cores"
+    PIDS=()
+    trap 'echo "stopping all ranks" >&2; kill "${PIDS[@]}" 2>/dev/null || true; exit 130' INT TERM
+    for i in "${!RANKS[@]}"; do
+        rank="${RANKS[i]}"
+        dir="$(pwd)/train_parallel$rank"
+        first=$(((i * per) % cores))
+        last=$((first + per - 1))
+        BIND=()
+        ! command -v taskset >/dev/null || BIND=(taskset -c "$first-$last")
+        if dry_run; then
+            printf 'plan: rank %s device %s cores %s-%s cwd %s log %s/log.txt:' "$rank" "${DEVICES[i]}" "$first" \
+                "$last" "$dir" "$dir"
+            printf ' %q' "RANK_TABLE_FILE=$table" "RANK_SIZE=$size" "DEVICE_NUM=$size" "RANK_ID=$rank" \
+                "DEVICE_ID=${DEVICES[i]}" "${BIND[@]+"${BIND[@]}"}" "$PYTHON" "$REPO_ROOT/train.py" "$@"
+            echo
+            continue
+        fi
+        mkdir -p "$dir"
+        log_header "$dir/log.txt" "RANK_ID=$rank DEVICE_ID=${DEVICES[i]}" "$PYTHON" "$REPO_ROOT/train.py" "$@"
+        (
+            cd "$dir" || exit 2
+            exec env RANK_TABLE_FILE="$table" RANK_SIZE="$size" DEVICE_NUM="$size" RANK_ID="$rank" \
+                DEVICE_ID="${DEVICES[i]}" "${BIND[@]+"${BIND[@]}"}" "$PYTHON" "$REPO_ROOT/train.py" "$@"
+        ) >>"$dir/log.txt" 2>&1 &
+        PIDS+=("$!")
+        echo "rank $rank: device ${DEVICES[i]}, cores $first-$last, pid $!, log $dir/log.txt"
+    done
+    dry_run && return 0
+    # Wait for all; once one rank fails the others would wait in collectives forever: stop them.
+    while :; do
+        running=0
+        for i in "${!PIDS[@]}"; do
+            pid="${PIDS[i]}"
+            [[ -n $pid ]] || continue
+            if kill -0 "$pid" 2>/dev/null; then
+                running=1
+                continue
+            fi
+            rc=0
+            wait "$pid" || rc=$?
+            PIDS[i]=""
+            if ((rc != 0 && stopping)); then
+                echo "rank ${RANKS[i]} stopped" >&2
+            elif ((rc != 0)); then
+                echo "rank ${RANKS[i]} failed with exit status $rc: see $(pwd)/train_parallel${RANKS[i]}/log.txt" >&2
+                status=1
+            fi
+        done
+        ((running)) || break
+        if ((status && !stopping)); then
+            stopping=1
+            echo "stopping the other ranks" >&2
+            for pid in "${PIDS[@]}"; do
+                [[ -z $pid ]] || kill "$pid" 2>/dev/null || true
+            done
+        fi
+        sleep 2
+    done
+    trap - INT TERM
+    return "$status"
+}
+
+# launch_msrun DIR WORKER_NUM LOCAL_WORKER_NUM MASTER_ADDR MASTER_PORT NODE_RANK ARG...: msrun starts this
+# node's LOCAL_WORKER_NUM of the WORKER_NUM ranks of `train.py ARG...` (the node whose address is
+# MASTER_ADDR also runs the scheduler); working directory DIR, one log per rank in DIR/msrun_log.
+launch_msrun() {
+    local dir="$1" workers="$2" local_workers="$3" addr="$4" port="$5" node="$6" log_dir=msrun_log interrupted=0 rc=0
+    shift 6
+    local cmd=(msrun "--worker_num=$workers" "--local_worker_num=$local_workers" "--master_addr=$addr"
+        "--master_port=$port" "--node_rank=$node" --join=True "--log_dir=$log_dir"
+        "--cluster_time_out=${MSRUN_TIMEOUT:-600}" --tail_worker_log=0 "$REPO_ROOT/train.py" "$@")
+    if dry_run; then
+        printf 'plan: node %s: ranks %s..%s of %s, cwd %s, logs %s/%s/worker_<i>.log:' "$node" \
+            "$((node * local_workers))" "$((node * local_workers + local_workers - 1))" "$workers" "$dir" "$dir" "$log_dir"
+        printf ' %q' "${cmd[@]}"
+        echo
+        return 0
+    fi
+    command -v msrun >/dev/null || die "msrun not found next to $PYTHON: is mindspore installed in that environment?"
+    if ! python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("mindspore") is None)' 2>/dev/null; then
+        die "msrun starts its workers as 'python' from PATH (here: $(command -v python || echo none)), which has no \
+mindspore: set PYTHON to the 'python' of an environment with mindspore"
+    fi
+    unset RANK_TABLE_FILE RANK_ID # msrun assigns ranks and devices itself
+    mkdir -p "$dir"
+    cd "$dir" || exit 2 # MindSpore's own files (rank_*/, kernel_meta/, ...) land here, not in the repository
+    if [[ -d $log_dir ]]; then # msrun rewrites worker_<i>.log: keep the previous run's logs
+        mv "$log_dir" "$log_dir.$(date +%Y%m%d-%H%M%S)"
+    fi
+    echo "msrun: node $node, $local_workers of $workers ranks, master $addr:$port, logs in $dir/$log_dir/worker_<i>.log"
+    log_header log.txt "${cmd[@]}"
+    trap 'interrupted=1' INT # msrun stops its workers on Ctrl+C but then exits with status 0
+    "${cmd[@]}" 2>&1 | tee -a log.txt || rc=$?
+    trap - INT
+    if ((interrupted)); then
+        echo "interrupted" >&2
+        return 130
+    fi
+    if ((rc != 0)); then
+        echo "distributed training failed (msrun exit status $rc): see $dir/$log_dir/worker_<i>.log" >&2
+    fi
+    return "$rc"
 }

@@ -16,7 +16,7 @@ Usage: bash scripts/run_eval.sh CONFIG DATA_PATH CHECKPOINT [DEVICE_TARGET] [DEV
   --key value    overrides of config keys, e.g. --use_ema true --batch_size 64 --crop_pct 0.9
 
 Prints top-1, top-5 and the loss; the console output is appended to ./eval/log.txt (created in the
-current directory, which is also the working directory of the run). Environment: PYTHON.
+current directory, which is also the working directory of the run). Environment: PYTHON, DRY_RUN=1.
 EOF
 }
 
@@ -39,9 +39,5 @@ read_config "${ARGS[@]}"
 check_data "$DATA_PATH" val
 
 WORK_DIR="$(pwd)/eval"
-mkdir -p "$WORK_DIR"
-cd "$WORK_DIR"
-LOG="$WORK_DIR/log.txt"
-echo "evaluating $CFG_pretrained on $CFG_device_target; log $LOG"
-log_header "$LOG" "$PYTHON" "$REPO_ROOT/eval.py" "${ARGS[@]}"
-"$PYTHON" "$REPO_ROOT/eval.py" "${ARGS[@]}" 2>&1 | tee -a "$LOG"
+echo "evaluating $CFG_pretrained on $CFG_device_target; log $WORK_DIR/log.txt"
+launch_one eval.py "$WORK_DIR" "$WORK_DIR/log.txt" "${ARGS[@]}"

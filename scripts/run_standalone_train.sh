@@ -17,7 +17,8 @@ Usage: bash scripts/run_standalone_train.sh CONFIG DATA_PATH [DEVICE_TARGET] [DE
 Runs in the foreground in ./train_standalone (created in the current directory), which also receives
 the checkpoints, train.log, metrics and curves unless --train_url DIR puts them elsewhere. The whole
 console output is appended to ./train_standalone/log.txt. An output folder that already holds
-checkpoints is only continued with --resume auto. Environment: PYTHON (interpreter to use).
+checkpoints is only continued with --resume auto. Environment: PYTHON (interpreter to use), DRY_RUN=1
+(print the command only).
 EOF
 }
 
@@ -39,9 +40,5 @@ read_config "${ARGS[@]}"
 check_data "$DATA_PATH" train val
 refuse_to_overwrite
 
-mkdir -p "$WORK_DIR"
-cd "$WORK_DIR" # MindSpore's own files (rank_0/, kernel_meta/, ...) land here, not in the repository
-LOG="$WORK_DIR/log.txt"
-echo "training $CONFIG on $CFG_device_target in $WORK_DIR; outputs in $CFG_train_url; log $LOG"
-log_header "$LOG" "$PYTHON" "$REPO_ROOT/train.py" "${ARGS[@]}"
-"$PYTHON" "$REPO_ROOT/train.py" "${ARGS[@]}" 2>&1 | tee -a "$LOG"
+echo "training $CONFIG on $CFG_device_target in $WORK_DIR; outputs in $CFG_train_url; log $WORK_DIR/log.txt"
+launch_one train.py "$WORK_DIR" "$WORK_DIR/log.txt" "${ARGS[@]}"

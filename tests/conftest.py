@@ -143,7 +143,8 @@ def job_args(image_folder, out, *extra):
             "--cooldown_epochs", "0", "--warmup_length", "1", "--base_lr", "0.002", "--drop_path_rate", "0.0",
             "--repeated_aug", "0", "--mix_up", "0.8", "--cutmix", "1.0", "--auto_augment", "rand-m9-mstd0.5-inc1",
             "--re_prob", "0.25", "--amp_level", "O2", "--ema_decay", "0.9", "--save_every", "1", "--keep_last", "1",
-            "--log_every", "3", "--loss_scale", "1024", *extra]
+            "--log_every", "3", "--loss_scale", "1024", "--lr_batch_size", "null", "--mean", "0.5,0.5,0.5",
+            "--std", "0.5,0.5,0.5", "--crop_pct", "0.9", *extra]
 
 
 @pytest.fixture(scope="session")

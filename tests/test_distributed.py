@@ -116,22 +116,39 @@ def _shim_repository(tmp_path):
     return shim
 
 
-@pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
-def test_two_rank_data_parallel_training(image_folder, tmp_path):
-    from src.models import create_model
-    from src.weights.checkpoint import model_entries, read_checkpoint
+def _launch_args(shim, image_folder, *node):
+    return ["bash", str(shim / "scripts" / "run_distribute_train.sh"), "configs/demo.yaml", image_folder, str(RANKS),
+            *node, "--set", "ImageNet", "--arch", "vig_nano_gelu", "--image_size", "32", "--num_classes", "3",
+            "--batch_size", str(BATCH), "--repeated_aug", "0", "--epochs", "1", "--warmup_length", "0",
+            "--cooldown_epochs", "0", "--num_parallel_workers", "1", "--log_every", "1", "--auto_augment", "none",
+            "--re_prob", "0", "--save_every", "1"]
 
+
+def _digest(log_path, rank):
+    found = re.findall(rf"MODEL_SHA256 rank {rank} ([0-9a-f]{{64}})", _read(log_path))
+    assert found, f"rank {rank} printed no weight digest: {log_path}"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def one_node_run(image_folder, tmp_path_factory):
+    """Both ranks on one node: (launch result, output folder, worker logs)."""
+    tmp_path = tmp_path_factory.mktemp("one_node")
     shim = _shim_repository(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
-    command = ["bash", str(shim / "scripts" / "run_distribute_train.sh"), "configs/demo.yaml", image_folder, str(RANKS),
-               "--set", "ImageNet", "--arch", "vig_nano_gelu", "--image_size", "32", "--num_classes", "3",
-               "--batch_size", str(BATCH), "--repeated_aug", "0", "--epochs", "1", "--warmup_length", "0",
-               "--cooldown_epochs", "0", "--num_parallel_workers", "1", "--log_every", "1", "--auto_augment", "none",
-               "--re_prob", "0", "--save_every", "1"]
-    done = _run_launcher(command, work, _script_env(MASTER_PORT=str(_free_port()), MSRUN_TIMEOUT="120"), timeout=600)
+    done = _run_launcher(_launch_args(shim, image_folder), work,
+                         _script_env(MASTER_PORT=str(_free_port()), MSRUN_TIMEOUT="120"), timeout=600)
     out = work / "train_distribute"
-    logs = {rank: out / "msrun_log" / f"worker_{rank}.log" for rank in range(RANKS)}
+    return done, out, {rank: out / "msrun_log" / f"worker_{rank}.log" for rank in range(RANKS)}
+
+
+@pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
+def test_two_rank_data_parallel_training(image_folder, one_node_run):
+    from src.models import create_model
+    from src.weights.checkpoint import model_entries, read_checkpoint
+
+    done, out, logs = one_node_run
     detail = done.stdout[-3000:] + done.stderr[-3000:] + "".join(
         f"\n--- {path.name} (end)\n{_read(path)[-2000:]}" for path in logs.values() if path.is_file())
     assert done.returncode == 0, detail
@@ -143,16 +160,12 @@ def test_two_rank_data_parallel_training(image_folder, tmp_path):
     assert steps * 2 == train_images // BATCH
     rank_logs = {0: _read(out / "train.log"), 1: _read(out / "train_rank1.log")}
     for rank, log in rank_logs.items():
-        assert f"{RANKS} ranks x batch {BATCH}, {steps} steps/epoch" in log, (rank, log)
+        assert f"{RANKS} ranks x batch {BATCH} x accumulation 1, {steps} steps/epoch" in log, (rank, log)
         assert f"step {steps}/{steps} loss" in log and f"step {steps + 1}/" not in log, (rank, log)
         assert "val top1" in log, (rank, log)
 
     # the trainable weights are identical on both ranks, and rank 0's checkpoint holds them
-    digests = {}
-    for rank, path in logs.items():
-        found = re.findall(rf"MODEL_SHA256 rank {rank} ([0-9a-f]{{64}})", _read(path))
-        assert found, f"rank {rank} printed no weight digest: {path}"
-        digests[rank] = found[-1]
+    digests = {rank: _digest(path, rank) for rank, path in logs.items()}
     assert digests[0] == digests[1], "the ranks ended with different weights or BatchNorm statistics"
     assert sorted(p.name for p in out.glob("*.ckpt")) == ["best.ckpt", "epoch_0001.ckpt", "last.ckpt"]
     weights = model_entries(read_checkpoint(str(out / "last.ckpt")))
@@ -165,6 +178,51 @@ def test_two_rank_data_parallel_training(image_folder, tmp_path):
     val_images = sum(len(files) for _, _, files in os.walk(os.path.join(image_folder, "val")))
     epochs = [json.loads(line) for line in _read(out / "metrics.jsonl").splitlines() if '"epoch"' in line]
     assert [r["count"] for r in epochs if r["type"] == "epoch"] == [val_images]
+
+
+@pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
+def test_two_msrun_nodes_train_as_one(image_folder, one_node_run, tmp_path):
+    """Node ranks 0 and 1 (one worker each) on this machine over loopback, as two servers would run them with
+    master address 127.0.0.1. On one machine msrun would take that address for its own on both nodes and start
+    two schedulers; node 1 therefore gets an msrun that does not (as on a second server), and its worker joins
+    node 0's scheduler. Both end with the weights of the one-node run."""
+    shim = _shim_repository(tmp_path)
+    port = str(_free_port())
+    second_server = tmp_path / "second_server_bin"
+    second_server.mkdir()
+    (second_server / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (second_server / "msrun").write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c 'import sys; import mindspore.parallel.cluster.process_entity._api as a; "
+        f"a._is_local_ip = lambda ip: False; from mindspore.parallel.cluster.run import main; sys.exit(main())' "
+        f'"$@"\n')
+    for name in ("python", "msrun"):
+        os.chmod(second_server / name, 0o755)
+    nodes = []
+    for node in (0, 1):
+        env = _script_env(MSRUN_TIMEOUT="120")
+        if node == 1:
+            env.update(PYTHON=str(second_server / "python"), PATH=f"{second_server}{os.pathsep}{env['PATH']}")
+        work = tmp_path / f"node{node}"
+        work.mkdir()
+        process = subprocess.Popen(_launch_args(shim, image_folder, "1", "127.0.0.1", port, str(node)), cwd=work,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+        nodes.append((process, work / "train_distribute" / "msrun_log"))
+    outputs = []
+    for process, _ in nodes:
+        try:
+            outputs.append(process.communicate(timeout=600)[0])
+        except subprocess.TimeoutExpired:
+            for other, _ in nodes:
+                os.killpg(other.pid, signal.SIGKILL)
+            pytest.fail("the two-node launch did not finish within 600 s")
+    logs = {0: nodes[0][1] / "worker_0.log", 1: nodes[1][1] / "worker_1.log"}
+    detail = "".join(o[-2000:] for o in outputs) + "".join(
+        f"\n--- {path} (end)\n{_read(path)[-2000:]}" for path in logs.values() if path.is_file())
+    assert [process.returncode for process, _ in nodes] == [0, 0], detail
+    assert "msrun: node 1, 1 of 2 ranks" in outputs[1] and "Start scheduler" not in outputs[1], detail
+    expected = _digest(one_node_run[2][0], 0)
+    assert _digest(logs[0], 0) == _digest(logs[1], 1) == expected, "the nodes differ from the one-node run"
 
 
 def test_launch_scripts_check_their_arguments(tmp_path):

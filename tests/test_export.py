@@ -19,6 +19,7 @@ import postprocess as postprocess_entry
 import preprocess as preprocess_entry
 from src.data import DatasetError, class_names, create_transforms
 from src.models import create_model, list_models
+from src.models.layers import export_formulation
 from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
 from src.engine.metrics import cross_entropy_sum
@@ -33,7 +34,7 @@ def base_args(image_folder, checkpoint, *extra):
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"arch": ARCH, "data_url": image_folder, "num_classes": CLASSES, "image_size": SIZE,
                         "pretrained": str(checkpoint), "amp_level": "O2", "batch_size": 5,
-                        "num_parallel_workers": 2}, handle)
+                        "num_parallel_workers": 2, "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.9}, handle)
     return ["--config", path, *extra]
 
 
@@ -92,7 +93,8 @@ def test_mindir_export_reloads_with_the_same_outputs(graph_mode, image_folder, c
     path = export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--file_name", str(stem),
                                        "--batch_size", "2"))  # the config's O2 is training precision only
     assert path == f"{stem}.mindir"
-    net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="native")
+    # the exported form: grouped convolutions as the convolution operator
+    net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl=export_formulation("native", "MINDIR"))
     load_model_weights(net, str(checkpoint))
     net.set_train(False)
     x = Tensor(structured_images(2, SIZE, seed=4))

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import Tensor
+from mindspore import Tensor, ops
 
 from src.models.layers import (GELU, NATIVE, Conv2d, Formulation, compiled_gelu, compiled_topk, cpu_formulation,
                                create_graph_conv, erf_by_formula, kernels)
@@ -44,12 +44,16 @@ def test_conv_cpu_form_matches_native(any_mode, case):
     if bias:
         conv.bias.set_data(Tensor(np.random.default_rng(1).standard_normal(cout).astype(np.float32)))
     x = Tensor(np.random.default_rng(0).standard_normal((2, cin, size, size)).astype(np.float32))
+    kernel = ops.conv2d(x, conv.weight, conv.bias, stride, "pad", pad, 1, groups).asnumpy()  # the device kernel
     native = conv(x).asnumpy()
     cpu = same_weights(Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias, form=CPU_OPS), conv)
-    assert not conv.use_matmul and cpu.use_matmul == (k > 1 or groups > 1)
-    fast = cpu(x).asnumpy()
-    assert fast.shape == native.shape
-    np.testing.assert_allclose(fast, native, rtol=1e-5, atol=1e-5 * np.abs(native).max())
+    exported = same_weights(Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias,
+                                   form=Formulation()), conv)
+    # native: grouped convolutions as a matmul (Ascend documents grouped conv2d for depthwise ones only)
+    assert conv.use_matmul == (groups > 1) and cpu.use_matmul == (k > 1 or groups > 1) and not exported.use_matmul
+    for out in (native, cpu(x).asnumpy(), exported(x).asnumpy()):
+        assert out.shape == kernel.shape
+        np.testing.assert_allclose(out, kernel, rtol=1e-5, atol=1e-5 * np.abs(kernel).max())
 
 
 def test_conv_init_is_kaiming_fan_in():

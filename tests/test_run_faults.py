@@ -483,7 +483,10 @@ def renamed_classes(tmp_path_factory):
 
 def eval_args(data, checkpoint, *extra):
     return ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "32", "--data_url", str(data),
-            "--pretrained", str(checkpoint), "--batch_size", "6", "--num_parallel_workers", "1", *extra]
+            "--pretrained", str(checkpoint), "--batch_size", "6", "--num_parallel_workers", "1", *TRANSFORM, *extra]
+
+
+TRANSFORM = ("--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9")  # job_args' evaluation transform
 
 
 def test_eval_refuses_other_classes(trained_run, renamed_classes):
@@ -502,7 +505,7 @@ def test_eval_and_export_refuse_another_transform(trained_run, image_folder, tmp
                    f"crop_pct 0.9 (here 0.8); pass --crop_pct 0.9 {TRACEBACK_HINT}\n")
     status, err = in_process(export_entry.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "64",
                                                  "--pretrained", str(trained_run / "best.ckpt"), "--file_name",
-                                                 str(tmp_path / "model")])
+                                                 str(tmp_path / "model"), *TRANSFORM])
     assert status == 2
     assert err == (f"error: {str(trained_run / 'best.ckpt')!r} does not fit this configuration: it was trained for "
                    f"image_size 32 (here 64); pass --image_size 32 {TRACEBACK_HINT}\n")

@@ -81,12 +81,12 @@ def test_resume_auto_of_a_finished_run_trains_nothing(first_run, image_folder):
 
 
 def test_resume_auto_without_a_run_starts_one_with_the_scaled_lr(image_folder, tmp_path):
-    """--resume auto in an empty folder starts a new run (logged); lr_batch_size scales base_lr by the total batch."""
+    """--resume auto in an empty folder starts a new run (logged); lr_batch_size scales the schedule by the total batch."""
     out = tmp_path / "new"
     train_entry.main(job_args(image_folder, out, "--resume", "auto", "--epochs", "1", "--warmup_length", "0",
                               "--lr_scheduler", "constant_lr", "--lr_batch_size", "24", "--ema_decay", "0"))
     log = open(out / "train.log").read()
     assert "--resume auto: no checkpoint in" in log and "starting a new run" in log
-    assert "base_lr 0.002 scaled to 0.0005 for a total batch of 6 (lr_batch_size 24)" in log
+    assert "learning rates x 0.25: total batch 6 (1 ranks x batch 6 x accumulation 1) / lr_batch_size 24" in log
     lrs = [json.loads(line)["lr"] for line in open(out / "metrics.jsonl") if '"step"' in line]
     assert lrs and all(abs(lr - 0.0005) < 1e-9 for lr in lrs)

@@ -3,7 +3,6 @@ import os
 import time
 from typing import List, Optional, Tuple
 
-import mindspore as ms
 from mindspore import nn
 
 from .config import Config, ConfigError, read_yaml
@@ -13,7 +12,7 @@ from ..data.files import imagenet_class_names
 from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
-from ..engine.train_step import build_train_step, create_loss_scale
+from ..engine.train_step import build_train_step, create_loss_scale, mixed_precision
 from ..models import create_model, model_cfg, resolve_kernel_impl
 from ..weights.checkpoint import read_checkpoint, stored_data
 
@@ -39,7 +38,11 @@ def prepare_data(cfg: Config, rank: int, wait_seconds: float = DIGITS_WAIT_SECON
 
 
 def kernel_impl(cfg: Config) -> str:
-    """The model formulation for this run's device ('auto': CPU formulations on the CPU, native elsewhere)."""
+    """The model formulation for this run's device ('auto': CPU formulations on the CPU, native elsewhere).
+    The CPU formulations (compiled C++ kernels among them) exist for the CPU only: never on Ascend or GPU."""
+    if cfg.kernel_impl == "cpu" and cfg.device_target != "CPU":
+        raise ConfigError(f"kernel_impl 'cpu' runs compiled CPU kernels, which cannot run on {cfg.device_target}; "
+                          f"use kernel_impl auto or native")
     return resolve_kernel_impl(cfg.kernel_impl, cfg.device_target)
 
 
@@ -64,7 +67,10 @@ def graph_options(cfg: Config) -> dict:
 def model_from_config(cfg: Config, training: bool = False, impl=None) -> nn.Cell:
     """The configured model; drop path, dropout and the fine-tuning freezes (frozen_stages, norm_eval) only
     when ``training``. ``impl`` (a kernel_impl name or a Formulation) overrides the configured formulation."""
-    return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size,
+    if cfg.mlp_ratio != 4.0:
+        raise ConfigError(f"mlp_ratio {cfg.mlp_ratio} cannot be honoured: the ViG architectures (official and "
+                          f"ModelZoo alike) fix the FFN ratio at 4, another ratio is another architecture")
+    return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size, in_channels=cfg.in_channel,
                         drop_rate=cfg.drop_rate if training else 0.0,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,
                         frozen_stages=cfg.frozen_stages if training else 0, norm_eval=training and cfg.norm_eval,
@@ -73,7 +79,7 @@ def model_from_config(cfg: Config, training: bool = False, impl=None) -> nn.Cell
 
 def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:
     """``net`` at the evaluation precision (``eval_amp_level``, float32 unless asked)."""
-    return net if cfg.eval_amp_level == "O0" else ms.amp.auto_mixed_precision(net, cfg.eval_amp_level)
+    return mixed_precision(net, cfg.eval_amp_level, cfg.keep_bn_fp32)
 
 
 def bad_image_args(cfg: Config) -> dict:
@@ -82,10 +88,13 @@ def bad_image_args(cfg: Config) -> dict:
 
 
 def eval_transform_args(cfg: Config) -> dict:
-    """The model's evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct, centre crop."""
-    defaults = model_cfg(cfg.arch)
-    return dict(image_size=cfg.image_size, mean=defaults["mean"], std=defaults["std"],
-                crop_pct=cfg.crop_pct or defaults["crop_pct"])
+    """The evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct (null: the model's
+    default), centre crop."""
+    if cfg.in_channel != 3:
+        raise ConfigError(f"in_channel {cfg.in_channel}: the image pipeline decodes RGB images, so models that read "
+                          f"images take in_channel 3 (other values only for export)")
+    return dict(image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
+                crop_pct=cfg.crop_pct or model_cfg(cfg.arch)["crop_pct"])
 
 
 def data_record(cfg: Config, root: Optional[str] = None, split: str = "train") -> dict:
@@ -145,16 +154,18 @@ def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
                           num_shards=world, shard_id=rank, **eval_transform_args(cfg), **bad_image_args(cfg))
 
 
-def learning_rates(cfg: Config, steps_per_epoch: int, world: int, log=None):
-    """The per-update learning rates; base_lr scaled to the total batch when ``lr_batch_size`` is set."""
-    base_lr = cfg.base_lr
-    if cfg.lr_batch_size:
-        base_lr = cfg.base_lr * cfg.batch_size * world / cfg.lr_batch_size
-        if log:
-            log.info("base_lr %.3g scaled to %.3g for a total batch of %d (lr_batch_size %d)", cfg.base_lr, base_lr,
-                     cfg.batch_size * world, cfg.lr_batch_size)
-    return create_lr_schedule(cfg.lr_scheduler, base_lr, steps_per_epoch, cfg.epochs, cfg.warmup_length,
-                              cfg.warmup_lr, cfg.min_lr, cfg.cooldown_epochs)
+def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):
+    """The learning rate of every optimizer update. With ``lr_batch_size`` the whole schedule (base_lr,
+    warmup_lr, min_lr) is scaled by the total batch of an update over lr_batch_size, as the ModelZoo
+    scales it by total / 512."""
+    total = cfg.batch_size * world * cfg.accumulation_step
+    factor = total / cfg.lr_batch_size if cfg.lr_batch_size else 1.0
+    if log and cfg.lr_batch_size:
+        log.info("learning rates x %.4g: total batch %d (%d ranks x batch %d x accumulation %d) / lr_batch_size %d",
+                 factor, total, world, cfg.batch_size, cfg.accumulation_step, cfg.lr_batch_size)
+    return create_lr_schedule(cfg.lr_scheduler, cfg.base_lr * factor, updates_per_epoch, cfg.epochs,
+                              cfg.warmup_length, cfg.warmup_lr * factor, cfg.min_lr * factor, cfg.cooldown_epochs,
+                              cosine_style=cfg.cosine_style, lr_gamma=cfg.lr_gamma, lr_adjust=cfg.lr_adjust)
 
 
 def train_step(cfg: Config, model: nn.Cell, lrs):
@@ -163,4 +174,5 @@ def train_step(cfg: Config, model: nn.Cell, lrs):
                                  cfg.momentum)
     return build_train_step(model, optimizer, cfg.amp_level, create_loss(cfg.label_smoothing, soft_labels(cfg)),
                             create_loss_scale(cfg.is_dynamic_loss_scale, cfg.loss_scale, cfg.loss_scale_window),
-                            clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay)
+                            clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay,
+                            keep_bn_fp32=cfg.keep_bn_fp32, accumulation=cfg.accumulation_step)

@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from .config import ConfigError
+from .device import DeviceError
 from ..data import DatasetError
 from ..deploy.errors import DeployError
 from ..engine.trainer import RunStopped
@@ -18,8 +19,8 @@ from ..weights.checkpoint import CheckpointError
 from ..weights.files import OutputFolderError
 from ..weights.pth_reader import PthFormatError
 
-USER_ERRORS = (ConfigError, DatasetError, DeployError, ModelError, CheckpointError, OutputFolderError, PthFormatError,
-               FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ConfigError, DeviceError, DatasetError, DeployError, ModelError, CheckpointError, OutputFolderError,
+               PthFormatError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 TRACEBACK_HINT = "(set VIG_TRACEBACK=1 to see the traceback)"
 
 

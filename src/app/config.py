@@ -3,15 +3,18 @@
 ``python train.py --config configs/<model>.yaml [--key value ...]``: a YAML file may hold any key of
 the schema below (one file serves train.py, eval.py, export.py, ...); the command line of each entry
 point accepts only the keys that entry point reads (``ENTRY_KEYS``), and its ``--help`` lists only
-those. The command line wins over the file. Keys keep the names and meaning of the MindSpore ModelZoo
-ViG configuration. An unknown key, or a value out of its range, is an error that names it; unknown
-keys list the closest valid ones. Only entry points call ``load_config``; the rest of the project
-receives plain values.
+those. The command line wins over the file. Keys and flags keep the names and meaning of the MindSpore
+ModelZoo ViG (its ``src/args.py`` flags, aliases included, and its YAML keys), and a key absent from the
+file takes the ModelZoo's value (``Option.origin`` says where it comes from), so a ModelZoo YAML trains
+the ModelZoo recipe; the project's own configs write every recipe value out. An unknown key, or a value
+out of its range, is an error that names it; unknown keys list the closest valid ones. Only entry points
+call ``load_config``; the rest of the project receives plain values.
 """
 import argparse
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -21,7 +24,7 @@ from ..data.mixup import MIX_MODES
 from ..data.random_erasing import ERASE_MODES
 from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, TRAIN_INTERPOLATIONS
 from ..engine.optim import OPTIMIZERS
-from ..engine.schedule import SCHEDULERS
+from ..engine.schedule import COSINE_STYLES, SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
 from ..models import KERNEL_IMPLS
@@ -84,6 +87,19 @@ def _floats(value: Any) -> Tuple[float, ...]:
 _floats.__name__ = "list of floats"
 
 
+def _mode(value: Any) -> int:
+    """MindSpore's execution-mode constant, as the ModelZoo's --graph_mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE."""
+    text = str(value).strip().upper()
+    if isinstance(value, bool) or text in ("TRUE", "FALSE", "YES", "NO", "ON", "OFF"):
+        raise ValueError("graph_mode is MindSpore's mode constant, 0 = GRAPH_MODE or 1 = PYNATIVE_MODE; a boolean "
+                         "is ambiguous")
+    named = {"GRAPH_MODE": 0, "PYNATIVE_MODE": 1}
+    return named[text] if text in named else _int(value)
+
+
+_mode.__name__ = "0 (GRAPH_MODE) or 1 (PYNATIVE_MODE)"
+
+
 def _optional(kind: Callable) -> Callable:
     def convert(value: Any):
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
@@ -126,19 +142,33 @@ class Option:
     help: str
     choices: Optional[Tuple] = None
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns a problem, or None when the value is fine
-    flags: Tuple[str, ...] = ()  # other command-line spellings (the official ones)
+    flags: Tuple[str, ...] = ()  # other command-line spellings (the official or ModelZoo ones)
+    origin: str = "project default"  # where the default comes from (the ModelZoo file that sets it, or this project)
+
+
+# Origins of defaults: the ModelZoo ViG's files (research/cv/ViG in mindspore-ai/models).
+MZ_YAML = "ModelZoo src/configs/vig_s_patch16_224.yaml"
+MZ_ARGS = "ModelZoo src/args.py"
+MZ_DATA = "ModelZoo src/data/imagenet.py"
+MZ_OPTIM = "ModelZoo src/tools/optimizer.py, schedulers.py"
+MZ_STEP = "ModelZoo src/tools/get_misc.py"
+MZ_NONE = "ModelZoo: no such step (off)"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 _str = str
 POSITIVE, NON_NEGATIVE, PROBABILITY = at_least(1), at_least(0), in_range(0.0, 1.0)
 OPTIONS: Dict[str, Option] = {
     # ----- model
-    "arch": Option(None, _str, "registered model name, e.g. vig_ti_224_gelu (see src/models)"),
-    "num_classes": Option(1000, _int, "number of classes", check=POSITIVE),
+    "arch": Option(None, _str, "registered model name, e.g. vig_ti_224_gelu (see src/models)", flags=("-a",)),
+    "num_classes": Option(1000, _int, "number of classes", check=POSITIVE, origin=MZ_YAML),
+    "in_channel": Option(3, _int, "input channels of the model (the image pipeline decodes RGB: 3)", check=POSITIVE,
+                         origin=MZ_ARGS),
+    "mlp_ratio": Option(4.0, _float, "FFN hidden width / channels (4 in every ViG architecture)", origin=MZ_ARGS),
     "image_size": Option(224, _int, "input side in pixels (multiple of 16 for ViG, 32 for Pyramid ViG)",
-                         check=at_least(16)),
-    "drop_path_rate": Option(0.0, _float, "stochastic depth rate of the last block (linear from 0)",
-                             check=in_range(0.0, 1.0, high_open=True)),
+                         check=at_least(16), origin=MZ_YAML),
+    "drop_path_rate": Option(0.1, _float, "stochastic depth rate of the last block (linear from 0)",
+                             check=in_range(0.0, 1.0, high_open=True), origin=MZ_YAML),
     "drop_rate": Option(0.0, _float, "dropout before the classifier's last layer",
                         check=in_range(0.0, 1.0, high_open=True)),
     "frozen_stages": Option(0, _int, "fine-tuning: freeze the stem, pos_embed and the first N stages (pyramid) or "
@@ -149,8 +179,13 @@ OPTIONS: Dict[str, Option] = {
     "pretrained": Option(None, _optional(str), "checkpoint to start from (train) or to evaluate/export"),
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
                                               "(false); null: the weights the checkpoint records as its best"),
-    "crop_pct": Option(None, _optional(_float), "evaluation centre-crop fraction (null: the model's default)",
-                       check=in_range(0.0, 1.0, low_open=True)),
+    "crop_pct": Option(0.875, _optional(_float), "evaluation centre-crop fraction: resize to image_size / crop_pct, "
+                                                  "crop image_size (null: the model's default)",
+                       check=in_range(0.0, 1.0, low_open=True), origin=MZ_DATA),
+    "mean": Option(IMAGENET_MEAN, _floats, "per-channel mean of the input normalisation (training and evaluation)",
+                   check=each(in_range(0.0, 1.0), 3), origin=MZ_DATA),
+    "std": Option(IMAGENET_STD, _floats, "per-channel std of the input normalisation (training and evaluation)",
+                  check=each(in_range(0.0, 1.0, low_open=True), 3), origin=MZ_DATA),
     # ----- graph options (official names; null: the model's own setting)
     "conv": Option(None, _optional(str), "graph convolution: mr (max-relative), edge, sage or gin (null: mr)",
                    check=one_of(GRAPH_CONVS)),
@@ -167,26 +202,31 @@ OPTIONS: Dict[str, Option] = {
     "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders"),
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
                                     "scikit-learn's bundled digits, written to data_url on first use",
-                  ("ImageNet", "digits")),
-    "batch_size": Option(128, _int, "batch size per device", check=POSITIVE),
-    "num_parallel_workers": Option(8, _int, "data-loading worker processes per device", check=POSITIVE),
-    "interpolation": Option("bicubic", _str, "training resize interpolation", TRAIN_INTERPOLATIONS),
+                  ("ImageNet", "digits"), origin=MZ_YAML),
+    "batch_size": Option(16, _int, "batch size per device (per micro-batch with accumulation_step)", check=POSITIVE,
+                         origin=MZ_YAML),
+    "num_parallel_workers": Option(8, _int, "data-loading worker processes per device", check=POSITIVE,
+                                   origin=MZ_YAML, flags=("-j",)),
+    "interpolation": Option("bicubic", _str, "training resize interpolation", TRAIN_INTERPOLATIONS, origin=MZ_YAML),
     "crop_scale": Option((0.08, 1.0), _floats, "area range of the random resized crop",
-                         check=each(in_range(0.0, 1.0, low_open=True), 2)),
-    "hflip": Option(0.5, _float, "horizontal flip probability", check=PROBABILITY),
-    "auto_augment": Option("rand-m9-mstd0.5-inc1", _optional(str), "timm RandAugment string (null: off)"),
+                         check=each(in_range(0.0, 1.0, low_open=True), 2), origin=MZ_DATA),
+    "hflip": Option(0.5, _float, "horizontal flip probability", check=PROBABILITY, origin=MZ_DATA),
+    "auto_augment": Option("rand-m9-mstd0.5-inc1", _optional(str), "timm RandAugment string (null: off)",
+                           origin=MZ_YAML),
     "color_jitter": Option(0.4, _float, "colour jitter strength when auto_augment is off", check=NON_NEGATIVE),
-    "re_prob": Option(0.25, _float, "random erasing probability", check=PROBABILITY),
-    "re_mode": Option("pixel", _str, "random erasing fill", ERASE_MODES),
-    "re_count": Option(1, _int, "maximum random erasing boxes per image", check=POSITIVE),
-    "mix_up": Option(0.8, _float, "mixup alpha (0: off)", check=NON_NEGATIVE),
-    "cutmix": Option(1.0, _float, "cutmix alpha (0: off)", check=NON_NEGATIVE),
-    "mixup_prob": Option(1.0, _float, "probability of mixing a batch", check=PROBABILITY),
-    "switch_prob": Option(0.5, _float, "probability of cutmix instead of mixup when both are on", check=PROBABILITY),
-    "mixup_mode": Option("batch", _str, "mix per batch, pair or element", MIX_MODES),
-    "label_smoothing": Option(0.1, _float, "label smoothing", check=in_range(0.0, 1.0, high_open=True)),
-    "repeated_aug": Option(3, _int, "repeated augmentation: copies of each image per epoch (0 or 1: off)",
-                           check=NON_NEGATIVE),
+    "re_prob": Option(0.25, _float, "random erasing probability", check=PROBABILITY, origin=MZ_YAML),
+    "re_mode": Option("pixel", _str, "random erasing fill", ERASE_MODES, origin=MZ_YAML),
+    "re_count": Option(1, _int, "maximum random erasing boxes per image", check=POSITIVE, origin=MZ_YAML),
+    "mix_up": Option(0.8, _float, "mixup alpha (0: off)", check=NON_NEGATIVE, origin=MZ_YAML),
+    "cutmix": Option(1.0, _float, "cutmix alpha (0: off)", check=NON_NEGATIVE, origin=MZ_YAML),
+    "mixup_prob": Option(1.0, _float, "probability of mixing a batch", check=PROBABILITY, origin=MZ_YAML),
+    "switch_prob": Option(0.5, _float, "probability of cutmix instead of mixup when both are on", check=PROBABILITY,
+                          origin=MZ_YAML),
+    "mixup_mode": Option("batch", _str, "mix per batch, pair or element", MIX_MODES, origin=MZ_YAML),
+    "label_smoothing": Option(0.1, _float, "label smoothing", check=in_range(0.0, 1.0, high_open=True),
+                              origin=MZ_YAML),
+    "repeated_aug": Option(0, _int, "repeated augmentation: copies of each image per epoch (0 or 1: off)",
+                           check=NON_NEGATIVE, origin=MZ_NONE),
     "max_bad_image_fraction": Option(0.001, _float, "unreadable images (damaged, truncated, not images) are skipped "
                                                     "with a warning each; a run stops when more than this share of "
                                                     "a split's images are unreadable", check=PROBABILITY),
@@ -195,46 +235,75 @@ OPTIONS: Dict[str, Option] = {
                                                                "decompression bombs (default: Pillow's limit); raise "
                                                                "it for genuine huge images", check=POSITIVE),
     # ----- optimisation
-    "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", OPTIMIZERS),
-    "base_lr": Option(2e-3, _float, "peak learning rate", check=in_range(0.0, math.inf, low_open=True)),
-    "lr_batch_size": Option(None, _optional(_int), "total batch size base_lr is meant for; when set, base_lr is "
-                                                   "scaled by (batch_size x devices) / lr_batch_size",
-                            check=POSITIVE),
-    "warmup_lr": Option(1e-6, _float, "learning rate at the start of warm-up", check=NON_NEGATIVE),
-    "min_lr": Option(1e-5, _float, "floor of the cosine schedule", check=NON_NEGATIVE),
-    "lr_scheduler": Option("cosine_lr", _str, "learning-rate schedule", SCHEDULERS),
-    "warmup_length": Option(20, _int, "warm-up epochs", check=NON_NEGATIVE),
-    "epochs": Option(300, _int, "epochs of the schedule", check=POSITIVE),
-    "cooldown_epochs": Option(10, _int, "epochs at min_lr after the schedule", check=NON_NEGATIVE),
+    "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", OPTIMIZERS, origin=MZ_YAML),
+    "base_lr": Option(2e-3, _float, "peak learning rate (for a total batch of lr_batch_size)",
+                      check=in_range(0.0, math.inf, low_open=True), origin=MZ_YAML,
+                      flags=("--lr", "--learning_rate")),
+    "lr_batch_size": Option(512, _optional(_int), "total batch (batch_size x devices x accumulation_step) the "
+                                                  "schedule is written for: base_lr, warmup_lr and min_lr are "
+                                                  "scaled by total / lr_batch_size (null: no scaling)",
+                            check=POSITIVE, origin=MZ_OPTIM),
+    "warmup_lr": Option(7e-8, _float, "learning rate at the start of warm-up", check=NON_NEGATIVE, origin=MZ_YAML),
+    "min_lr": Option(6e-6, _float, "floor of the schedule", check=NON_NEGATIVE, origin=MZ_YAML),
+    "lr_scheduler": Option("cosine_lr", _str, "learning-rate schedule", SCHEDULERS, origin=MZ_YAML),
+    "cosine_style": Option("modelzoo", _str, "cosine_lr formula: modelzoo (cosine from base_lr after warm-up, "
+                                             "floored at min_lr) or timm (official: min_lr + cosine over all steps)",
+                           COSINE_STYLES, origin=MZ_OPTIM),
+    "lr_adjust": Option(30.0, _float, "multistep_lr: epochs per factor lr_gamma",
+                        check=in_range(0.0, math.inf, low_open=True), origin=MZ_ARGS),
+    "lr_gamma": Option(0.97, _float, "multistep_lr / exp_lr decay factor", check=in_range(0.0, 1.0, low_open=True),
+                       origin=MZ_ARGS),
+    "warmup_length": Option(20, _int, "warm-up epochs", check=NON_NEGATIVE, origin=MZ_YAML),
+    "epochs": Option(300, _int, "epochs of the schedule", check=POSITIVE, origin=MZ_YAML),
+    "start_epoch": Option(0, _int, "first epoch of a new run (the schedule starts there; not with resume)",
+                          check=NON_NEGATIVE, origin=MZ_ARGS),
+    "cooldown_epochs": Option(0, _int, "epochs at min_lr after the schedule", check=NON_NEGATIVE, origin=MZ_NONE),
     "weight_decay": Option(0.05, _float, "decoupled weight decay (AdamW) / L2 (SGD); none on 1-D and position "
-                                         "parameters", check=NON_NEGATIVE),
-    "beta": Option((0.9, 0.999), _floats, "AdamW betas", check=each(in_range(0.0, 1.0, high_open=True), 2)),
-    "eps": Option(1e-8, _float, "AdamW epsilon", check=in_range(0.0, math.inf, low_open=True)),
-    "momentum": Option(0.9, _float, "SGD momentum", check=in_range(0.0, 1.0, high_open=True)),
-    "amp_level": Option("O2", _str, "training precision: O0 fp32, O2 fp16 with fp32 BatchNorm, O3 fp16", AMP_LEVELS),
-    "is_dynamic_loss_scale": Option(True, _bool, "dynamic loss scale (else fixed at loss_scale)"),
-    "loss_scale": Option(65536.0, _float, "initial (dynamic) or fixed loss scale", check=at_least(1.0)),
-    "loss_scale_window": Option(2000, _int, "clean steps before the dynamic scale doubles", check=POSITIVE),
-    "clip_global_norm_value": Option(5.0, _float, "clip gradients to this global norm (0: off)", check=NON_NEGATIVE),
-    "ema_decay": Option(0.99996, _float, "EMA of the weights (0: off)", check=in_range(0.0, 1.0, high_open=True)),
+                                         "parameters", check=NON_NEGATIVE, origin=MZ_YAML, flags=("--wd",)),
+    "beta": Option((0.9, 0.999), _floats, "AdamW betas", check=each(in_range(0.0, 1.0, high_open=True), 2),
+                   origin=MZ_YAML),
+    "eps": Option(1e-8, _float, "AdamW epsilon", check=in_range(0.0, math.inf, low_open=True), origin=MZ_ARGS),
+    "momentum": Option(0.9, _float, "SGD momentum", check=in_range(0.0, 1.0, high_open=True), origin=MZ_YAML),
+    "amp_level": Option("O2", _str, "training precision: O0 fp32, O2 fp16 with fp32 BatchNorm, O3 fp16", AMP_LEVELS,
+                        origin=MZ_YAML),
+    "keep_bn_fp32": Option(True, _bool, "BatchNorm computes in float32 under amp_level O2/O3 (O2 always does)",
+                           origin=MZ_YAML),
+    "is_dynamic_loss_scale": Option(True, _bool, "dynamic loss scale (else fixed at loss_scale)", origin=MZ_YAML),
+    "loss_scale": Option(None, _optional(_float), "initial (dynamic) or fixed loss scale (null: 2^24 when dynamic, "
+                                                  "1024 when fixed, as the ModelZoo)", check=at_least(1.0),
+                         origin=MZ_STEP),
+    "loss_scale_window": Option(2000, _int, "clean steps before the dynamic scale doubles", check=POSITIVE,
+                                origin=MZ_STEP),
+    "clip_global_norm_value": Option(5.0, _float, "clip gradients to this global norm (0: off)", check=NON_NEGATIVE,
+                                     origin=MZ_YAML),
+    "accumulation_step": Option(1, _int, "micro-batches accumulated into one optimizer update", check=POSITIVE,
+                                origin=MZ_ARGS),
+    "ema_decay": Option(0.0, _float, "EMA of the weights (0: off)", check=in_range(0.0, 1.0, high_open=True),
+                        origin=MZ_NONE),
     "max_overflow_fraction": Option(0.5, _float, "stop the run when more than this share of the last overflow_window "
                                                  "steps were skipped for non-finite loss or gradients (1: never)",
                                     check=PROBABILITY),
     "overflow_window": Option(100, _int, "steps over which max_overflow_fraction is counted", check=POSITIVE),
-    "seed": Option(0, _int, "random seed", check=NON_NEGATIVE),
+    "seed": Option(0, _int, "random seed", check=NON_NEGATIVE, origin=MZ_ARGS),
     # ----- run
     "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves"),
     "resume": Option(None, _optional(str), "checkpoint to continue from, or 'auto' for the newest in train_url"),
-    "save_every": Option(1, _int, "save a checkpoint every N epochs", check=POSITIVE),
-    "keep_last": Option(5, _int, "periodic checkpoints to keep (best.ckpt and last.ckpt are kept too)",
-                        check=POSITIVE),
+    "save_every": Option(2, _int, "save a checkpoint every N epochs", check=POSITIVE, origin=MZ_ARGS),
+    "keep_last": Option(20, _int, "periodic checkpoints to keep (best.ckpt and last.ckpt are kept too)",
+                        check=POSITIVE, origin=MZ_ARGS, flags=("--keep_checkpoint_max",)),
     "eval_every": Option(1, _int, "validate every N epochs", check=POSITIVE),
     "log_every": Option(20, _int, "log every N steps", check=POSITIVE),
     "device_target": Option("CPU", _str, "device", DEVICE_TARGETS),
-    "device_id": Option(0, _int, "device id (single-device runs; launchers set DEVICE_ID when distributed)",
-                        check=NON_NEGATIVE),
+    "device_id": Option(0, _int, "device id (DEVICE_ID in the environment wins, as launchers set it)",
+                        check=NON_NEGATIVE, origin=MZ_ARGS),
+    "device_num": Option(1, _int, "devices of a data-parallel run; > 1 (or DEVICE_NUM > 1 in the environment) "
+                                  "joins the launcher's group, as the ModelZoo does", check=POSITIVE, origin=MZ_ARGS),
     "distribute": Option(False, _bool, "data-parallel run launched by msrun or an HCCL rank table"),
-    "graph_mode": Option(True, _bool, "GRAPH_MODE (else PYNATIVE_MODE)"),
+    "graph_mode": Option(0, _mode, "MindSpore mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE", (0, 1)),
+    "run_modelarts": Option(False, _bool, "ModelArts job: obs:// config/data_url/pretrained/train_url through "
+                                          "moxing, local copies under cache_dir", origin=MZ_ARGS,
+                           flags=("--enable_modelarts",)),
+    "cache_dir": Option("/cache", _str, "ModelArts: local folder for the copies of data, weights and outputs"),
     # ----- evaluation, export and offline inference
     "eval_amp_level": Option("O0", _str, "precision of validation, eval.py and export: O0 fp32 (default), O2, O3",
                              AMP_LEVELS),
@@ -245,37 +314,61 @@ OPTIONS: Dict[str, Option] = {
     "result_path": Option("./result_Files", _str, "offline inference outputs: one <id>_0.bin of logits per input"),
 }
 
-_MODEL = ("arch", "num_classes", "image_size", "kernel_impl", "pretrained", "use_ema", "crop_pct", "conv", "k",
-          "use_stochastic", "epsilon", "start_thresh", "dec")
+_MODEL = ("arch", "num_classes", "in_channel", "mlp_ratio", "image_size", "kernel_impl", "pretrained", "use_ema",
+          "crop_pct", "mean", "std", "conv", "k", "use_stochastic", "epsilon", "start_thresh", "dec")
 _IMAGES = ("max_bad_image_fraction", "max_image_pixels")
 _DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
-_DEVICE = ("device_target", "device_id", "graph_mode")
+_DEVICE = ("device_target", "device_id", "device_num", "graph_mode")
+_MODELARTS = ("run_modelarts", "cache_dir")
 _TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "interpolation", "crop_scale", "hflip",
              "auto_augment", "color_jitter",
              "re_prob", "re_mode", "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode",
              "label_smoothing", "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr",
-             "lr_scheduler", "warmup_length", "epochs", "cooldown_epochs", "weight_decay", "beta", "eps", "momentum",
-             "amp_level", "is_dynamic_loss_scale", "loss_scale", "loss_scale_window", "clip_global_norm_value",
+             "lr_scheduler", "cosine_style", "lr_adjust", "lr_gamma", "warmup_length", "epochs", "start_epoch",
+             "cooldown_epochs", "weight_decay", "beta", "eps", "momentum", "amp_level", "keep_bn_fp32",
+             "is_dynamic_loss_scale", "loss_scale", "loss_scale_window", "clip_global_norm_value", "accumulation_step",
              "ema_decay", "max_overflow_fraction", "overflow_window", "seed", "train_url", "resume", "save_every",
              "keep_last", "eval_every", "log_every", "distribute")
 # The keys each entry point reads (and so accepts on its command line).
 ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
-    "train": _MODEL + _DATA + _DEVICE + _TRAINING + ("eval_amp_level",),
-    "eval": _MODEL + _DATA + _DEVICE + ("distribute", "eval_amp_level"),
+    "train": _MODEL + _DATA + _DEVICE + _MODELARTS + _TRAINING + ("eval_amp_level",),
+    "eval": _MODEL + _DATA + _DEVICE + _MODELARTS + ("distribute", "eval_amp_level"),
     "export": _MODEL + _DEVICE + ("batch_size", "eval_amp_level", "file_format", "file_name"),
-    "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "data_url", "set", "seed", "preprocess_path")
-                  + _IMAGES,
+    "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "mean", "std", "data_url", "set", "seed",
+                   "preprocess_path") + _IMAGES,
     "infer": ("arch", "device_target", "device_id", "file_format", "file_name", "preprocess_path", "result_path"),
     "postprocess": ("preprocess_path", "result_path"),
     "predict": _MODEL + _DEVICE + _IMAGES[1:] + ("batch_size", "eval_amp_level"),
     "visualize": _MODEL + _DEVICE + _IMAGES[1:],
 }
 assert all(set(keys) <= set(OPTIONS) for keys in ENTRY_KEYS.values())
+# The training recipe: the project's configs/*.yaml write every one of these out, so that no ModelZoo
+# default (which a key absent from a file takes) changes what they train.
+RECIPE_KEYS = ("num_classes", "image_size", "drop_path_rate", "drop_rate", "crop_pct", "mean", "std", "batch_size",
+               "interpolation", "crop_scale", "hflip", "auto_augment", "color_jitter", "re_prob", "re_mode",
+               "re_count", "mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing",
+               "repeated_aug", "optimizer", "base_lr", "lr_batch_size", "warmup_lr", "min_lr", "lr_scheduler",
+               "cosine_style", "warmup_length", "epochs", "cooldown_epochs", "weight_decay", "beta", "eps", "momentum",
+               "amp_level", "keep_bn_fp32", "is_dynamic_loss_scale", "loss_scale", "loss_scale_window",
+               "clip_global_norm_value", "accumulation_step", "ema_decay", "graph_mode")
+assert set(RECIPE_KEYS) <= set(ENTRY_KEYS["train"])
+# A YAML file may also spell a key as one of its long flags (the ModelZoo's args.py destinations among them).
+_FILE_ALIASES = {flag.lstrip("-"): key for key, option in OPTIONS.items() for flag in option.flags
+                 if flag.startswith("--")}
+# Keys whose value is a path; a scheme:// value (obs://, s3://, ...) needs run_modelarts.
+PATH_KEYS = ("data_url", "train_url", "pretrained", "resume")
+_REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_remote(path: Optional[str]) -> bool:
+    """An object-store URL (obs://bucket/...) rather than a local path."""
+    return bool(path) and bool(_REMOTE.match(str(path)))
 
 
 class Config(dict):
     """The merged configuration; keys are also attributes (``cfg.base_lr``). Besides the schema keys
-    it records ``config`` (the YAML path) and ``command_line_keys`` (what the command line set)."""
+    it records ``config`` (the YAML path), ``file_keys`` (what the file set) and ``command_line_keys``
+    (what the command line set)."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -305,17 +398,36 @@ def _convert(key: str, value: Any, where: str) -> Any:
     return converted
 
 
-def read_yaml(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist; pass --config configs/<model>.yaml")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
+def read_yaml(path: str, remote: bool = False) -> Dict[str, Any]:
+    """A YAML mapping from a local file, or with ``remote`` through moxing (ModelArts)."""
+    if remote:
+        from .modelarts import read_text
+        text = read_text(path)
+    else:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist; pass --config configs/<model>.yaml")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path!r} must be a mapping of keys to values")
     return data
+
+
+def _config_location(path: str, modelarts: bool) -> Tuple[str, bool]:
+    """Where the config file is read from: (path, through moxing?). On ModelArts, as in the ModelZoo, an
+    absolute path that is not a local file names an OBS object (``/bucket/x.yaml`` -> ``obs://bucket/x.yaml``)."""
+    if is_remote(path):
+        if not modelarts:
+            raise ConfigError(f"config file {path!r} is an object-store URL: add --run_modelarts True (ModelArts, "
+                              f"read through moxing) or give a local file")
+        return path, True
+    if modelarts and path.startswith("/") and not os.path.exists(path):
+        return "obs:/" + path, True
+    return path, False
 
 
 def build_parser(description: str, entry: str = "train", arguments: Sequence[Argument] = ()) -> argparse.ArgumentParser:
@@ -349,29 +461,71 @@ def load_config(argv: Optional[List[str]] = None, description: str = "", entry: 
     own = {action.dest for action in parser._actions if action.dest not in OPTIONS} - {"config", "help"}
     args, rest = parser.parse_known_args(argv)
     for token in rest:
-        if token.startswith("--"):
-            key = token[2:].split("=", 1)[0]
+        if token.startswith("-") and len(token) > 1:
+            key = token.lstrip("-").split("=", 1)[0]
+            key = _FILE_ALIASES.get(key, key)
             if key in OPTIONS:
-                raise ConfigError(f"config key {key!r} is not read by {entry}.py; drop it from the command line "
-                                  f"(--help lists this entry point's keys)")
+                raise ConfigError(f"config key {key!r} ({token}) is not read by {entry}.py; drop it from the "
+                                  f"command line (--help lists this entry point's keys)")
             raise _unknown(key, "on the command line", ENTRY_KEYS[entry])
         raise ConfigError(f"unexpected command-line argument {token!r}; use --key value")
     values = {key: option.default for key, option in OPTIONS.items()}
     cli = {k: v for k, v in vars(args).items() if k != "config" and k not in own}
+    modelarts = _convert("run_modelarts", cli["run_modelarts"], "on the command line") if "run_modelarts" in cli \
+        else False
+    file_keys = []
     if args.config:
-        for key, value in read_yaml(args.config).items():
-            if key not in OPTIONS:
+        path, remote = _config_location(args.config, modelarts)
+        for key, value in read_yaml(path, remote).items():
+            name = _FILE_ALIASES.get(key, key)
+            if name not in OPTIONS:
                 raise _unknown(key, f"in {args.config}", OPTIONS)
-            values[key] = _convert(key, value, f"in {args.config}")
+            if name in file_keys:
+                raise ConfigError(f"{args.config} sets {name!r} twice (as {name!r} and as an alias); keep one")
+            values[name] = _convert(name, value, f"in {args.config}")
+            file_keys.append(name)
     for key, value in cli.items():
         values[key] = _convert(key, value, "on the command line")
     if "arch" in ENTRY_KEYS[entry] and not values["arch"]:
         raise ConfigError("no model given: pass --config configs/<model>.yaml or --arch <name>")
+    _check_combinations(values)
+    if not values["run_modelarts"]:
+        for key in PATH_KEYS:
+            if is_remote(values[key]):
+                raise ConfigError(f"{key} {values[key]!r} is an object-store URL: add --run_modelarts True "
+                                  f"(ModelArts, copied through moxing) or give a local path")
     cfg = Config(values)
     cfg["config"] = args.config
+    cfg["file_keys"] = file_keys
     cfg["command_line_keys"] = sorted(cli)
     cfg.update({name: getattr(args, name) for name in own})
     return cfg
+
+
+def _check_combinations(values: Dict[str, Any]) -> None:
+    """Keys that are fine alone but contradict each other."""
+    if values["amp_level"] == "O2" and not values["keep_bn_fp32"]:
+        raise ConfigError("keep_bn_fp32 false cannot be honoured with amp_level O2, which always computes BatchNorm "
+                          "in float32: use amp_level O3 for float16 BatchNorm, or keep_bn_fp32 true")
+    if values["start_epoch"] and values["resume"]:
+        raise ConfigError("start_epoch and resume both given: a resumed run continues at its checkpoint's epoch; "
+                          "drop one")
+    if values["start_epoch"] >= values["epochs"] + values["cooldown_epochs"]:
+        raise ConfigError(f"start_epoch {values['start_epoch']} leaves nothing of the "
+                          f"{values['epochs'] + values['cooldown_epochs']} epochs to train")
+
+
+def effective_recipe(cfg: Config, entry: str = "train") -> Dict[str, List[str]]:
+    """The values of ``entry``'s keys that the config file does not write, grouped by where they come
+    from (the command line, a ModelZoo file, this project): what a run logs at its start."""
+    groups: Dict[str, List[str]] = {}
+    for key in ENTRY_KEYS[entry]:
+        if key in cfg.file_keys:
+            continue
+        source = "command line" if key in cfg.command_line_keys else OPTIONS[key].origin
+        value = cfg[key]
+        groups.setdefault(source, []).append(f"{key}={list(value) if isinstance(value, tuple) else value}")
+    return groups
 
 
 def save_config(cfg: Config, path: str) -> None:

@@ -1,35 +1,70 @@
 """Device, execution mode and data-parallel setup: the first thing every entry point does."""
 import os
-from typing import Tuple
+from typing import Dict, Tuple
 
 import mindspore as ms
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-# Environment of a launched rank: msrun sets MS_WORKER_NUM/MS_ROLE; HCCL rank-table launches set RANK_TABLE_FILE.
+# A process started by a launcher: msrun sets MS_WORKER_NUM/MS_ROLE; HCCL rank-table launches set RANK_TABLE_FILE.
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE")
 
 
-def init_device(device_target: str = "CPU", device_id: int = 0, graph_mode: bool = True,
-                distribute: bool = False) -> Tuple[int, int]:
-    """Select the device and mode (before any kernel runs); join the data-parallel group when
-    ``distribute``. Returns (rank, number of ranks)."""
+class DeviceError(ValueError):
+    """A device or data-parallel setup that cannot work as asked."""
+
+
+def _env_int(env: Dict[str, str], name: str, default: int = 0) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise DeviceError(f"environment variable {name}={env[name]!r} is not an integer") from None
+
+
+def data_parallel(distribute: bool, device_num: int = 1, env: Dict[str, str] = None) -> bool:
+    """Whether this process joins a data-parallel group. Asked for by ``distribute``, or as the ModelZoo
+    decides it, by a device count above one (``device_num`` or DEVICE_NUM in the environment). A process
+    that a multi-card launcher started (RANK_TABLE_FILE, RANK_SIZE > 1, MS_WORKER_NUM > 1) but that is not
+    asked to join would train one unsynchronised copy per device: that is an error, never a silent run."""
+    env = os.environ if env is None else env
+    join = distribute or device_num > 1 or _env_int(env, "DEVICE_NUM") > 1
+    signals = [f"{k}={env[k]}" for k in ("RANK_TABLE_FILE", "RANK_SIZE", "MS_WORKER_NUM", "DEVICE_NUM")
+               if k in env and (k == "RANK_TABLE_FILE" or _env_int(env, k) > 1)]
+    if not join and signals:
+        raise DeviceError(f"this process was started as one rank of a multi-device launch ({', '.join(signals)}) "
+                          f"but distribute is false: pass --distribute true (or --device_num N) so the ranks train "
+                          f"together, or unset those variables to train on one device")
+    if join and not any(k in env for k in _LAUNCHER_ENV):
+        why = "distribute=true" if distribute else f"device_num {max(device_num, _env_int(env, 'DEVICE_NUM'))}"
+        raise DeviceError(f"{why} needs a launcher: run scripts/run_distribute_train.sh (msrun) or "
+                          f"scripts/run_distribute_train_ascend.sh (HCCL rank table), or train on one device with "
+                          f"--device_num 1 and without --distribute")
+    return join
+
+
+def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.GRAPH_MODE, distribute: bool = False,
+                device_num: int = 1) -> Tuple[int, int]:
+    """Select the device (DEVICE_ID from the environment wins over ``device_id``) and the mode (MindSpore's
+    constant: 0 GRAPH_MODE, 1 PYNATIVE_MODE) before any kernel runs; join the data-parallel group when
+    ``data_parallel`` says so. Returns (rank, number of ranks)."""
     if device_target != "CPU" and not ms.hal.is_available(device_target):
-        raise ValueError(f"device_target {device_target!r} is not available in this MindSpore installation "
-                         f"(no {device_target} device or driver found); pass --device_target CPU")
-    if distribute and not any(k in os.environ for k in _LAUNCHER_ENV):
-        raise ValueError("distribute=true needs a launcher: run scripts/run_distribute_train.sh (msrun, or an "
-                         "HCCL rank table on Ascend), or drop --distribute")
-    if distribute:  # launchers give each rank its device through the environment
-        device_id = int(os.environ.get("DEVICE_ID", device_id))
+        raise DeviceError(f"device_target {device_target!r} is not available in this MindSpore installation "
+                          f"(no {device_target} device or driver found); pass --device_target CPU")
+    join = data_parallel(distribute, device_num)
+    device_id = _env_int(os.environ, "DEVICE_ID", device_id)
     if device_target == "CPU":
         ms.set_device(device_target)
     else:
         ms.set_device(device_target, device_id)
-    ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE)
-    if not distribute:
+    ms.set_context(mode=mode)
+    if not join:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
     init()
+    world = get_group_size()
+    expected = max(device_num, _env_int(os.environ, "DEVICE_NUM"))
+    if expected > 1 and world != expected:
+        raise DeviceError(f"device_num / DEVICE_NUM is {expected} but the launcher started {world} ranks; make "
+                          f"them agree")
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                 device_num=get_group_size(), parameter_broadcast=True)
-    return get_rank(), get_group_size()
+                                 device_num=world, parameter_broadcast=True)
+    return get_rank(), world

@@ -14,10 +14,11 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import mindspore as ms
 
+from . import modelarts
 from .builders import (bad_image_args, data_record, eval_dataset, eval_transform_args, inference_net, kernel_impl,
                        learning_rates, model_from_config, prediction_class_names, prepare_data, train_dataset,
                        train_step)
-from .config import Config, ConfigError, save_config
+from .config import Config, ConfigError, effective_recipe, save_config
 from .device import init_device
 from ..data import DatasetError
 from ..deploy.export import EXTENSIONS, export_network
@@ -37,44 +38,65 @@ from ..weights.files import FolderLock, OutputFolderError, check_free_space, che
 
 def run_training(cfg: Config, stop: Optional[Callable[[], int]] = None) -> Dict[str, float]:
     """train.py: build the job described by ``cfg``, resume it if asked, train, return the results.
-    ``stop`` returns the signal number of a pending stop request (``signals.StopSignals``), else 0."""
-    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    ``stop`` returns the signal number of a pending stop request (``signals.StopSignals``), else 0.
+    A ModelArts job (``run_modelarts``) trains on local copies and uploads its outputs (``modelarts``)."""
+    if cfg.run_modelarts:
+        modelarts.require_moxing()
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
     ms.set_seed(cfg.seed)
+    if cfg.run_modelarts:
+        cfg = modelarts.localise(cfg, training=True)
     with own_output_folder(cfg.train_url, rank, world):
-        checkpoints = RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0)
-        removed = checkpoints.remove_stale_temporaries()
-        resume_path = checkpoints.find_resume(cfg.resume)
-        if resume_path is None and checkpoints.existing():  # every rank stops alike
-            raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that "
-                              f"run or choose another --train_url")
-        log = get_logger("train", cfg.train_url, rank)
-        for path in removed:
-            log.info("removed %s, left by an interrupted checkpoint write", path)
-        for path, reason in checkpoints.unreadable:
-            log.info("--resume auto skips %s: %s", path, reason)
-        if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
-            name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
-            save_config(cfg, os.path.join(cfg.train_url, name))
-        job = build_train_job(cfg, rank, world, checkpoints, log, stop)
-        if rank == 0:
-            check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
-                             "train_url", "one checkpoint")
-        meta = new_run_meta()
-        if cfg.resume == "auto" and resume_path is None:
-            log.info("--resume auto: no checkpoint in %s, starting a new run", cfg.train_url)
-        if resume_path:
-            meta = checkpoints.restore(job.step, job.model, resume_path)
-            where = (f"in epoch {int(meta['epoch']) + 1} after batch {int(meta['batch'])} of {job.steps_per_epoch}"
-                     if meta["batch"] else f"after epoch {int(meta['epoch'])}")
-            log.info("resumed from %s %s (step %d)", resume_path, where, meta["step"])
-        if meta["epoch"] >= job.total_epochs:
-            log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
-                     job.total_epochs)
-            return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
-        log.info("%s: %d ranks x batch %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels", cfg.arch, world,
-                 cfg.batch_size, job.steps_per_epoch, int(meta["epoch"]) + 1, job.total_epochs, cfg.amp_level,
-                 kernel_impl(cfg))
-        return fit(job, meta)
+        checkpoints, uploader = modelarts.run_checkpoints(cfg, rank)
+        try:
+            return _train(cfg, rank, world, checkpoints, stop)
+        finally:
+            if uploader:
+                uploader.upload()
+
+
+def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
+           stop: Optional[Callable[[], int]]) -> Dict[str, float]:
+    removed = checkpoints.remove_stale_temporaries()
+    resume_path = checkpoints.find_resume(cfg.resume)
+    if resume_path is None and checkpoints.existing():  # every rank stops alike
+        raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that "
+                          f"run or choose another --train_url")
+    log = get_logger("train", cfg.train_url, rank)
+    for path in removed:
+        log.info("removed %s, left by an interrupted checkpoint write", path)
+    for path, reason in checkpoints.unreadable:
+        log.info("--resume auto skips %s: %s", path, reason)
+    if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
+        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
+        save_config(cfg, os.path.join(cfg.train_url, name))
+    log_recipe(cfg, log)
+    job = build_train_job(cfg, rank, world, checkpoints, log, stop)
+    if rank == 0:
+        check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
+                         "train_url", "one checkpoint")
+    meta = new_run_meta()
+    if cfg.resume == "auto" and resume_path is None:
+        log.info("--resume auto: no checkpoint in %s, starting a new run", cfg.train_url)
+    if resume_path:
+        meta = checkpoints.restore(job.step, job.model, resume_path)
+        where = (f"in epoch {int(meta['epoch']) + 1} after batch {int(meta['batch'])} of {job.steps_per_epoch}"
+                 if meta["batch"] else f"after epoch {int(meta['epoch'])}")
+        log.info("resumed from %s %s (step %d)", resume_path, where, meta["step"])
+    elif cfg.start_epoch:
+        meta.update(epoch=cfg.start_epoch, step=cfg.start_epoch * job.steps_per_epoch)
+        job.step.optimizer.global_step.set_data(ms.Tensor([cfg.start_epoch * len(job.lrs) // job.total_epochs],
+                                                          ms.int32))
+        log.info("start_epoch %d: a new run starting at epoch %d of the schedule", cfg.start_epoch,
+                 cfg.start_epoch + 1)
+    if meta["epoch"] >= job.total_epochs:
+        log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
+                 job.total_epochs)
+        return {"best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"]}
+    log.info("%s: %d ranks x batch %d x accumulation %d, %d steps/epoch, epochs %d..%d, amp %s, %s kernels",
+             cfg.arch, world, cfg.batch_size, cfg.accumulation_step, job.steps_per_epoch, int(meta["epoch"]) + 1,
+             job.total_epochs, cfg.amp_level, kernel_impl(cfg))
+    return fit(job, meta)
 
 
 @contextlib.contextmanager
@@ -109,15 +131,17 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
             log.info("the pretrained classifier has another class count: %s re-initialised",
                      ", ".join(loaded.reinitialised))
     first = train_dataset(cfg, root, epoch=0, rank=rank, world=world)
-    steps_per_epoch = first.get_dataset_size()
-    if steps_per_epoch == 0:
-        raise DatasetError(f"the training split has fewer images than one batch of {cfg.batch_size}; "
-                           f"lower batch_size")
-    lrs = learning_rates(cfg, steps_per_epoch, world, log)
+    updates_per_epoch = first.get_dataset_size() // cfg.accumulation_step
+    if updates_per_epoch == 0:
+        raise DatasetError(f"the training split has fewer images than one update of {cfg.accumulation_step} x "
+                           f"{cfg.batch_size}; lower batch_size or accumulation_step")
+    steps_per_epoch = updates_per_epoch * cfg.accumulation_step  # an epoch ends with a whole update
+    lrs = learning_rates(cfg, updates_per_epoch, world, log)
     main = rank == 0
     return TrainJob(
         model=model, step=train_step(cfg, model, lrs), eval_net=inference_net(cfg, model_from_config(cfg)),
-        train_data=lambda epoch: first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world),
+        train_data=lambda epoch: whole_updates(first if epoch == 0 else train_dataset(cfg, root, epoch, rank, world),
+                                               steps_per_epoch),
         val_data=eval_dataset(cfg, root, rank, world), lrs=lrs, steps_per_epoch=steps_per_epoch,
         total_epochs=cfg.epochs + cfg.cooldown_epochs, checkpoints=checkpoints, log=log,
         images_per_step=cfg.batch_size * world, world=world, with_ema=cfg.ema_decay > 0, log_every=cfg.log_every,
@@ -125,6 +149,23 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
         curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None,
         stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window)
+
+
+def whole_updates(data, steps: int):
+    """The training pipeline cut to ``steps`` batches, so that an epoch ends with a whole update (with
+    gradient accumulation); it keeps the pipeline's bad-image policy."""
+    if data.get_dataset_size() == steps:
+        return data
+    limited = data.take(steps)
+    limited.bad_image_policy = data.bad_image_policy
+    return limited
+
+
+def log_recipe(cfg: Config, log) -> None:
+    """The effective recipe: every value the config file does not write, and where it comes from."""
+    log.info("config %s; values not written in it:", cfg.config or "(none)")
+    for source, values in effective_recipe(cfg).items():
+        log.info("  %s: %s", source, ", ".join(values))
 
 
 def _no_weights(what: str) -> ConfigError:
@@ -144,8 +185,9 @@ def trained_for(cfg: Config, root: Optional[str] = None) -> Optional[List[int]]:
         recorded.pop("classes", None)
     transform = [k for k in current if k != "classes" and recorded.get(k) != current[k]]
     if transform:
-        hint = " ".join(f"--{k} {recorded[k]}" for k in ("image_size", "crop_pct") if k in transform)
-        fix = f"pass {hint}" if hint else "mean and std follow the arch: is it a checkpoint of another model?"
+        hint = " ".join(f"--{k} {','.join(map(str, recorded[k])) if isinstance(recorded[k], list) else recorded[k]}"
+                        for k in ("image_size", "crop_pct", "mean", "std") if k in transform)
+        fix = f"pass {hint}"
         differences = data_differences({k: recorded.get(k) for k in transform}, {k: current[k] for k in transform})
         raise CheckpointError(f"{cfg.pretrained!r} does not fit this configuration: {differences}; {fix}")
     if root is None or recorded.get("classes") in (None, current["classes"]):
@@ -163,7 +205,11 @@ def run_evaluation(cfg: Config) -> Dict[str, float]:
     whether the classes were matched by name (``trained_for``)."""
     if not cfg.pretrained:
         raise _no_weights("evaluate")
-    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute)
+    if cfg.run_modelarts:
+        modelarts.require_moxing()
+    rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
+    if cfg.run_modelarts:
+        cfg = modelarts.localise(cfg, training=False)
     root = prepare_data(cfg, rank)
     columns = trained_for(cfg, root)
     net = model_from_config(cfg)
@@ -181,7 +227,7 @@ def run_export(cfg: Config) -> str:
     if not cfg.pretrained:
         raise _no_weights("export")
     form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
-    init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+    init_device(cfg.device_target, cfg.device_id)
     trained_for(cfg)
     net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
@@ -200,7 +246,7 @@ def run_inference(cfg: Config) -> int:
     if cfg.file_format not in ("MINDIR", "ONNX"):
         raise ConfigError("infer.py runs MINDIR or ONNX exports; pass --file_format MINDIR or ONNX")
     if cfg.file_format == "MINDIR":
-        init_device(cfg.device_target, cfg.device_id, graph_mode=True)
+        init_device(cfg.device_target, cfg.device_id)
     return infer_files((cfg.file_name or cfg.arch) + EXTENSIONS[cfg.file_format], cfg.preprocess_path,
                        cfg.result_path)
 

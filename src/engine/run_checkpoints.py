@@ -98,7 +98,8 @@ class RunCheckpoints:
         for param in step.get_parameters():
             if param.name in model_names or param.name.startswith(EMA_PREFIX):
                 entries[param.name] = param
-            elif param.name != "learning_rate":  # derived from the configuration
+            elif param.name != "learning_rate" and not param.name.startswith("accumulated."):  # derived, or
+                # transient (gradient sums, zero between updates)
                 entries[STATE_PREFIX + param.name] = param
         entries.update({META_PREFIX + k: v for k, v in meta.items()})
         if self.data is not None:

@@ -185,7 +185,8 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
         loss_value = float(loss.asnumpy())
         skipped = bool(overflow.asnumpy())
         overflows += skipped
-        window.append(skipped)
+        if job.step.update_done:  # with gradient accumulation: once per update, at its last micro-batch
+            window.append(skipped)
         losses.append(loss_value)
         meta["step"] += 1
         meta["batch"] = i + 1
@@ -210,7 +211,7 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
                        f"again (--resume auto continues from the newest checkpoint)")
             job.log.info(message)
             raise TrainingDiverged(message)
-        if i + 1 < job.steps_per_epoch:
+        if i + 1 < job.steps_per_epoch and job.step.update_done:  # never inside an accumulated update
             _check_stop(job, meta, saved=False, where=f"at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}")
     return {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
             "overflow_steps": overflows, "time_s": time.time() - start}

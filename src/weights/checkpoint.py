@@ -138,6 +138,10 @@ def model_entries(checkpoint: Mapping[str, Tensor], use_ema: bool = False) -> Di
     return {**plain, **ema}
 
 
+# Parameter names of the MindSpore ModelZoo ViG (research/cv/ViG), whose network differs from the official one.
+MODELZOO_NAMES = ("patch_embed.conv", "blocks.0.grapher.", "head.0.")
+
+
 def check_fits(net: nn.Cell, weights: Mapping[str, Union[Tensor, np.ndarray]], source: str,
                arch: Optional[str] = None) -> None:
     """Raise CheckpointError unless ``weights`` has exactly the parameters of ``net`` with their shapes."""
@@ -156,6 +160,12 @@ def check_fits(net: nn.Cell, weights: Mapping[str, Union[Tensor, np.ndarray]], s
             parts.append(f"{len(missing)} model parameters are missing from it (first: {_first(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} entries are not in the model (first: {_first(unexpected)})")
+        if any(n.startswith(MODELZOO_NAMES) for n in unexpected):
+            raise CheckpointError(f"{source} is a MindSpore ModelZoo ViG checkpoint ({_first(unexpected)}): that "
+                                  "network computes another function (kNN on unnormalised features, ceil(k/d) "
+                                  "neighbours, [x, max-relative] concatenated as blocks, convolutions without "
+                                  "biases), so its weights cannot load here; convert the official PyTorch weights "
+                                  "with convert_checkpoint.py, or train with this project (README: ModelZoo)")
         raise CheckpointError(f"{source} does not fit {what}: " + "; ".join(parts) + ". Is it a checkpoint of "
                               "another architecture?")
 

@@ -41,7 +41,9 @@ class Conv2d(nn.Cell):
         self.bias = Parameter(initializer("zeros", (out_channels,), ms.float32), name="bias") if bias else None
         self.has_bias = bias
         # A dense 1x1 convolution is already fast on the CPU; only k > 1 or groups > 1 need the matmul form.
-        self.use_matmul = form.cpu_ops and (kernel_size > 1 or groups > 1)
+        depthwise = groups == in_channels == out_channels
+        self.use_matmul = (form.cpu_ops and (kernel_size > 1 or groups > 1)) or \
+            (form.grouped_matmul and groups > 1 and not depthwise)
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
 
     def construct(self, x):

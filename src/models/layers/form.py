@@ -3,13 +3,15 @@
 Every formulation computes the same function with the same parameters; only the operators differ.
 A layer takes its ``form`` as a constructor argument and never changes it afterwards.
 
-- ``native``: MindSpore's own kernels, for Ascend and GPU (the default).
+- ``native``: MindSpore's own kernels, for Ascend and GPU (the default); the graph conv's 4-group
+  convolution as a batched matmul, the form Ascend documents support for.
 - ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul and the
   neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated top-k and the
   threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
   and falls back to MindSpore's kernels with a warning where they are unavailable.
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
-  host's cache; ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
+  host's cache, and keep grouped convolutions as the convolution operator (ONNX and MindSpore Lite run
+  it); ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
 """
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,9 +32,12 @@ class Formulation:
     topk: Optional[Any] = None    # compiled dilated top-k (custom operator)
     masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
     erf_formula: bool = False     # GELU's erf from elementary operators
+    # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
+    # ops.conv2d on Ascend for depthwise convolutions only (docs/ascend.md)
+    grouped_matmul: bool = False
 
 
-NATIVE = Formulation()
+NATIVE = Formulation(grouped_matmul=True)
 
 
 def _same(x, *_):

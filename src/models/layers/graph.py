@@ -84,7 +84,7 @@ class DilatedKnnGraph(nn.Cell):
 
     def _positions(self):
         """The dilated positions, or with probability epsilon k random ones (static shapes)."""
-        noise = ops.uniform((self.num_candidates + 1,), Tensor(0.0, ms.float32), Tensor(1.0, ms.float32))
+        noise = ops.rand((self.num_candidates + 1,), dtype=ms.float32)  # ops.uniform has no Ascend kernel
         random_positions = ops.sort(noise[:self.num_candidates])[1][:self.k].astype(ms.int32)
         return ops.select(noise[self.num_candidates:].broadcast_to((self.k,)) < self.epsilon,
                           random_positions, self.dilated_positions)

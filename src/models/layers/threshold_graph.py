@@ -92,6 +92,7 @@ class MaskedNeighbourMax(nn.Cell):
         self.sizes = [min(chunk, num_nodes - start) for start in range(0, num_nodes, chunk)]
         self.starts = [sum(self.sizes[:c]) for c in range(len(self.sizes))]
         self.node_index = Tensor(np.arange(num_nodes).reshape(1, num_nodes, 1), ms.int32)  # ops.arange fails in a bprop
+        self.channel_index = Tensor(np.arange(channels), ms.int32)
         self.kernel = form.masked_max
 
     def _chunks(self, x, mask):
@@ -125,8 +126,12 @@ class MaskedNeighbourMax(nn.Cell):
             better = value > best  # the centre, then the earliest maximum wins (a tie is the same value)
             best = ops.where(better, value, best)
             row = ops.where(better, ops.where(is_edge, pos + self.starts[c], own), row)
-        grad = ops.tensor_scatter_elements(ops.zeros_like(dout), row, dout, 1, "add")
-        return grad, ops.zeros_like(mask)
+        # scatter-add of each gradient to its row (tensor_scatter_elements' "add" has no Ascend kernel)
+        batch, nodes, channels = dout.shape
+        sample = ops.cumsum(ops.ones_like(row[:, :1, :1]), 0) - 1  # (B, 1, 1): b (ops.arange fails in a bprop)
+        elements = (sample * nodes + row) * channels + self.channel_index
+        grad = ops.unsorted_segment_sum(dout.reshape(-1), elements.reshape(-1), batch * nodes * channels)
+        return grad.reshape(dout.shape), ops.zeros_like(mask)
 
 
 def threshold_graph_conv(conv: str, in_channels: int, out_channels: int, num_nodes: int,
