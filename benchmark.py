@@ -50,7 +50,8 @@ def flops(archs, image_size):
     from src.app.device import init_device
     from src.models import ModelError, canonical_name, list_models
     from tools.flops import format_sizes, model_size
-    init_device("CPU", graph_mode=False)
+    import mindspore as ms
+    init_device("CPU", mode=ms.PYNATIVE_MODE)
     header, rows = format_sizes([]), []
     print(header, flush=True)
     for arch in [canonical_name(a) for a in archs] if archs else list_models():

@@ -55,8 +55,9 @@ def run(tmp_path_factory):
 
 
 def args(run, *extra):
-    return ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", str(SIZE), "--graph_mode", "false",
-            "--pretrained", run["ckpt"], *extra]
+    # the evaluation transform the test compares against (absent keys would take the ModelZoo's ImageNet values)
+    return ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", str(SIZE), "--graph_mode", "1",
+            "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9", "--pretrained", run["ckpt"], *extra]
 
 
 def test_folder_with_odd_modes_and_a_damaged_file(run, tmp_path, capsys):

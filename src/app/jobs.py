@@ -285,7 +285,7 @@ def run_visualization(cfg: Config) -> dict:
     last block of each quarter of the network) for ``cfg.image``, written to ``cfg.out``; returns the summary."""
     if not cfg.pretrained:
         raise _no_weights("visualise")
-    init_device(cfg.device_target, cfg.device_id, graph_mode=False)  # hooks need PyNative mode
+    init_device(cfg.device_target, cfg.device_id, mode=ms.PYNATIVE_MODE)  # hooks need PyNative mode
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     args = eval_transform_args(cfg)
