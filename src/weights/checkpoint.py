@@ -64,8 +64,8 @@ def _as_tensor(value) -> Tensor:
         return value
     if isinstance(value, (int, np.integer)):
         return Tensor(np.array(value, np.int64))
-    if isinstance(value, (float, np.floating)):
-        return Tensor(np.array(value, np.float32))
+    if isinstance(value, (float, np.floating)):  # float64: a resumed run compares its best top-1 exactly
+        return Tensor(np.array(value, np.float64))
     return Tensor(np.asarray(value))
 
 
