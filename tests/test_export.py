@@ -127,7 +127,7 @@ def test_a_cpu_mindir_needs_no_compiled_kernel(graph_mode, image_folder, checkpo
     shutil.rmtree(isolated_kernels, ignore_errors=True)
     with open(path, "rb") as handle:
         graph = handle.read()
-    assert b"GeluForward" not in graph and b"TopkPositions" not in graph
+    assert b".so:" not in graph  # a compiled-kernel operator names its library: <path>.so:<symbol>
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     np.save(tmp_path / "x.npy", images)

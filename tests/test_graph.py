@@ -6,9 +6,11 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from src.models.layers import (BicubicResize, DilatedKnnGraph, DyGraphConv2d, bicubic_resize_np, cap_knn,
-                               cpu_formulation, formulation, gather_rows, relative_pos_table)
+from src.models.layers import (BicubicResize, DilatedKnnGraph, DyGraphConv2d, Formulation, bicubic_resize_np, cap_knn,
+                               compiled_gelu, cpu_formulation, formulation, gather_rows,
+                               relative_pos_table)
 from src.models.layers import NeighbourMax
+from src.models.layers import graph as graph_module
 
 
 def knn_reference(x, y, k, dilation, relative_pos=None):
@@ -158,7 +160,7 @@ def test_compiled_selection_equals_topk(any_mode, k, dilation):
     """The CPU selection kernel returns top-k + dilation slicing's indices, stochastic positions too."""
     x, y, ref = well_separated((2, 50, 8), k, dilation, seed=7 * k + dilation)
     graph = DilatedKnnGraph(k, dilation, stochastic=True, epsilon=1.0, form=cpu_formulation())
-    assert graph.select is not None, "the CPU kernel did not compile here"
+    assert graph.knn is not None, "the CPU kernel did not compile here"
     graph.set_train(False)
     np.testing.assert_array_equal(graph(Tensor(x), Tensor(y)).asnumpy(), ref)
     graph.set_train(True)  # epsilon 1: random positions among the k*d candidates
@@ -166,3 +168,64 @@ def test_compiled_selection_equals_topk(any_mode, k, dilation):
     candidates = knn_reference(x.astype(np.float64), y.astype(np.float64), k * dilation, 1)[0]
     assert all(set(idx[b, i]) <= set(candidates[b, i]) and len(set(idx[b, i])) == k
                for b in range(2) for i in range(50))
+
+
+@pytest.mark.parametrize("impl", ["native", "cpu"])
+def test_chunked_queries_give_the_one_pass_graph(any_mode, monkeypatch, impl):
+    """Above CHUNK_ELEMENTS distances per image the queries go in chunks (here 25 rows: 96 is no multiple),
+    each with its rows of the relative-position term, resized chunk by chunk from the 224 table or
+    sliced from the whole term: the neighbours of one pass."""
+    table = relative_pos_table(16, 8, 2)                  # (1, 64, 16): a stage at its table grid
+    num_queries, num_keys = 8 * 12, 4 * 6                 # the stage at another input size
+    resize = BicubicResize(table.shape[1:], (num_queries, num_keys))
+    term = resize(Tensor(table))
+    x, y, ref = well_separated((2, num_queries, 16), 4, 2, seed=5, relative_pos=term.asnumpy().astype(np.float64),
+                               keys=lambda v: v.reshape(2, 8, 12, 16)[:, ::2, ::2].reshape(2, num_keys, 16))
+    form = formulation(impl)
+    one_pass = DilatedKnnGraph(4, 2, form=form, position_resize=resize)(Tensor(x), Tensor(y), Tensor(table))
+    np.testing.assert_array_equal(one_pass.asnumpy(), ref)
+    monkeypatch.setattr(graph_module, "CHUNK_ELEMENTS", 25 * num_keys)
+    assert graph_module.query_chunks(num_queries, num_keys)[-1] == (75, 96)
+    for bias in (Tensor(table), term):
+        chunked = DilatedKnnGraph(4, 2, form=form, position_resize=resize)(Tensor(x), Tensor(y), bias)
+        np.testing.assert_array_equal(chunked.asnumpy(), ref)
+
+
+def test_resized_rows_equal_the_whole_resize(pynative):
+    """The rows a chunk resizes are those of the whole resize, bit for bit (on both axes, or the key axis only)."""
+    table = Tensor(relative_pos_table(16, 8, 2))
+    for out_hw in [(96, 24), (64, 24)]:
+        resize = BicubicResize((64, 16), out_hw)
+        whole = resize(table).asnumpy()
+        rows = np.concatenate([resize.rows(table, start, min(start + 7, out_hw[0])).asnumpy()
+                               for start in range(0, out_hw[0], 7)], axis=1)
+        assert rows.tobytes() == whole.tobytes()
+
+
+def test_pyramid_logits_do_not_depend_on_the_knn_formulation(pynative, monkeypatch):
+    """A pyramid model (pvig_ti's layout, fewer and narrower blocks) at a size whose relative-position terms
+    are resized: the compiled kNN gives the logits of MindSpore's dense kNN in the same CPU formulation,
+    and the native formulation with its queries in chunks gives those of one pass, bit for bit."""
+    from src.models.pyramid_vig import PyramidVisionGNN
+    from tools.calibrate import calibrate, structured_images
+    size = (64, 96)
+    images = Tensor(structured_images(2, size, seed=2))
+
+    def pyramid(kernel_impl):
+        return PyramidVisionGNN((16, 32, 48, 64), (1, 1, 2, 1), [9] * 5, [1, 1, 2, 2, 1], num_classes=5,
+                                img_size=size, kernel_impl=kernel_impl)
+
+    native = calibrate(pyramid("native"), structured_images(4, size, seed=1))
+
+    def logits(kernel_impl):
+        net = pyramid(kernel_impl)
+        ms.load_param_into_net(net, native.parameters_dict(), strict_load=True)
+        net.set_train(False)
+        return net(images).asnumpy()
+
+    assert cpu_formulation().topk is not None or not shutil.which("g++"), "the CPU kernel did not compile here"
+    assert logits(cpu_formulation()).tobytes() == logits(Formulation(cpu_ops=True, gelu=compiled_gelu())).tobytes()
+    one_pass = native(images).asnumpy()
+    monkeypatch.setattr(graph_module, "CHUNK_ELEMENTS", 1000)  # stage 1: 384 x 24 distances in 10 chunks
+    assert graph_module.query_chunks(384, 24)[-1] == (369, 384)
+    assert native(images).asnumpy().tobytes() == one_pass.tobytes()

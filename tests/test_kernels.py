@@ -14,7 +14,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, ops
 
-from src.models.layers import (GELU, NATIVE, Conv2d, Formulation, compiled_gelu, compiled_topk, cpu_formulation,
+from src.models.layers import (GELU, NATIVE, Conv2d, Formulation, compiled_gelu, cpu_formulation,
                                create_graph_conv, erf_by_formula, kernels)
 
 CPU_OPS = Formulation(cpu_ops=True)  # the CPU formulations without compiled kernels
@@ -209,7 +209,7 @@ def test_a_damaged_library_is_rebuilt(isolated_kernels, caplog, damage):
         handle.write(content)
     assert kernels.load("topk_cpu") == path and kernels.load("topk_cpu") == path
     assert kernels.library_problem(path, kernels.SYMBOLS["topk_cpu"]) is None
-    reason = {"truncated": "", "garbage": "invalid ELF header", "other library": "undefined symbol: TopkPositions"}
+    reason = {"truncated": "", "garbage": "invalid ELF header", "other library": "undefined symbol: DilatedKnn"}
     (message,) = warnings_of(caplog)
     assert "is unusable" in message and reason[damage] in message and "rebuilding it" in message
 
@@ -300,21 +300,57 @@ def test_an_unwritable_cache_or_unreadable_library_falls_back(shared_cache):
     assert "is unusable (cannot read it: Permission denied)" in log and "falls back" in log
 
 
+def dense_knn(x, y, k, dilation, bias=None):
+    """The native formulation's kNN: the whole negated-distance matrix, sorted top-k, every d-th kept."""
+    from src.models.layers import l2_normalize, negative_sq_distance
+    score = negative_sq_distance(l2_normalize(Tensor(x)), l2_normalize(Tensor(y)), None if bias is None else Tensor(bias))
+    return ms.ops.topk(score, k * dilation, sorted=True)[1].asnumpy()[..., ::dilation], score.asnumpy()
+
+
+KNN_CASES = [  # (batch, queries, keys, channels, k, dilation, relative-position term)
+    (1, 3136 // 16, 196 // 4, 48, 9, 1, True),   # pyramid stage 1 shrunk: whole query tiles
+    (2, 37, 20, 8, 4, 3, True),                  # a query count that is no multiple of the tile (4)
+    (2, 50, 50, 13, 9, 2, False),                # keys no multiple of the vector width
+    (1, 30, 7, 5, 3, 2, True),                   # fewer keys than the vector width
+    (3, 9, 40, 24, 18, 2, False),                # more candidates (36) than in any group of the threshold
+]
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", KNN_CASES, ids=[str(c) for c in KNN_CASES])
+def test_compiled_knn_equals_the_dense_knn(any_mode, case):
+    """The tiled distance + selection kernel returns the dense formulation's neighbours, whose distances it
+    never stores."""
+    from src.models.layers import DilatedKnnGraph
+    batch, n, m, c, k, dilation, with_bias = case
+    rng = np.random.default_rng(n * m + c)
+    x = rng.standard_normal((batch, n, c)).astype(np.float32)
+    y = rng.standard_normal((batch, m, c)).astype(np.float32)
+    bias = (0.3 * rng.standard_normal((1, n, m))).astype(np.float32) if with_bias else None
+    expected, score = dense_knn(x, y, k, dilation, bias)
+    ranked = np.sort(score, -1)[..., ::-1][..., :k * dilation + 1]
+    assert np.diff(ranked, axis=-1).max() < 0, "a tie among the ranked candidates: draw other features"
+    graph = DilatedKnnGraph(k, dilation, form=cpu_formulation())
+    assert graph.knn is not None, "the CPU kernel did not compile here"
+    got = graph(Tensor(x), Tensor(y), None if bias is None else Tensor(bias)).asnumpy()
+    assert got.shape == (batch, n, k) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)
+
+
 @needs_compiler
 @pytest.mark.parametrize("k,dilation", [(5, 1), (4, 3)])
-def test_compiled_topk_ties_take_the_earlier_index(any_mode, k, dilation):
-    """Exactly equal scores: the compiled selection takes the earlier index first (a stable sort),
-    and its neighbours are as near as those of the native ops.topk path, which orders ties its own way."""
+def test_compiled_knn_ties_take_the_earlier_index(any_mode, k, dilation):
+    """Exactly equal distances (keys repeated): the compiled kNN takes the earlier index first (a stable
+    sort), and its neighbours are as near as those of the native ops.topk path, which orders ties its own way."""
     from src.models.layers import DilatedKnnGraph
-    op = compiled_topk()
-    assert op is not None, "the CPU kernel did not compile here"
-    scores = np.random.default_rng(k).integers(-3, 1, (2, 40, 50)).astype(np.float32)  # many ties per row
-    positions = np.arange(0, k * dilation, dilation, dtype=np.int32)
-    got = op(Tensor(scores), Tensor(positions)).asnumpy()
-    np.testing.assert_array_equal(got, np.argsort(-scores, axis=-1, kind="stable")[..., positions])
-    _, native = ms.ops.topk(Tensor(scores), k * dilation, sorted=True)
-    native = native.asnumpy()[..., positions]
-    np.testing.assert_array_equal(np.take_along_axis(scores, got, -1), np.take_along_axis(scores, native, -1))
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((2, 40, 6)).astype(np.float32)
+    y = rng.standard_normal((2, 5, 6)).astype(np.float32)[:, rng.integers(0, 5, 50)]  # 50 keys, 5 distinct
+    positions = np.arange(0, k * dilation, dilation)
+    native, score = dense_knn(x, y, k, dilation)
+    got = DilatedKnnGraph(k, dilation, form=cpu_formulation())(Tensor(x), Tensor(y)).asnumpy()
+    np.testing.assert_array_equal(got, np.argsort(-score, axis=-1, kind="stable")[..., positions])
+    np.testing.assert_array_equal(np.take_along_axis(score, got, -1), np.take_along_axis(score, native, -1))
     # a graph of identical nodes: every distance ties, and the graph is the first k * d nodes
     graph = DilatedKnnGraph(k, dilation, form=cpu_formulation())
     same = Tensor(np.ones((1, 30, 8), np.float32))

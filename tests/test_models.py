@@ -111,7 +111,7 @@ def test_non_224_input_resizes_tables(pynative):
     assert names["pos_embed"] == (1, 48, 56, 56)
     assert names["backbone.0.0.relative_pos"] == (1, 3136, 196)
     first = net.backbone[0][0]
-    assert first.relative_pos_resize(first.relative_pos).shape == (1, 24 * 16, 6 * 4)
+    assert first.position_bias().shape == (1, 24 * 16, 6 * 4)
     net.set_train(False)
     out = net(Tensor(np.zeros((1, 3, 96, 64), np.float32)))
     assert out.shape == (1, 7)

@@ -21,15 +21,17 @@ class DyGraphConv2d(nn.Cell):
 
     With ``threshold`` (a probability) the graph is SViG's similarity-thresholded one instead (see
     ``threshold_graph``; ``num_nodes`` is then the node count, and k, dilation are not used).
+    ``position_resize`` resizes a relative-position table to the node grid (see ``DilatedKnnGraph``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: Optional[int], dilation: Optional[int],
                  conv: str = "mr", reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0,
-                 form: Formulation = NATIVE, threshold: Optional[float] = None, num_nodes: int = 0):
+                 form: Formulation = NATIVE, threshold: Optional[float] = None, num_nodes: int = 0,
+                 position_resize: Optional[BicubicResize] = None):
         super().__init__()
         if threshold is None:
             self.gconv = create_graph_conv(conv, in_channels, out_channels, form)
-            self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon, form)
+            self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon, form, position_resize)
         else:
             if reduce_ratio != 1:
                 raise ValueError("the similarity-threshold graph compares every node with every other: "
@@ -63,7 +65,8 @@ class Grapher(nn.Cell):
     ``grid`` is this block's node grid for the model's input size. With ``relative_pos`` the
     frozen table is built for ``table_grid`` (the grid at 224x224, so the parameter has the
     official shape) and bicubic-resized to ``grid`` in the forward pass when they differ,
-    as the official code does. k and dilation are capped to the key count (see ``cap_knn``).
+    as the official code does (by the kNN graph, a chunk of rows at a time). k and dilation are
+    capped to the key count (see ``cap_knn``).
     With ``threshold`` (SViG: the block's probability p) the graph is the similarity-thresholded
     one and k, dilation are None.
     """
@@ -84,38 +87,40 @@ class Grapher(nn.Cell):
         self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
         self.threshold = threshold
         self.k, self.dilation = cap_knn(k, dilation, self.num_keys) if threshold is None else (None, None)
+        table = relative_pos_table(channels, table_grid or height, reduce_ratio) if relative_pos else None
+        resize = None
+        if table is not None and table.shape[1:] != (self.num_nodes, self.num_keys):
+            resize = BicubicResize(table.shape[1:], (self.num_nodes, self.num_keys))
         self.fc1 = conv_bn(channels, channels, form=form)
-        self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv,
-                                        reduce_ratio, stochastic, epsilon, form, threshold, self.num_nodes)
+        self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv, reduce_ratio, stochastic,
+                                        epsilon, form, threshold, self.num_nodes, resize)
         self.fc2 = conv_bn(channels * 2, channels, form=form)
         self.drop_path = DropPath(drop_path)
         self.use_relative_pos = relative_pos
-        self.resize_relative_pos = False
         if relative_pos:
-            table_grid = table_grid or height
-            table = relative_pos_table(channels, table_grid, reduce_ratio)
             self.relative_pos = Parameter(Tensor(table, ms.float32), name="relative_pos", requires_grad=False)
-            if table.shape[1:] != (self.num_nodes, self.num_keys):
-                self.resize_relative_pos = True
-                self.relative_pos_resize = BicubicResize(table.shape[1:], (self.num_nodes, self.num_keys))
+
+    def position_table(self):
+        """The relative-position table as the graph takes it (at 224 the term itself), or None."""
+        return self.relative_pos if self.use_relative_pos else None
 
     def position_bias(self):
-        """The relative-position term for this block's node grid (resized when needed), or None."""
-        if not self.use_relative_pos:
-            return None
-        if self.resize_relative_pos:
-            return self.relative_pos_resize(self.relative_pos)
-        return self.relative_pos
+        """The whole relative-position term (1, N, M) for this block's node grid, or None (for tools; the
+        forward pass resizes it a chunk of rows at a time)."""
+        resize = self.graph_conv.dilated_knn_graph.position_resize if self.use_relative_pos else None
+        if resize is None:
+            return self.position_table()
+        return resize(self.relative_pos)
 
     def neighbours(self, x):
         """The graph this block uses for input x (for tests and visualisation): neighbour indices
         (B, N, k), or the boolean adjacency (B, N, N) of the threshold graph."""
-        return self.graph_conv.graph(self.fc1(x), self.position_bias())[2]
+        return self.graph_conv.graph(self.fc1(x), self.position_table())[2]
 
     def construct(self, x):
         shortcut = x
         x = self.fc1(x)
-        x = self.graph_conv(x, self.position_bias())
+        x = self.graph_conv(x, self.position_table())
         x = self.fc2(x)
         return self.drop_path(x) + shortcut
 

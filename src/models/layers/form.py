@@ -6,7 +6,7 @@ A layer takes its ``form`` as a constructor argument and never changes it afterw
 - ``native``: MindSpore's own kernels, for Ascend and GPU (the default); the graph conv's 4-group
   convolution as a batched matmul, the form Ascend documents support for.
 - ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul and the
-  neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated top-k and the
+  neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated kNN and the
   threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
   and falls back to MindSpore's kernels with a warning where they are unavailable.
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
@@ -29,7 +29,7 @@ KERNEL_IMPLS = ("native", "cpu")
 class Formulation:
     cpu_ops: bool = False         # unfold + matmul convolutions, running neighbour max
     gelu: Optional[Any] = None    # compiled float32 GELU (custom operator with its derivative)
-    topk: Optional[Any] = None    # compiled dilated top-k (custom operator)
+    topk: Optional[Any] = None    # compiled dilated kNN (custom operators without, with a position term)
     masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
     erf_formula: bool = False     # GELU's erf from elementary operators
     # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
@@ -58,14 +58,24 @@ def compiled_gelu():
     return ops.Custom(f"{library}:GeluForward", out_shape=_same, out_dtype=_same, func_type="aot", bprop=bprop)
 
 
+def _knn_shape(queries, *inputs):
+    return queries[:-1] + inputs[-1]
+
+
+def _knn_dtype(*inputs):
+    return inputs[-1]
+
+
 @lru_cache(maxsize=None)
 def compiled_topk():
-    """The compiled selection: indices of the largest scores (..., M) read at positions (k,), or None."""
+    """The compiled dilated kNN, (without, with a relative-position term), or None: the neighbour indices
+    (B, N, k) of the queries (B, N, C) among the keys (B, M, C) at the ranked positions (k,), from the
+    distances computed a tile of queries at a time (``kernels/topk_cpu.cc``)."""
     library = kernels.load("topk_cpu")
     if library is None:
         return None
-    return ops.Custom(f"{library}:TopkPositions", out_shape=lambda scores, positions: scores[:-1] + positions,
-                      out_dtype=lambda scores, positions: positions, func_type="aot")
+    return tuple(ops.Custom(f"{library}:{name}", out_shape=_knn_shape, out_dtype=_knn_dtype, func_type="aot")
+                 for name in ("DilatedKnn", "DilatedKnnBias"))
 
 
 @lru_cache(maxsize=None)

@@ -4,13 +4,14 @@ Nodes are handled token-major, (B, N, C): that is the layout of the distance mat
 of the neighbour gathers. Neighbour lists are int32 (B, N, k) indices into the key set; the
 centre of row i is node i itself, so no centre index is stored.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .form import NATIVE, Formulation
+from .resize import BicubicResize
 
 
 def l2_normalize(x, axis: int = -1):
@@ -32,14 +33,33 @@ def cap_knn(k: int, dilation: int, num_keys: int) -> Tuple[int, int]:
     return k, max(1, min(dilation, num_keys // k))
 
 
+def squared_norm(v):
+    """|v|^2 over the last axis, kept: (..., 1)."""
+    return (v * v).sum(-1, keepdims=True)
+
+
 def negative_sq_distance(x, y, relative_pos=None):
     """-(|x|^2 - 2 x.y + |y|^2 + relative_pos), summed in the official order: negating every term is
     exact in floating point, so this equals the negated official distance bit for bit."""
-    out = 2 * ops.matmul(x, y.swapaxes(1, 2)) - (x * x).sum(-1, keepdims=True)
-    out = out - (y * y).sum(-1, keepdims=True).swapaxes(1, 2)
+    out = 2 * ops.matmul(x, y.swapaxes(1, 2)) - squared_norm(x)
+    out = out - squared_norm(y).swapaxes(1, 2)
     if relative_pos is not None:
         out = out - relative_pos
     return out
+
+
+# Distances per image above which the queries are split into chunks of at most this many (16 MB):
+# at 224 no pyramid stage reaches it (stage 1: 3,136 x 196); at 800x1344 stage 1 has 67,200 x 4,200.
+CHUNK_ELEMENTS = 1 << 22
+
+
+def query_chunks(num_queries: int, num_keys: int):
+    """(start, stop) of the query chunks: one for all unless num_queries x num_keys exceeds
+    ``CHUNK_ELEMENTS``."""
+    if num_queries * num_keys <= CHUNK_ELEMENTS:
+        return ((0, num_queries),)
+    rows = max(1, CHUNK_ELEMENTS // num_keys)
+    return tuple((start, min(start + rows, num_queries)) for start in range(0, num_queries, rows))
 
 
 class DilatedKnnGraph(nn.Cell):
@@ -48,14 +68,19 @@ class DilatedKnnGraph(nn.Cell):
 
     Stochastic mode (training only): with probability ``epsilon`` per forward, k random positions
     among the k.d candidates replace the dilated ones. No gradient flows through the graph, and
-    distances are computed in float32 whatever the network's precision. The compiled selection of
-    the CPU formulation reads the kept positions directly (the indices of top-k + slicing; among
-    exactly equal distances it takes the earlier index first, where MindSpore's CPU TopK takes
-    any of them, an equally near neighbour).
+    distances are computed in float32 whatever the network's precision.
+
+    Memory stays linear in the number of nodes: above ``CHUNK_ELEMENTS`` distances per image the
+    queries are handled in chunks (``query_chunks``), each with its rows of the relative-position term
+    (resized by ``position_resize`` chunk by chunk when the term comes as its 224 table), and the
+    chunks' neighbours are concatenated: the same neighbours as one pass. The CPU formulation's
+    compiled kNN never writes a distance matrix at all: it computes the distances a tile of queries at
+    a time with the same arithmetic and ranks them directly (among exactly equal distances it takes
+    the earlier index first, where MindSpore's CPU TopK takes any of them, an equally near neighbour).
     """
 
     def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0,
-                 form: Formulation = NATIVE):
+                 form: Formulation = NATIVE, position_resize: Optional[BicubicResize] = None):
         super().__init__()
         self.k = k
         self.dilation = dilation
@@ -63,19 +88,42 @@ class DilatedKnnGraph(nn.Cell):
         self.epsilon = epsilon
         self.num_candidates = k * dilation
         self.dilated_positions = Tensor(np.arange(0, self.num_candidates, dilation), ms.int32)
-        self.select = form.topk
+        self.knn = form.topk
+        self.position_resize = position_resize
 
     def construct(self, x, y, relative_pos=None):
-        """x: queries (B, N, C); y: keys (B, M, C); relative_pos: None or (1, N, M)."""
+        """x: queries (B, N, C); y: keys (B, M, C); relative_pos: None, the (1, N, M) term, or the table
+        that ``position_resize`` resizes to it."""
         x = ops.stop_gradient(l2_normalize(x.astype(ms.float32)))
         y = ops.stop_gradient(l2_normalize(y.astype(ms.float32)))
         if relative_pos is not None:
             relative_pos = ops.stop_gradient(relative_pos.astype(ms.float32))
-        score = negative_sq_distance(x, y, relative_pos)
         positions = self._positions() if self.stochastic and self.training else self.dilated_positions
-        if self.select is not None:
-            return self.select(score, positions)
-        _, idx = ops.topk(score, self.num_candidates, sorted=True)
+        num_queries = x.shape[1]
+        chunks = query_chunks(num_queries, y.shape[1])
+        if len(chunks) == 1:
+            return self._neighbours(x, y, self._bias_rows(relative_pos, 0, num_queries, num_queries, y.shape[1]), positions)
+        found = ()
+        for start, stop in chunks:
+            bias = self._bias_rows(relative_pos, start, stop, num_queries, y.shape[1])
+            found += (self._neighbours(x[:, start:stop], y, bias, positions),)
+        return ops.concat(found, 1)
+
+    def _bias_rows(self, relative_pos, start: int, stop: int, num_queries: int, num_keys: int):
+        """Rows start:stop of the relative-position term of num_queries x num_keys, or None."""
+        if relative_pos is None:
+            return None
+        if relative_pos.shape[-2:] == (num_queries, num_keys):  # the term itself
+            return relative_pos if stop - start == num_queries else relative_pos[:, start:stop]
+        return self.position_resize.rows(relative_pos, start, stop)
+
+    def _neighbours(self, x, y, bias, positions):
+        """The kept neighbour indices (B, n, k) of queries x (B, n, C) with the term's rows bias (1, n, M)."""
+        if self.knn is not None:
+            if bias is None:
+                return self.knn[0](x, y, squared_norm(x), squared_norm(y), positions)
+            return self.knn[1](x, y, squared_norm(x), squared_norm(y), bias, positions)
+        _, idx = ops.topk(negative_sq_distance(x, y, bias), self.num_candidates, sorted=True)
         if self.stochastic and self.training:
             return ops.gather(idx, positions, 2)
         if self.dilation > 1:

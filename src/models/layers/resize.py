@@ -70,13 +70,22 @@ class BicubicResize(nn.Cell):
         self.w_w = Tensor(w_w.reshape(self.out_hw[1], 4), ms.float32)
 
     def construct(self, x):
+        return self.rows(x, 0, self.out_hw[0])
+
+    def rows(self, x, start: int, stop: int):
+        """Rows ``start:stop`` of the resized x alone, with the same values as in the whole result: what a
+        caller needs of a large output, one block of rows at a time."""
         lead = x.shape[:-2]
+        whole = start == 0 and stop == self.out_hw[0]
         if self.resize_h:
-            x = ops.gather(x, self.idx_h, x.ndim - 2)
-            x = x.reshape(lead + (self.out_hw[0], 4, x.shape[-1]))
-            x = (x * self.w_h.astype(x.dtype)).sum(-2)
+            idx_h, w_h = (self.idx_h, self.w_h) if whole else (self.idx_h[start * 4:stop * 4], self.w_h[start:stop])
+            x = ops.gather(x, idx_h, x.ndim - 2)
+            x = x.reshape(lead + (stop - start, 4, x.shape[-1]))
+            x = (x * w_h.astype(x.dtype)).sum(-2)
+        elif not whole:
+            x = x[..., start:stop, :]
         if self.resize_w:
             x = ops.gather(x, self.idx_w, x.ndim - 1)
-            x = x.reshape(lead + (self.out_hw[0], self.out_hw[1], 4))
+            x = x.reshape(lead + (stop - start, self.out_hw[1], 4))
             x = (x * self.w_w.astype(x.dtype)).sum(-1)
         return x

@@ -1,43 +1,220 @@
-// Dilated k-nearest selection for MindSpore's CPU backend as an ahead-of-time custom operator:
-// for every row of scores (.., M), the indices of the largest scores in descending order (earlier
-// index first among equal scores), read at the given positions (0, d, 2d, ... for dilation d).
-// MindSpore's CPU TopK costs ~1.7 us per row of 196; a small sorted buffer per row is much cheaper.
+// Dilated k-nearest neighbours for MindSpore's CPU backend as ahead-of-time custom operators. The
+// distances are computed a tile of queries at a time against all keys and ranked at once in a small
+// sorted buffer per query, so the (B, N, M) distance matrix is never written: memory stays linear in
+// the number of nodes, and no pass over a large matrix remains (MindSpore's CPU TopK alone costs
+// ~1.7 us per row of 196).
+//
+// The score is the negated distance of the dense formulation, rounded step by step in its order:
+//   score[i, j] = ((2 * dot(x_i, y_j) - xsq[i]) - ysq[j]) - bias[i, j]
+// with the dot product accumulated over the channels in order by fused multiply-adds from zero, as
+// MindSpore's CPU matmul does; so the scores, and the neighbours, equal the dense formulation's.
+// Ranking: descending score, the earlier index first among equal scores; the indices at the given
+// positions (0, d, 2d, ... for dilation d) are returned.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
+#if defined(VIG_AVX2)
+#include <immintrin.h>
+#endif
 
-// inputs: scores (float32, (..., M)), positions (int32, (k,)); output: indices (int32, (..., k))
-extern "C" int TopkPositions(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *scores = static_cast<const float *>(params[0]);
-  const int32_t *positions = static_cast<const int32_t *>(params[1]);
-  int32_t *out = static_cast<int32_t *>(params[2]);
-  const int64_t m = shapes[0][ndims[0] - 1];
-  int64_t rows = 1;
-  for (int i = 0; i < ndims[0] - 1; ++i) rows *= shapes[0][i];
-  const int64_t k = shapes[1][0];
-  int64_t need = 0;
-  for (int64_t t = 0; t < k; ++t) need = positions[t] + 1 > need ? positions[t] + 1 : need;
-  if (need > m) return 1;
-#pragma omp parallel
-  {
-    std::vector<float> best(need);
-    std::vector<int32_t> index(need);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float *row = scores + r * m;
-      int64_t count = 0;
-      for (int64_t j = 0; j < m; ++j) {
-        const float v = row[j];
-        if (count == need && !(v > best[need - 1])) continue;
-        int64_t p = count < need ? count++ : need - 1;
-        for (; p > 0 && v > best[p - 1]; --p) {
-          best[p] = best[p - 1];
-          index[p] = index[p - 1];
-        }
-        best[p] = v;
-        index[p] = static_cast<int32_t>(j);
+namespace {
+constexpr int kTile = 4;  // queries per tile: 4 x 16 accumulators fit the 16 vector registers
+
+inline float Fma(float a, float b, float acc) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  return std::fma(a, b, acc);
+#else
+  return a * b + acc;  // no fused multiply-add here: neither has the matmul it mirrors
+#endif
+}
+
+#if defined(VIG_AVX2)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 1;
+#endif
+
+// dots[r * w + j] = x_r . y_j for the R queries x (R, c) and the keys transposed and zero-padded to a
+// multiple of the vector width, yt (c, w); the padding's dots are computed and not used.
+template <int R>
+void TileDots(const float *x, const float *yt, int64_t w, int64_t c, float *dots) {
+  int64_t j = 0;
+#if defined(VIG_AVX2)
+  for (; j + 16 <= w; j += 16) {
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < c; ++t) {
+      const __m256 y0 = _mm256_loadu_ps(yt + t * w + j), y1 = _mm256_loadu_ps(yt + t * w + j + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 xr = _mm256_broadcast_ss(x + r * c + t);
+        acc[r][0] = _mm256_fmadd_ps(xr, y0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(xr, y1, acc[r][1]);
       }
-      for (int64_t t = 0; t < k; ++t) out[r * k + t] = index[positions[t]];
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(dots + r * w + j, acc[r][0]);
+      _mm256_storeu_ps(dots + r * w + j + 8, acc[r][1]);
     }
   }
+  for (; j < w; j += 8) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < c; ++t) {
+      const __m256 y0 = _mm256_loadu_ps(yt + t * w + j);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + r * c + t), y0, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(dots + r * w + j, acc[r]);
+  }
+#else
+  for (; j < w; ++j) {
+    for (int r = 0; r < R; ++r) {
+      float acc = 0.0f;
+      for (int64_t t = 0; t < c; ++t) acc = Fma(x[r * c + t], yt[t * w + j], acc);
+      dots[r * w + j] = acc;
+    }
+  }
+#endif
+}
+
+struct Knn {
+  const float *x, *y, *xsq, *ysq, *bias;  // bias: (N, M) shared by the batch, or null
+  const int32_t *positions;
+  int32_t *out;
+  int64_t batch, n, m, c, k, need;  // need: candidates ranked per query (the largest position + 1)
+
+  // The kept neighbours of query i of sample b, from its dot products (turned into scores in place).
+  void Rank(int64_t b, int64_t i, float *row, float *best, int32_t *index, float *maxima) const {
+    Scores(ysq + b * m, bias ? bias + i * m : nullptr, xsq[b * n + i], row);
+    int64_t count = 0;  // best[:count]: the candidates so far in ranking order, the earlier index first on ties
+    auto offer = [&](int64_t j) {
+      const float v = row[j];
+      if (count == need && !(v > best[need - 1])) return;
+      int64_t p = count < need ? count++ : need - 1;
+      for (; p > 0 && v > best[p - 1]; --p) {
+        best[p] = best[p - 1];
+        index[p] = index[p - 1];
+      }
+      best[p] = v;
+      index[p] = static_cast<int32_t>(j);
+    };
+    int64_t j = 0;
+#if defined(VIG_AVX2)
+    // A score that at least `need` scores reach: a score below it cannot be kept, so only the scores
+    // at or above it are offered (the same candidates in the same order as offering all; most
+    // offers would otherwise insert and mispredict). Rows with a NaN offer all.
+    const float floor = Floor(row, maxima);
+    if (floor == floor) {
+      const __m256 at_least = _mm256_set1_ps(floor);
+      for (; j + 8 <= m; j += 8) {
+        for (int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + j), at_least, _CMP_GE_OQ)); mask;
+             mask &= mask - 1)
+          offer(j + __builtin_ctz(static_cast<unsigned>(mask)));
+      }
+      for (; j < m; ++j)
+        if (row[j] >= floor) offer(j);
+    }
+#endif
+    for (; j < m; ++j) offer(j);
+    int32_t *kept = out + (b * n + i) * k;
+    for (int64_t t = 0; t < k; ++t) kept[t] = index[positions[t]];
+  }
+
+#if defined(VIG_AVX2)
+  // The need-th largest of the maxima of `groups` interleaved groups of the row (j modulo groups),
+  // groups >= need: each of `need` groups has a score at or above it. NaN if the row has a NaN, or
+  // is too short to fill the groups.
+  float Floor(const float *row, float *maxima) const {
+    const int64_t vectors = (need + 7) / 8, groups = vectors * 8;
+    if (m < groups) return NAN;
+    __m256 nan = _mm256_setzero_ps();
+    for (int64_t v = 0; v < vectors; ++v) {
+      __m256 top = _mm256_loadu_ps(row + v * 8);
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(top, top, _CMP_UNORD_Q));
+      int64_t j = v * 8 + groups;
+      for (; j + 8 <= m; j += groups) {
+        const __m256 s = _mm256_loadu_ps(row + j);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
+        top = _mm256_max_ps(top, s);
+      }
+      _mm256_storeu_ps(maxima + v * 8, top);
+    }
+    for (int64_t j = m / 8 * 8; j < m; ++j)
+      if (row[j] != row[j]) return NAN;  // the tail outside full vectors
+    if (_mm256_movemask_ps(nan)) return NAN;
+    std::nth_element(maxima, maxima + need - 1, maxima + groups, [](float a, float b) { return a > b; });
+    return maxima[need - 1];
+  }
+#endif
+
+  // row[j] = ((2 * row[j] - xsq_i) - ysq[j]) - bias[j]: the negated distance from the dot product.
+  void Scores(const float *ysq_b, const float *bias_i, float xsq_i, float *row) const {
+    int64_t j = 0;
+#if defined(VIG_AVX2)
+    const __m256 two = _mm256_set1_ps(2.0f), xs = _mm256_set1_ps(xsq_i);
+    for (; j + 8 <= m; j += 8) {
+      __m256 v = _mm256_sub_ps(_mm256_mul_ps(two, _mm256_loadu_ps(row + j)), xs);
+      v = _mm256_sub_ps(v, _mm256_loadu_ps(ysq_b + j));
+      if (bias_i) v = _mm256_sub_ps(v, _mm256_loadu_ps(bias_i + j));
+      _mm256_storeu_ps(row + j, v);
+    }
+#endif
+    for (; j < m; ++j) {
+      float v = 2.0f * row[j] - xsq_i;
+      v = v - ysq_b[j];
+      row[j] = bias_i ? v - bias_i[j] : v;
+    }
+  }
+
+  void Run() const {
+    const int64_t w = (m + kLanes - 1) / kLanes * kLanes;
+    std::vector<float> yt(batch * c * w, 0.0f);  // keys transposed per sample, (C, w): a tile reads rows
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0; j < m; ++j)
+        for (int64_t t = 0; t < c; ++t) yt[(b * c + t) * w + j] = y[(b * m + j) * c + t];
+    const int64_t tiles = (n + kTile - 1) / kTile;
+#pragma omp parallel
+    {
+      std::vector<float> dots(kTile * w), best(need), maxima(need + 7);
+      std::vector<int32_t> index(need);
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < batch * tiles; ++task) {
+        const int64_t b = task / tiles, first = task % tiles * kTile;
+        const int64_t rows = n - first < kTile ? n - first : kTile;
+        const float *xs = x + (b * n + first) * c, *keys = yt.data() + b * c * w;
+        if (rows == kTile) {
+          TileDots<kTile>(xs, keys, w, c, dots.data());
+        } else {
+          for (int64_t r = 0; r < rows; ++r) TileDots<1>(xs + r * c, keys, w, c, dots.data() + r * w);
+        }
+        for (int64_t r = 0; r < rows; ++r) Rank(b, first + r, dots.data() + r * w, best.data(), index.data(), maxima.data());
+      }
+    }
+  }
+};
+
+// inputs: x (B, N, C), y (B, M, C), xsq (B, N, 1), ysq (B, M, 1), [bias (1, N, M)], positions (k,) int32;
+// output: indices (B, N, k) int32. float32 throughout.
+int Launch(void **params, int *ndims, int64_t **shapes, bool with_bias) {
+  const int p = with_bias ? 5 : 4;  // index of positions
+  Knn knn{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+          static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
+          with_bias ? static_cast<const float *>(params[4]) : nullptr, static_cast<const int32_t *>(params[p]),
+          static_cast<int32_t *>(params[p + 1]), shapes[0][0], shapes[0][1], shapes[1][1], shapes[0][2],
+          shapes[p][0], 0};
+  if (ndims[0] != 3 || ndims[1] != 3 || shapes[1][0] != knn.batch || shapes[1][2] != knn.c) return 1;
+  for (int64_t t = 0; t < knn.k; ++t) knn.need = knn.positions[t] + 1 > knn.need ? knn.positions[t] + 1 : knn.need;
+  if (knn.need > knn.m || knn.need < 1) return 1;
+  knn.Run();
   return 0;
+}
+}  // namespace
+
+extern "C" int DilatedKnn(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return Launch(params, ndims, shapes, false);
+}
+
+extern "C" int DilatedKnnBias(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return Launch(params, ndims, shapes, true);
 }
