@@ -355,3 +355,26 @@ def test_compiled_knn_ties_take_the_earlier_index(any_mode, k, dilation):
     graph = DilatedKnnGraph(k, dilation, form=cpu_formulation())
     same = Tensor(np.ones((1, 30, 8), np.float32))
     np.testing.assert_array_equal(graph(same, same).asnumpy(), np.broadcast_to(positions, (1, 30, k)))
+
+
+@needs_compiler
+def test_compiled_knn_resizes_the_term_as_mindspore_does(pynative):
+    """Given the 224 table, the kernel resizes the relative-position term itself (BicubicResize's float32
+    products, float64 tap sums): with every query and key the same node, the whole ranking (k.d = M) is
+    decided by the term alone, among many ties, and equals the ranking by MindSpore's resized term."""
+    from src.models.layers import BicubicResize, compiled_topk, relative_pos_table
+    from src.models.layers.graph import squared_norm
+    plain, whole, resized = compiled_topk()
+    table = Tensor(relative_pos_table(16, 8, 2))
+    for out_hw in [(96, 24), (64, 24), (96, 16)]:  # both axes resized, the keys' only, the queries' only
+        resize = BicubicResize((64, 16), out_hw)
+        term = resize(table)
+        assert np.diff(np.sort(term.asnumpy(), -1), axis=-1).min() == 0  # ties: one rounding apart decides
+        node = np.random.default_rng(0).standard_normal(8).astype(np.float32)
+        x = Tensor(np.broadcast_to(node, (2,) + out_hw[:1] + (8,)).copy())
+        y = Tensor(np.broadcast_to(node, (2,) + out_hw[1:] + (8,)).copy())
+        positions = Tensor(np.arange(out_hw[1], dtype=np.int32))
+        expected = whole(x, y, squared_norm(x), squared_norm(y), term, positions).asnumpy()
+        got = resized(x, y, squared_norm(x), squared_norm(y), table, resize.idx_h, resize.w_h, resize.idx_w,
+                      resize.w_w, positions).asnumpy()
+        np.testing.assert_array_equal(got, expected)

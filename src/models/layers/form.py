@@ -29,7 +29,7 @@ KERNEL_IMPLS = ("native", "cpu")
 class Formulation:
     cpu_ops: bool = False         # unfold + matmul convolutions, running neighbour max
     gelu: Optional[Any] = None    # compiled float32 GELU (custom operator with its derivative)
-    topk: Optional[Any] = None    # compiled dilated kNN (custom operators without, with a position term)
+    topk: Optional[Any] = None    # compiled dilated kNN (custom operators, see compiled_topk)
     masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
     erf_formula: bool = False     # GELU's erf from elementary operators
     # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
@@ -68,14 +68,15 @@ def _knn_dtype(*inputs):
 
 @lru_cache(maxsize=None)
 def compiled_topk():
-    """The compiled dilated kNN, (without, with a relative-position term), or None: the neighbour indices
-    (B, N, k) of the queries (B, N, C) among the keys (B, M, C) at the ranked positions (k,), from the
-    distances computed a tile of queries at a time (``kernels/topk_cpu.cc``)."""
+    """The compiled dilated kNN (``kernels/topk_cpu.cc``), or None: the neighbour indices (B, N, k) of the
+    queries (B, N, C) among the keys (B, M, C) at the ranked positions (k,), from distances computed a tile
+    of queries at a time; three operators: without a relative-position term, with the whole term, and
+    with the term's table and resize taps."""
     library = kernels.load("topk_cpu")
     if library is None:
         return None
     return tuple(ops.Custom(f"{library}:{name}", out_shape=_knn_shape, out_dtype=_knn_dtype, func_type="aot")
-                 for name in ("DilatedKnn", "DilatedKnnBias"))
+                 for name in kernels.SYMBOLS["topk_cpu"])
 
 
 @lru_cache(maxsize=None)

@@ -70,13 +70,13 @@ class DilatedKnnGraph(nn.Cell):
     among the k.d candidates replace the dilated ones. No gradient flows through the graph, and
     distances are computed in float32 whatever the network's precision.
 
-    Memory stays linear in the number of nodes: above ``CHUNK_ELEMENTS`` distances per image the
-    queries are handled in chunks (``query_chunks``), each with its rows of the relative-position term
-    (resized by ``position_resize`` chunk by chunk when the term comes as its 224 table), and the
-    chunks' neighbours are concatenated: the same neighbours as one pass. The CPU formulation's
-    compiled kNN never writes a distance matrix at all: it computes the distances a tile of queries at
-    a time with the same arithmetic and ranks them directly (among exactly equal distances it takes
-    the earlier index first, where MindSpore's CPU TopK takes any of them, an equally near neighbour).
+    Memory stays linear in the number of nodes. With MindSpore's kernels the queries are handled in
+    chunks above ``CHUNK_ELEMENTS`` distances per image (``query_chunks``), each with its rows of the
+    relative-position term (resized by ``position_resize`` chunk by chunk when the term comes as its
+    224 table): the neighbours of one pass. The CPU formulation's compiled kNN writes no distance
+    matrix at all: it computes the distances, and the resized term, a tile of queries at a time with
+    the same arithmetic, and ranks them directly (among exactly equal distances it takes the earlier
+    index first, where MindSpore's CPU TopK takes any of them, an equally near neighbour).
     """
 
     def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0,
@@ -99,17 +99,30 @@ class DilatedKnnGraph(nn.Cell):
         if relative_pos is not None:
             relative_pos = ops.stop_gradient(relative_pos.astype(ms.float32))
         positions = self._positions() if self.stochastic and self.training else self.dilated_positions
+        if self.knn is not None:
+            return self._compiled_knn(x, y, relative_pos, positions)
         num_queries = x.shape[1]
         chunks = query_chunks(num_queries, y.shape[1])
         if len(chunks) == 1:
-            return self._neighbours(x, y, self._bias_rows(relative_pos, 0, num_queries, num_queries, y.shape[1]), positions)
+            return self._dense_knn(x, y, self._term_rows(relative_pos, 0, num_queries, num_queries, y.shape[1]),
+                                   positions)
         found = ()
         for start, stop in chunks:
-            bias = self._bias_rows(relative_pos, start, stop, num_queries, y.shape[1])
-            found += (self._neighbours(x[:, start:stop], y, bias, positions),)
+            term = self._term_rows(relative_pos, start, stop, num_queries, y.shape[1])
+            found += (self._dense_knn(x[:, start:stop], y, term, positions),)
         return ops.concat(found, 1)
 
-    def _bias_rows(self, relative_pos, start: int, stop: int, num_queries: int, num_keys: int):
+    def _compiled_knn(self, x, y, relative_pos, positions):
+        """All queries at once: the kernel resizes a table itself, a tile of rows at a time."""
+        if relative_pos is None:
+            return self.knn[0](x, y, squared_norm(x), squared_norm(y), positions)
+        if relative_pos.shape[-2:] == (x.shape[1], y.shape[1]):
+            return self.knn[1](x, y, squared_norm(x), squared_norm(y), relative_pos, positions)
+        taps = self.position_resize
+        return self.knn[2](x, y, squared_norm(x), squared_norm(y), relative_pos, taps.idx_h, taps.w_h, taps.idx_w,
+                           taps.w_w, positions)
+
+    def _term_rows(self, relative_pos, start: int, stop: int, num_queries: int, num_keys: int):
         """Rows start:stop of the relative-position term of num_queries x num_keys, or None."""
         if relative_pos is None:
             return None
@@ -117,13 +130,10 @@ class DilatedKnnGraph(nn.Cell):
             return relative_pos if stop - start == num_queries else relative_pos[:, start:stop]
         return self.position_resize.rows(relative_pos, start, stop)
 
-    def _neighbours(self, x, y, bias, positions):
-        """The kept neighbour indices (B, n, k) of queries x (B, n, C) with the term's rows bias (1, n, M)."""
-        if self.knn is not None:
-            if bias is None:
-                return self.knn[0](x, y, squared_norm(x), squared_norm(y), positions)
-            return self.knn[1](x, y, squared_norm(x), squared_norm(y), bias, positions)
-        _, idx = ops.topk(negative_sq_distance(x, y, bias), self.num_candidates, sorted=True)
+    def _dense_knn(self, x, y, term, positions):
+        """The distance matrix of queries x (B, n, C) with the term's rows (1, n, M), sorted top-k, every
+        d-th kept: (B, n, k)."""
+        _, idx = ops.topk(negative_sq_distance(x, y, term), self.num_candidates, sorted=True)
         if self.stochastic and self.training:
             return ops.gather(idx, positions, 2)
         if self.dilation > 1:

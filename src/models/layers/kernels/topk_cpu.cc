@@ -5,9 +5,13 @@
 // ~1.7 us per row of 196).
 //
 // The score is the negated distance of the dense formulation, rounded step by step in its order:
-//   score[i, j] = ((2 * dot(x_i, y_j) - xsq[i]) - ysq[j]) - bias[i, j]
+//   score[i, j] = ((2 * dot(x_i, y_j) - xsq[i]) - ysq[j]) - term[i, j]
 // with the dot product accumulated over the channels in order by fused multiply-adds from zero, as
 // MindSpore's CPU matmul does; so the scores, and the neighbours, equal the dense formulation's.
+// The relative-position term is given whole, or as its table and the taps of the bicubic resize
+// (BicubicResize in resize.py): its rows are then resized here, a tile at a time, with BicubicResize's
+// arithmetic on MindSpore's CPU (products rounded to float32, each 4-tap sum accumulated in float64 in
+// tap order, as MindSpore's ReduceSum does, then rounded; rows first, then columns).
 // Ranking: descending score, the earlier index first among equal scores; the indices at the given
 // positions (0, d, 2d, ... for dilation d) are returned.
 #include <algorithm>
@@ -77,15 +81,50 @@ void TileDots(const float *x, const float *yt, int64_t w, int64_t c, float *dots
 #endif
 }
 
+// The taps of a bicubic resize of a (rows, cols) table: 4 source rows and weights per output row, 4
+// source columns and weights per output column.
+struct Resize {
+  const float *table;
+  const int32_t *row_index, *col_index;
+  const float *row_weight, *col_weight;
+  int64_t rows, cols;
+
+  // out[:m] = output row i; resized[:cols] is scratch (source row i resized along the rows).
+  void Row(int64_t i, int64_t m, float *resized, float *out) const {
+    const int32_t *ri = row_index + 4 * i;
+    const float *rw = row_weight + 4 * i;
+    for (int64_t c = 0; c < cols; ++c) {
+      double sum = 0.0;
+      for (int a = 0; a < 4; ++a) sum += static_cast<double>(table[ri[a] * cols + c] * rw[a]);
+      resized[c] = static_cast<float>(sum);
+    }
+    for (int64_t j = 0; j < m; ++j) {
+      double sum = 0.0;
+      for (int a = 0; a < 4; ++a) sum += static_cast<double>(resized[col_index[4 * j + a]] * col_weight[4 * j + a]);
+      out[j] = static_cast<float>(sum);
+    }
+  }
+
+  bool Valid(int64_t n, int64_t m) const {
+    for (int64_t t = 0; t < 4 * n; ++t)
+      if (row_index[t] < 0 || row_index[t] >= rows) return false;
+    for (int64_t t = 0; t < 4 * m; ++t)
+      if (col_index[t] < 0 || col_index[t] >= cols) return false;
+    return true;
+  }
+};
+
 struct Knn {
-  const float *x, *y, *xsq, *ysq, *bias;  // bias: (N, M) shared by the batch, or null
+  const float *x, *y, *xsq, *ysq;
+  const float *term;     // the relative-position term (N, M) shared by the batch, or null
+  const Resize *resize;  // or its table and taps, or null
   const int32_t *positions;
   int32_t *out;
   int64_t batch, n, m, c, k, need;  // need: candidates ranked per query (the largest position + 1)
 
   // The kept neighbours of query i of sample b, from its dot products (turned into scores in place).
-  void Rank(int64_t b, int64_t i, float *row, float *best, int32_t *index, float *maxima) const {
-    Scores(ysq + b * m, bias ? bias + i * m : nullptr, xsq[b * n + i], row);
+  void Rank(int64_t b, int64_t i, float *row, const float *term_i, float *best, int32_t *index, float *maxima) const {
+    Scores(ysq + b * m, term_i, xsq[b * n + i], row);
     int64_t count = 0;  // best[:count]: the candidates so far in ranking order, the earlier index first on ties
     auto offer = [&](int64_t j) {
       const float v = row[j];
@@ -147,22 +186,22 @@ struct Knn {
   }
 #endif
 
-  // row[j] = ((2 * row[j] - xsq_i) - ysq[j]) - bias[j]: the negated distance from the dot product.
-  void Scores(const float *ysq_b, const float *bias_i, float xsq_i, float *row) const {
+  // row[j] = ((2 * row[j] - xsq_i) - ysq[j]) - term[j]: the negated distance from the dot product.
+  void Scores(const float *ysq_b, const float *term_i, float xsq_i, float *row) const {
     int64_t j = 0;
 #if defined(VIG_AVX2)
     const __m256 two = _mm256_set1_ps(2.0f), xs = _mm256_set1_ps(xsq_i);
     for (; j + 8 <= m; j += 8) {
       __m256 v = _mm256_sub_ps(_mm256_mul_ps(two, _mm256_loadu_ps(row + j)), xs);
       v = _mm256_sub_ps(v, _mm256_loadu_ps(ysq_b + j));
-      if (bias_i) v = _mm256_sub_ps(v, _mm256_loadu_ps(bias_i + j));
+      if (term_i) v = _mm256_sub_ps(v, _mm256_loadu_ps(term_i + j));
       _mm256_storeu_ps(row + j, v);
     }
 #endif
     for (; j < m; ++j) {
       float v = 2.0f * row[j] - xsq_i;
       v = v - ysq_b[j];
-      row[j] = bias_i ? v - bias_i[j] : v;
+      row[j] = term_i ? v - term_i[j] : v;
     }
   }
 
@@ -177,33 +216,55 @@ struct Knn {
 #pragma omp parallel
     {
       std::vector<float> dots(kTile * w), best(need), maxima(need + 7);
+      std::vector<float> terms(resize ? kTile * m : 0), resized(resize ? resize->cols : 0);
       std::vector<int32_t> index(need);
 #pragma omp for schedule(static)
-      for (int64_t task = 0; task < batch * tiles; ++task) {
-        const int64_t b = task / tiles, first = task % tiles * kTile;
-        const int64_t rows = n - first < kTile ? n - first : kTile;
-        const float *xs = x + (b * n + first) * c, *keys = yt.data() + b * c * w;
-        if (rows == kTile) {
-          TileDots<kTile>(xs, keys, w, c, dots.data());
-        } else {
-          for (int64_t r = 0; r < rows; ++r) TileDots<1>(xs + r * c, keys, w, c, dots.data() + r * w);
+      for (int64_t tile = 0; tile < tiles; ++tile) {  // a tile of queries, for every sample
+        const int64_t first = tile * kTile, rows = n - first < kTile ? n - first : kTile;
+        const float *tile_term = term ? term + first * m : nullptr;
+        if (resize) {
+          for (int64_t r = 0; r < rows; ++r) resize->Row(first + r, m, resized.data(), terms.data() + r * m);
+          tile_term = terms.data();
         }
-        for (int64_t r = 0; r < rows; ++r) Rank(b, first + r, dots.data() + r * w, best.data(), index.data(), maxima.data());
+        for (int64_t b = 0; b < batch; ++b) {
+          const float *xs = x + (b * n + first) * c, *keys = yt.data() + b * c * w;
+          if (rows == kTile) {
+            TileDots<kTile>(xs, keys, w, c, dots.data());
+          } else {
+            for (int64_t r = 0; r < rows; ++r) TileDots<1>(xs + r * c, keys, w, c, dots.data() + r * w);
+          }
+          for (int64_t r = 0; r < rows; ++r)
+            Rank(b, first + r, dots.data() + r * w, tile_term ? tile_term + r * m : nullptr, best.data(),
+                 index.data(), maxima.data());
+        }
       }
     }
   }
 };
 
-// inputs: x (B, N, C), y (B, M, C), xsq (B, N, 1), ysq (B, M, 1), [bias (1, N, M)], positions (k,) int32;
-// output: indices (B, N, k) int32. float32 throughout.
-int Launch(void **params, int *ndims, int64_t **shapes, bool with_bias) {
-  const int p = with_bias ? 5 : 4;  // index of positions
+// inputs: x (B, N, C), y (B, M, C), xsq (B, N, 1), ysq (B, M, 1), then
+//   DilatedKnn:        nothing more
+//   DilatedKnnTerm:    term (1, N, M)
+//   DilatedKnnResized: table (1, rows, cols), row index (N * 4,) int32, row weight (N, 4, 1),
+//                      column index (M * 4,) int32, column weight (M, 4)
+// and positions (k,) int32; output: indices (B, N, k) int32. float32 throughout.
+int Launch(int nparam, void **params, int *ndims, int64_t **shapes, int extra) {
+  const int p = 4 + extra;  // index of positions
+  if (nparam != p + 2 || ndims[0] != 3 || ndims[1] != 3) return 1;
   Knn knn{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
           static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
-          with_bias ? static_cast<const float *>(params[4]) : nullptr, static_cast<const int32_t *>(params[p]),
-          static_cast<int32_t *>(params[p + 1]), shapes[0][0], shapes[0][1], shapes[1][1], shapes[0][2],
-          shapes[p][0], 0};
-  if (ndims[0] != 3 || ndims[1] != 3 || shapes[1][0] != knn.batch || shapes[1][2] != knn.c) return 1;
+          extra == 1 ? static_cast<const float *>(params[4]) : nullptr, nullptr,
+          static_cast<const int32_t *>(params[p]), static_cast<int32_t *>(params[p + 1]),
+          shapes[0][0], shapes[0][1], shapes[1][1], shapes[0][2], shapes[p][0], 0};
+  if (shapes[1][0] != knn.batch || shapes[1][2] != knn.c) return 1;
+  Resize resize{};
+  if (extra == 5) {
+    resize = Resize{static_cast<const float *>(params[4]), static_cast<const int32_t *>(params[5]),
+                    static_cast<const int32_t *>(params[7]), static_cast<const float *>(params[6]),
+                    static_cast<const float *>(params[8]), shapes[4][ndims[4] - 2], shapes[4][ndims[4] - 1]};
+    if (shapes[5][0] != 4 * knn.n || shapes[7][0] != 4 * knn.m || !resize.Valid(knn.n, knn.m)) return 1;
+    knn.resize = &resize;
+  }
   for (int64_t t = 0; t < knn.k; ++t) knn.need = knn.positions[t] + 1 > knn.need ? knn.positions[t] + 1 : knn.need;
   if (knn.need > knn.m || knn.need < 1) return 1;
   knn.Run();
@@ -211,10 +272,16 @@ int Launch(void **params, int *ndims, int64_t **shapes, bool with_bias) {
 }
 }  // namespace
 
-extern "C" int DilatedKnn(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  return Launch(params, ndims, shapes, false);
+extern "C" int DilatedKnn(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return Launch(nparam, params, ndims, shapes, 0);
 }
 
-extern "C" int DilatedKnnBias(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  return Launch(params, ndims, shapes, true);
+extern "C" int DilatedKnnTerm(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                              void *) {
+  return Launch(nparam, params, ndims, shapes, 1);
+}
+
+extern "C" int DilatedKnnResized(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                 void *) {
+  return Launch(nparam, params, ndims, shapes, 5);
 }
