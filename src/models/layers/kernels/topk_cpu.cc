@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 #if defined(VIG_AVX2)
 #include <immintrin.h>
@@ -81,26 +82,72 @@ void TileDots(const float *x, const float *yt, int64_t w, int64_t c, float *dots
 #endif
 }
 
+#if defined(VIG_AVX2)
+// Eight float32 values summed in float64, rounded to float32 at the end.
+struct Sum8 {
+  __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd();
+  void Add(__m256 v) {
+    low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  }
+  __m256 Get() const { return _mm256_set_m128(_mm256_cvtpd_ps(high), _mm256_cvtpd_ps(low)); }
+};
+#endif
+
 // The taps of a bicubic resize of a (rows, cols) table: 4 source rows and weights per output row, 4
-// source columns and weights per output column.
+// source columns and weights per output column (kept tap-major here: column_index[a * m + j]).
 struct Resize {
   const float *table;
-  const int32_t *row_index, *col_index;
-  const float *row_weight, *col_weight;
+  const int32_t *row_index;
+  const float *row_weight;
+  std::vector<int32_t> column_index;
+  std::vector<float> column_weight;
   int64_t rows, cols;
+
+  Resize(const float *table, const int32_t *row_index, const float *row_weight, const int32_t *col_index,
+         const float *col_weight, int64_t rows, int64_t cols, int64_t m)
+      : table(table), row_index(row_index), row_weight(row_weight), column_index(4 * m), column_weight(4 * m),
+        rows(rows), cols(cols) {
+    for (int64_t j = 0; j < m; ++j)
+      for (int a = 0; a < 4; ++a) {
+        column_index[a * m + j] = col_index[4 * j + a];
+        column_weight[a * m + j] = col_weight[4 * j + a];
+      }
+  }
 
   // out[:m] = output row i; resized[:cols] is scratch (source row i resized along the rows).
   void Row(int64_t i, int64_t m, float *resized, float *out) const {
     const int32_t *ri = row_index + 4 * i;
     const float *rw = row_weight + 4 * i;
-    for (int64_t c = 0; c < cols; ++c) {
+    int64_t c = 0;
+#if defined(VIG_AVX2)
+    for (; c + 8 <= cols; c += 8) {
+      Sum8 sum;
+      for (int a = 0; a < 4; ++a) sum.Add(_mm256_mul_ps(_mm256_loadu_ps(table + ri[a] * cols + c), _mm256_set1_ps(rw[a])));
+      _mm256_storeu_ps(resized + c, sum.Get());
+    }
+#endif
+    for (; c < cols; ++c) {
       double sum = 0.0;
       for (int a = 0; a < 4; ++a) sum += static_cast<double>(table[ri[a] * cols + c] * rw[a]);
       resized[c] = static_cast<float>(sum);
     }
-    for (int64_t j = 0; j < m; ++j) {
+    const int32_t *ci = column_index.data();
+    const float *cw = column_weight.data();
+    int64_t j = 0;
+#if defined(VIG_AVX2)
+    for (; j + 8 <= m; j += 8) {
+      Sum8 sum;
+      for (int a = 0; a < 4; ++a) {
+        const __m256i index = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ci + a * m + j));
+        sum.Add(_mm256_mul_ps(_mm256_i32gather_ps(resized, index, 4), _mm256_loadu_ps(cw + a * m + j)));
+      }
+      _mm256_storeu_ps(out + j, sum.Get());
+    }
+#endif
+    for (; j < m; ++j) {
       double sum = 0.0;
-      for (int a = 0; a < 4; ++a) sum += static_cast<double>(resized[col_index[4 * j + a]] * col_weight[4 * j + a]);
+      for (int a = 0; a < 4; ++a) sum += static_cast<double>(resized[ci[a * m + j]] * cw[a * m + j]);
       out[j] = static_cast<float>(sum);
     }
   }
@@ -109,7 +156,7 @@ struct Resize {
     for (int64_t t = 0; t < 4 * n; ++t)
       if (row_index[t] < 0 || row_index[t] >= rows) return false;
     for (int64_t t = 0; t < 4 * m; ++t)
-      if (col_index[t] < 0 || col_index[t] >= cols) return false;
+      if (column_index[t] < 0 || column_index[t] >= cols) return false;
     return true;
   }
 };
@@ -123,7 +170,7 @@ struct Knn {
   int64_t batch, n, m, c, k, need;  // need: candidates ranked per query (the largest position + 1)
 
   // The kept neighbours of query i of sample b, from its dot products (turned into scores in place).
-  void Rank(int64_t b, int64_t i, float *row, const float *term_i, float *best, int32_t *index, float *maxima) const {
+  void Rank(int64_t b, int64_t i, float *row, const float *term_i, float *best, int32_t *index, [[maybe_unused]] float *maxima) const {
     Scores(ysq + b * m, term_i, xsq[b * n + i], row);
     int64_t count = 0;  // best[:count]: the candidates so far in ranking order, the earlier index first on ties
     auto offer = [&](int64_t j) {
@@ -208,13 +255,13 @@ struct Knn {
   void Run() const {
     const int64_t w = (m + kLanes - 1) / kLanes * kLanes;
     std::vector<float> yt(batch * c * w, 0.0f);  // keys transposed per sample, (C, w): a tile reads rows
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t j = 0; j < m; ++j)
-        for (int64_t t = 0; t < c; ++t) yt[(b * c + t) * w + j] = y[(b * m + j) * c + t];
     const int64_t tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
     {
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t t = 0; t < c; ++t) yt[(b * c + t) * w + j] = y[(b * m + j) * c + t];
       std::vector<float> dots(kTile * w), best(need), maxima(need + 7);
       std::vector<float> terms(resize ? kTile * m : 0), resized(resize ? resize->cols : 0);
       std::vector<int32_t> index(need);
@@ -257,13 +304,14 @@ int Launch(int nparam, void **params, int *ndims, int64_t **shapes, int extra) {
           static_cast<const int32_t *>(params[p]), static_cast<int32_t *>(params[p + 1]),
           shapes[0][0], shapes[0][1], shapes[1][1], shapes[0][2], shapes[p][0], 0};
   if (shapes[1][0] != knn.batch || shapes[1][2] != knn.c) return 1;
-  Resize resize{};
+  std::unique_ptr<Resize> resize;
   if (extra == 5) {
-    resize = Resize{static_cast<const float *>(params[4]), static_cast<const int32_t *>(params[5]),
-                    static_cast<const int32_t *>(params[7]), static_cast<const float *>(params[6]),
-                    static_cast<const float *>(params[8]), shapes[4][ndims[4] - 2], shapes[4][ndims[4] - 1]};
-    if (shapes[5][0] != 4 * knn.n || shapes[7][0] != 4 * knn.m || !resize.Valid(knn.n, knn.m)) return 1;
-    knn.resize = &resize;
+    resize = std::make_unique<Resize>(static_cast<const float *>(params[4]), static_cast<const int32_t *>(params[5]),
+                                      static_cast<const float *>(params[6]), static_cast<const int32_t *>(params[7]),
+                                      static_cast<const float *>(params[8]), shapes[4][ndims[4] - 2],
+                                      shapes[4][ndims[4] - 1], knn.m);
+    if (shapes[5][0] != 4 * knn.n || shapes[7][0] != 4 * knn.m || !resize->Valid(knn.n, knn.m)) return 1;
+    knn.resize = resize.get();
   }
   for (int64_t t = 0; t < knn.k; ++t) knn.need = knn.positions[t] + 1 > knn.need ? knn.positions[t] + 1 : knn.need;
   if (knn.need > knn.m || knn.need < 1) return 1;
