@@ -92,9 +92,10 @@ def read_labels(preprocess_path: str) -> dict:
         return json.load(handle)
 
 
-def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
+def load_runner(model_file: str, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a (1, 3, S, S) float32 array to logits, from a .mindir or .onnx file; a file the
-    runtime cannot load is a DeployError naming it."""
+    runtime cannot load is a DeployError naming it. ``threads``: onnxruntime's intra-op threads (0: its
+    default); MindSpore's come from its context."""
     if not os.path.isfile(model_file):
         raise FileNotFoundError(f"exported model {model_file!r} does not exist; run export.py first")
     if not model_file.endswith((".onnx", ".mindir")):
@@ -103,7 +104,9 @@ def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
         if model_file.endswith(".onnx"):
             import onnxruntime
 
-            session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = onnxruntime.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             return lambda x: session.run(None, {name: x})[0]
         import mindspore as ms
