@@ -54,7 +54,7 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, mo
             runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
             log: Callable[[str], None] = None) -> Dict[str, object]:
     """Measure every model in ``archs`` in both frameworks; returns {"machine": str, "load": (before, after),
-    "rows": [one dict per (model, mode)]}. ``log`` receives a line per finished measurement."""
+    "settings": dict, "rows": [one dict per (model, mode)]}. ``log`` receives a line per finished row."""
     check_requirements()
     from src.app.config import ConfigError
     from src.models import canonical_name
@@ -65,7 +65,7 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, mo
         raise ConfigError(f"the PyTorch reference has no {', '.join(unknown)}; --against-pytorch measures "
                           f"{', '.join(supported)}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    load_before, rows, versions = os.getloadavg()[0], [], {}
+    load_before, rows, versions, threads = os.getloadavg()[0], [], {}, None
     settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl)
     with tempfile.TemporaryDirectory(prefix="vig_against_pytorch_") as work:
         for arch in archs:
@@ -75,11 +75,12 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, mo
             versions.update(prepared["versions"])
             threads = prepared["threads"]
             for mode in modes:
+                load = os.getloadavg()[0]
                 ours = _run_worker(work, "ours", arch, settings, files, mode=mode)
                 theirs = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads)
                 versions.update(theirs["versions"])
-                row = {"arch": arch, "mode": mode, "batch": batch_size, "size": image_size, "threads": threads,
-                       "ours": ours, "pytorch": theirs, "difference": relative_difference(ours["first"], theirs["first"])}
+                row = {"arch": arch, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
+                       "difference": relative_difference(ours["first"], theirs["first"])}
                 if mode == "infer":
                     row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
                     onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads)
@@ -89,8 +90,8 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, mo
                 log(f"{arch} {mode}: {ours['img_s']:.1f} images/s (PyTorch {theirs['img_s']:.1f}), peak "
                     f"{ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
     machine = (f"{cpu_name()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) +
-               f", Python {platform.python_version()}; PyTorch and onnxruntime with {rows[0]['threads'] if rows else '?'}"
-               f" threads, as many as MindSpore's CPU kernels")
+               f", Python {platform.python_version()}; PyTorch and onnxruntime with {threads} threads, as many as "
+               f"MindSpore's CPU kernels")
     return {"machine": machine, "load": (load_before, os.getloadavg()[0]), "settings": settings, "rows": rows}
 
 
@@ -123,7 +124,8 @@ def report(result: dict) -> str:
     settings = result["settings"]
     return "\n".join([
         f"machine: {result['machine']}",
-        "load average (1 min): {:.2f} before, {:.2f} after".format(*result["load"]),
+        "load average (1 min): {:.2f} before, {:.2f} after (column load: when the row's first measurement "
+        "started)".format(*result["load"]),
         f"batch {settings['batch_size']}, {settings['image_size']}x{settings['image_size']}, float32; images/s: median "
         f"of {settings['runs']} timed calls after {settings['warmup']} warm-up calls; ratio: ours / PyTorch; output "
         f"difference: max |ours - PyTorch| / max |PyTorch| of the first output (logits; training: the first "
@@ -137,7 +139,7 @@ def report(result: dict) -> str:
 def format_comparison(rows: List[dict]) -> str:
     """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is)."""
     header = ("| model | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
-              "first call s ours | PyTorch | batch-1 ms MINDIR | ONNX | output difference |")
+              "first call s ours | PyTorch | batch-1 ms MINDIR | ONNX | output difference | load |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         ours, theirs = r["ours"], r["pytorch"]
@@ -145,7 +147,7 @@ def format_comparison(rows: List[dict]) -> str:
         lines.append(f"| {r['arch']} | {r['mode']} | {ours['img_s']:.1f} | {theirs['img_s']:.1f} | "
                      f"{ours['img_s'] / theirs['img_s']:.2f} | {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | "
                      f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.1f} | {theirs['first_s']:.1f} | "
-                     f"{latency} | {r['difference']:.0e} |")
+                     f"{latency} | {r['difference']:.0e} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
