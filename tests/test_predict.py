@@ -9,6 +9,8 @@ import yaml
 from mindspore import Tensor
 from PIL import Image
 
+from conftest import TRANSFORM
+
 import predict
 from src.app.builders import prediction_class_names
 from src.app.config import load_config
@@ -55,9 +57,8 @@ def run(tmp_path_factory):
 
 
 def args(run, *extra):
-    # the evaluation transform the test compares against (absent keys would take the ModelZoo's ImageNet values)
     return ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", str(SIZE), "--graph_mode", "1",
-            "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9", "--pretrained", run["ckpt"], *extra]
+            *TRANSFORM, "--pretrained", run["ckpt"], *extra]
 
 
 def test_folder_with_odd_modes_and_a_damaged_file(run, tmp_path, capsys):
