@@ -17,7 +17,7 @@ import export as export_entry
 import infer as infer_entry
 import postprocess as postprocess_entry
 import preprocess as preprocess_entry
-from src.data import DatasetError, class_names, create_transforms
+from src.data import DatasetError, EvalTransformParams, class_names, create_transforms
 from src.models import create_model, list_models
 from src.models.layers import export_formulation
 from tools.calibrate import calibrate, knn_margins, structured_images
@@ -26,15 +26,15 @@ from src.engine.metrics import cross_entropy_sum
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH, SIZE, CLASSES = "vig_nano_gelu", 32, 3
+TRANSFORM = EvalTransformParams(image_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9)
 
 
 def base_args(image_folder, checkpoint, *extra):
     """A YAML file shared by every entry point (as a user's config is), plus this entry's own keys."""
     path = os.path.join(os.path.dirname(str(checkpoint)), f"run-{abs(hash(image_folder))}.yaml")
     with open(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump({"arch": ARCH, "data_url": image_folder, "num_classes": CLASSES, "image_size": SIZE,
-                        "pretrained": str(checkpoint), "amp_level": "O2", "batch_size": 5,
-                        "num_parallel_workers": 2, "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.9}, handle)
+        yaml.safe_dump({"arch": ARCH, "data_url": image_folder, "num_classes": CLASSES, "pretrained": str(checkpoint),
+                        "amp_level": "O2", "batch_size": 5, "num_parallel_workers": 2, **TRANSFORM.record()}, handle)
     return ["--config", path, *extra]
 
 
@@ -57,7 +57,7 @@ def direct_logits(image_folder, checkpoint, use_ema=False):
     net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="cpu")
     load_model_weights(net, str(checkpoint), use_ema=use_ema)
     net.set_train(False)
-    pipeline = transforms.Compose(create_transforms(False, SIZE, crop_pct=0.9))
+    pipeline = transforms.Compose(create_transforms(TRANSFORM))
     logits, labels = [], []
     for label, name in enumerate(class_names(image_folder, "val")):
         folder = os.path.join(image_folder, "val", name)
