@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from ..data.digits import SETS
 from ..data.mixup import MIX_MODES
 from ..data.params import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
 from ..data.rand_augment import INTERPOLATIONS
@@ -30,7 +31,7 @@ from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
 from ..models import KERNEL_IMPLS
 from ..models.layers import GRAPH_CONVS
-from .device import DEVICE_TARGETS
+from .device import DEVICE_TARGETS, MODES
 
 
 Argument = Tuple[Tuple[str, ...], Dict[str, Any]]  # an entry point's own argument: (flags, argparse options)
@@ -89,16 +90,15 @@ _floats.__name__ = "list of floats"
 
 
 def _mode(value: Any) -> int:
-    """MindSpore's execution-mode constant, as the ModelZoo's --graph_mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE."""
+    """MindSpore's execution-mode constant (or its name), as the ModelZoo's --graph_mode."""
     text = str(value).strip().upper()
     if isinstance(value, bool) or text in ("TRUE", "FALSE", "YES", "NO", "ON", "OFF"):
-        raise ValueError("graph_mode is MindSpore's mode constant, 0 = GRAPH_MODE or 1 = PYNATIVE_MODE; a boolean "
-                         "is ambiguous")
-    named = {"GRAPH_MODE": 0, "PYNATIVE_MODE": 1}
-    return named[text] if text in named else _int(value)
+        raise ValueError(f"graph_mode is MindSpore's mode constant, "
+                         f"{' or '.join(f'{v} = {k}' for k, v in MODES.items())}; a boolean is ambiguous")
+    return MODES[text] if text in MODES else _int(value)
 
 
-_mode.__name__ = "0 (GRAPH_MODE) or 1 (PYNATIVE_MODE)"
+_mode.__name__ = " or ".join(f"{v} ({k})" for k, v in MODES.items())
 
 
 def _optional(kind: Callable) -> Callable:
@@ -189,8 +189,8 @@ OPTIONS: Dict[str, Option] = {
     "std": Option(_EVAL.std, _floats, "per-channel std of the input normalisation (training and evaluation)",
                   check=each(in_range(0.0, 1.0, low_open=True), 3), origin=MZ_DATA),
     # ----- graph options (official names; null: the model's own setting)
-    "conv": Option(None, _optional(str), "graph convolution: mr (max-relative), edge, sage or gin (null: mr)",
-                   check=one_of(GRAPH_CONVS)),
+    "conv": Option(None, _optional(str), f"graph convolution, one of {', '.join(GRAPH_CONVS)} (null: mr, "
+                                         f"max-relative)", check=one_of(GRAPH_CONVS)),
     "k": Option(None, _optional(_int), "kNN models: base neighbour count; isotropic models grow it to 2k over the "
                                        "blocks, pyramid models keep it (null: 9)", check=POSITIVE),
     "use_stochastic": Option(None, _optional(_bool), "kNN models: stochastic dilation in training (null: off)"),
@@ -204,7 +204,7 @@ OPTIONS: Dict[str, Option] = {
     "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders"),
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
                                     "scikit-learn's bundled digits, written to data_url on first use",
-                  ("ImageNet", "digits"), origin=MZ_YAML),
+                  SETS, origin=MZ_YAML),
     "batch_size": Option(16, _int, "batch size per device (per micro-batch with accumulation_step)", check=POSITIVE,
                          origin=MZ_YAML),
     "num_parallel_workers": Option(_READ.num_parallel_workers, _int, "data-loading worker processes per device",
@@ -304,7 +304,7 @@ OPTIONS: Dict[str, Option] = {
     "device_num": Option(1, _int, "devices of a data-parallel run; > 1 (or DEVICE_NUM > 1 in the environment) "
                                   "joins the launcher's group, as the ModelZoo does", check=POSITIVE, origin=MZ_ARGS),
     "distribute": Option(False, _bool, "data-parallel run launched by msrun or an HCCL rank table"),
-    "graph_mode": Option(0, _mode, "MindSpore mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE", (0, 1)),
+    "graph_mode": Option(MODES["GRAPH_MODE"], _mode, f"MindSpore mode: {_mode.__name__}", tuple(MODES.values())),
     "run_modelarts": Option(False, _bool, "ModelArts job: obs:// config/data_url/pretrained/train_url through "
                                           "moxing, local copies under cache_dir", origin=MZ_ARGS,
                            flags=("--enable_modelarts",)),
