@@ -1,4 +1,5 @@
 """eval.py, export.py (MINDIR, AIR, ONNX) and the offline inference flow on a tiny model and folder."""
+import functools
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import infer as infer_entry
 import postprocess as postprocess_entry
 import preprocess as preprocess_entry
 from conftest import family_representatives, write_image_folder
-from src.data import DatasetError, class_names, create_transforms
+from src.data import DatasetError, EvalTransformParams, class_names, create_transforms
 from src.models import create_model
 from src.deploy.export import export_network
 from src.models.layers import export_formulation
@@ -28,15 +29,15 @@ from src.engine.metrics import cross_entropy_sum
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH, SIZE, CLASSES = "vig_nano_gelu", 32, 3
+TRANSFORM = EvalTransformParams(image_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9)
 
 
 def base_args(image_folder, checkpoint, *extra):
     """A YAML file shared by every entry point (as a user's config is), plus this entry's own keys."""
     path = os.path.join(os.path.dirname(str(checkpoint)), f"run-{abs(hash(image_folder))}.yaml")
     with open(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump({"arch": ARCH, "data_url": image_folder, "num_classes": CLASSES, "image_size": SIZE,
-                        "pretrained": str(checkpoint), "amp_level": "O2", "batch_size": 5,
-                        "num_parallel_workers": 2, "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.9}, handle)
+        yaml.safe_dump({"arch": ARCH, "data_url": image_folder, "num_classes": CLASSES, "pretrained": str(checkpoint),
+                        "amp_level": "O2", "batch_size": 5, "num_parallel_workers": 2, **TRANSFORM.record()}, handle)
     return ["--config", path, *extra]
 
 
@@ -53,13 +54,14 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+@functools.lru_cache(maxsize=None)  # several tests compare against the same eager computation
 def direct_logits(image_folder, checkpoint, use_ema=False):
     """Logits and labels image by image (classes in order, files sorted), the evaluation transform applied
     eagerly, in float32."""
     net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="cpu")
     load_model_weights(net, str(checkpoint), use_ema=use_ema)
     net.set_train(False)
-    pipeline = transforms.Compose(create_transforms(False, SIZE, crop_pct=0.9))
+    pipeline = transforms.Compose(create_transforms(TRANSFORM))
     logits, labels = [], []
     for label, name in enumerate(class_names(image_folder, "val")):
         folder = os.path.join(image_folder, "val", name)
@@ -198,8 +200,6 @@ def test_air_on_cpu_is_one_clear_line(image_folder, checkpoint, tmp_path):
 @pytest.mark.parametrize("file_format", ["MINDIR", "ONNX"])
 def test_offline_flow_gives_eval_top1(graph_mode, image_folder, checkpoint, tmp_path, file_format):
     stem = str(tmp_path / "model")
-    args = base_args(image_folder, checkpoint, "--file_name", stem, "--file_format", file_format,
-                     "--preprocess_path", str(tmp_path / "pre"), "--result_path", str(tmp_path / "res"))
     config = base_args(image_folder, checkpoint)
     model = ["--file_name", stem, "--file_format", file_format]
     pre, res = ["--preprocess_path", str(tmp_path / "pre")], ["--result_path", str(tmp_path / "res")]
@@ -208,7 +208,7 @@ def test_offline_flow_gives_eval_top1(graph_mode, image_folder, checkpoint, tmp_
     assert len([f for f in os.listdir(tmp_path / "pre") if f.endswith(".bin")]) == 12
     assert infer_entry.main(config + model + pre + res) == 12
     offline = postprocess_entry.main(pre + res)
-    online = eval_entry.main(config)
+    online = direct_eval(image_folder, checkpoint)  # eval.py's results (test_eval_equals_a_direct_computation)
     assert offline["top1"] == online["top1"] and offline["top5"] == online["top5"] and offline["count"] == 12
     # per image: the logits of the offline files are the model's own
     expected, _ = direct_logits(image_folder, checkpoint)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import train as train_entry
-from conftest import WORKERS, assert_same_checkpoints, job_args
+from conftest import WORKERS, job_args
 from src.models import model_cfg
 from src.weights.checkpoint import read_checkpoint
 
