@@ -137,16 +137,17 @@ def report(result: dict) -> str:
 
 
 def format_comparison(rows: List[dict]) -> str:
-    """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is)."""
+    """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is).
+    Times keep three significant digits: PyTorch's first call on a small input takes milliseconds."""
     header = ("| model | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
               "first call s ours | PyTorch | batch-1 ms MINDIR | ONNX | output difference | load |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         ours, theirs = r["ours"], r["pytorch"]
-        latency = (f"{r['mindir_ms']:.1f} | {r['onnx_ms']:.1f}" if "mindir_ms" in r else "– | –")
+        latency = (f"{r['mindir_ms']:.3g} | {r['onnx_ms']:.3g}" if "mindir_ms" in r else "– | –")
         lines.append(f"| {r['arch']} | {r['mode']} | {ours['img_s']:.1f} | {theirs['img_s']:.1f} | "
                      f"{ours['img_s'] / theirs['img_s']:.2f} | {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | "
-                     f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.1f} | {theirs['first_s']:.1f} | "
+                     f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.3g} | {theirs['first_s']:.3g} | "
                      f"{latency} | {r['difference']:.0e} | {r['load']:.1f} |")
     return "\n".join(lines)
 
