@@ -4,6 +4,11 @@ or, with --flops, its parameters and MACs per image.
     python benchmark.py --arch vig_ti_224_gelu [--batch_size 8] [--image_size 224] [--mode infer|train|both]
         [--amp_level O0|O2] [--runs 10] [--kernel_impl auto|native|cpu] [--pretrained CKPT]
     python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
+    python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224]
+        [--mode infer|train|both] [--runs 10]
+
+--against-pytorch measures each model side by side with the PyTorch reference (tests/torch_reference.py)
+on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
 
 Training steps are forward, cross-entropy, backward and AdamW (no clipping, no EMA), in GRAPH_MODE.
 Without --pretrained the BatchNorm statistics are calibrated on smooth images first (fresh weights
@@ -18,6 +23,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", help="registered model name(s); --flops without it: every model")
     parser.add_argument("--flops", action="store_true", help="print parameters and MACs per image instead of speed")
+    parser.add_argument("--against-pytorch", action="store_true",
+                        help="measure side by side with the PyTorch reference (needs torch, a test requirement)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--mode", choices=("infer", "train", "both"), default="both")
@@ -29,6 +36,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.flops:
         return flops(args.arch, args.image_size)
+    if args.against_pytorch:
+        if not args.arch:
+            parser.error("--against-pytorch needs --arch NAME [NAME ...]")
+        if args.amp_level != "O0" or args.pretrained or args.device_target != "CPU":
+            parser.error("--against-pytorch compares float32 models with calibrated weights on the CPU: leave out "
+                         "--amp_level, --pretrained and --device_target")
+        return against_pytorch(args)
     if not args.arch or len(args.arch) > 1:
         parser.error("speed is measured for one model: pass --arch NAME (or --flops for sizes)")
 
@@ -42,6 +56,16 @@ def main(argv=None):
     print(f"machine: {machine_description()}")
     print(format_table(rows))
     return rows
+
+
+def against_pytorch(args):
+    from src.models import resolve_kernel_impl
+    from tools.against_pytorch import compare, report
+    modes = ("infer", "train") if args.mode == "both" else (args.mode,)
+    result = compare(args.arch, args.batch_size, args.image_size, modes, args.runs,
+                     kernel_impl=resolve_kernel_impl(args.kernel_impl, "CPU"))
+    print(report(result))
+    return result
 
 
 def flops(archs, image_size):

@@ -188,6 +188,38 @@ check_count() { # check_count NAME VALUE MIN
     fi
 }
 
+# optional_count NAME MIN ARGS...: NAME takes the first of ARGS when it is there and not an option (an integer
+# >= MIN); TAKEN is 1 then, else 0, for the caller's `shift "$TAKEN"`.
+optional_count() {
+    local name="$1" min="$2"
+    shift 2
+    TAKEN=0
+    if (($#)) && [[ $1 != --* ]]; then
+        check_count "$name" "$1" "$min"
+        printf -v "$name" '%d' "$((10#$1))"
+        # shellcheck disable=SC2034  # read by the caller
+        TAKEN=1
+    fi
+}
+
+# one_device_job DEVICE_ID CONFIG_PATH WORK_DIR [--key value ...]: the setup of the ModelZoo's one-device
+# scripts. Exports DEVICE_ID (RANK_SIZE=DEVICE_NUM=1, no rank table); sets CONFIG, WORK_DIR and ARGS (the config,
+# the device, then the user's overrides) and reads the configuration (CFG_*).
+one_device_job() {
+    check_count DEVICE_ID "$1" 0
+    export DEVICE_ID="$((10#$1))" RANK_SIZE=1 DEVICE_NUM=1
+    unset RANK_TABLE_FILE RANK_ID
+    CONFIG="$(resolve_config "$2")"
+    # shellcheck disable=SC2034  # read by the caller
+    WORK_DIR="$3"
+    shift 3
+    normalise_extras "$@"
+    find_python
+    require_modules mindspore yaml
+    ARGS=(--config "$CONFIG" --device_id "$DEVICE_ID" --device_target Ascend "${EXTRA[@]+"${EXTRA[@]}"}")
+    read_config "${ARGS[@]}"
+}
+
 free_port() {
     "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }

@@ -59,11 +59,8 @@ elif (($#)) && [[ $1 != --* ]]; then
     TABLE="$(abspath "$1")"
     [[ -f $TABLE ]] || die "rank table '$TABLE' does not exist"
     shift
-    if (($#)) && [[ $1 != --* ]]; then
-        check_count RANK_START "$1" 0
-        RANK_START=$((10#$1))
-        shift
-    fi
+    optional_count RANK_START 0 "$@"
+    shift "$TAKEN"
 fi
 normalise_extras "$@"
 find_python

@@ -30,15 +30,11 @@ CONFIG="$(resolve_config "$2")"
 shift 2
 RANK_SIZE=""
 RANK_START=0
-if (($#)) && [[ $1 != --* ]]; then
-    check_count RANK_SIZE "$1" 1
-    RANK_SIZE=$((10#$1))
-    shift
-    if (($#)) && [[ $1 != --* ]]; then
-        check_count RANK_START "$1" 0
-        RANK_START=$((10#$1))
-        shift
-    fi
+optional_count RANK_SIZE 1 "$@"
+shift "$TAKEN"
+if [[ -n $RANK_SIZE ]]; then
+    optional_count RANK_START 0 "$@"
+    shift "$TAKEN"
 fi
 normalise_extras "$@"
 find_python

@@ -20,20 +20,9 @@ EOT
 }
 
 check_usage 3 "$@"
-check_count DEVICE_ID "$1" 0
-export DEVICE_ID="$((10#$1))" RANK_SIZE=1 DEVICE_NUM=1
-unset RANK_TABLE_FILE RANK_ID
-CONFIG="$(resolve_config "$2")"
 CHECKPOINT="$(abspath "$3")"
 [[ -f $CHECKPOINT ]] || die "checkpoint '$3' does not exist"
-shift 3
-normalise_extras "$@"
-find_python
-require_modules mindspore yaml
-
-WORK_DIR="$(pwd)/evaluation_ascend"
-ARGS=(--config "$CONFIG" --device_id "$DEVICE_ID" --device_target Ascend "${EXTRA[@]+"${EXTRA[@]}"}")
-read_config "${ARGS[@]}"
+one_device_job "$1" "$2" "$(pwd)/evaluation_ascend" "${@:4}"
 paths_from_yaml "$WORK_DIR" data_url
 ARGS+=("${PATHS[@]}" --pretrained "$CHECKPOINT")
 read_config "${ARGS[@]}"

@@ -21,18 +21,7 @@ EOT
 }
 
 check_usage 2 "$@"
-check_count DEVICE_ID "$1" 0
-export DEVICE_ID="$((10#$1))" RANK_SIZE=1 DEVICE_NUM=1
-unset RANK_TABLE_FILE RANK_ID
-CONFIG="$(resolve_config "$2")"
-shift 2
-normalise_extras "$@"
-find_python
-require_modules mindspore yaml
-
-WORK_DIR="$(pwd)/train_standalone"
-ARGS=(--config "$CONFIG" --device_id "$DEVICE_ID" --device_target Ascend "${EXTRA[@]+"${EXTRA[@]}"}")
-read_config "${ARGS[@]}"
+one_device_job "$1" "$2" "$(pwd)/train_standalone" "${@:3}"
 paths_from_yaml "$WORK_DIR" data_url train_url pretrained
 ARGS+=("${PATHS[@]}")
 read_config "${ARGS[@]}"

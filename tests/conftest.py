@@ -134,6 +134,9 @@ def seeded():
 
 
 WORKERS = (os.cpu_count() or 1) + 1  # one more than the machine has: the pipeline lowers it, with a warning
+# job_args' evaluation transform; eval/export/predict of its checkpoints pass it too (absent keys would take the
+# ModelZoo's ImageNet values, which the checkpoint refuses)
+TRANSFORM = ("--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9")
 
 
 def job_args(image_folder, out, *extra):
@@ -143,8 +146,7 @@ def job_args(image_folder, out, *extra):
             "--cooldown_epochs", "0", "--warmup_length", "1", "--base_lr", "0.002", "--drop_path_rate", "0.0",
             "--repeated_aug", "0", "--mix_up", "0.8", "--cutmix", "1.0", "--auto_augment", "rand-m9-mstd0.5-inc1",
             "--re_prob", "0.25", "--amp_level", "O2", "--ema_decay", "0.9", "--save_every", "1", "--keep_last", "1",
-            "--log_every", "3", "--loss_scale", "1024", "--lr_batch_size", "null", "--mean", "0.5,0.5,0.5",
-            "--std", "0.5,0.5,0.5", "--crop_pct", "0.9", *extra]
+            "--log_every", "3", "--loss_scale", "1024", "--lr_batch_size", "null", *TRANSFORM, *extra]
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402
 from src.models import PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.weights.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402
-from src.weights.convert import convert_official_checkpoint, select_state_dict, to_mindspore_names  # noqa: E402
+from src.weights.convert import (convert_official_checkpoint, select_state_dict, to_mindspore_names,  # noqa: E402
+                                 to_official_names)
 from src.weights.pth_reader import PthFormatError, read_pth  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,6 +135,17 @@ def test_every_graph_conv_at_a_non_224_size(pynative, family, conv):
                                strict_load=True)
         ours.set_train(False)
         compare_block_by_block(official, ours, ref.structured_images(2, 64, seed=5))
+
+
+@pytest.mark.parametrize("arch", ["pvig_ti_224_gelu", "pgraphconvnet_ti"])
+def test_our_names_map_back_to_the_official_state_dict(arch):
+    """``to_official_names`` gives the official keys (PyTorch fills in num_batches_tracked) and inverts
+    ``to_mindspore_names``."""
+    ours = {p.name: p.asnumpy() for p in create_model(arch, kernel_impl="native").get_parameters()}
+    official = to_official_names(ours)
+    assert set(official) == {k for k in ref.build_named(arch).state_dict() if "num_batches" not in k}
+    back = to_mindspore_names(official)
+    assert list(back) == list(ours) and all(np.array_equal(back[k], ours[k]) for k in ours)
 
 
 def test_schedules_equal_the_reference():

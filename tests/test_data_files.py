@@ -15,11 +15,21 @@ from conftest import write_image_folder
 from src.data import DatasetError
 from src.data.dataset import batches, class_names, create_dataset
 from src.data.files import BadImagesError, ImageFiles
+from src.data.params import DatasetParams, EvalTransformParams, TrainTransformParams
 from src.data.transforms import DecodeImage, UndecodableImage, create_transforms
 from src.engine.evaluate import evaluate
 
 SIZE = 16
-FAST = dict(image_size=SIZE, num_parallel_workers=1, repeated_aug=0)
+IMAGE = EvalTransformParams(image_size=SIZE)
+
+
+def _read(**policy):
+    """One worker, and the unreadable-image ``policy`` (max_bad_image_fraction, max_image_pixels) when given."""
+    return DatasetParams(num_parallel_workers=1, **policy)
+
+
+def _augment(is_training):
+    return TrainTransformParams() if is_training else None
 
 
 def _png16(samples):
@@ -80,10 +90,10 @@ def test_hidden_entries_are_ignored_in_counting_and_reading(tmp_path, caplog):
     files = ImageFiles(root, "train")
     assert len(files) == 10 and all(not os.path.basename(files.path(i)).startswith(".") for i in range(10))
     with caplog.at_level(logging.WARNING):
-        train = create_dataset(root, "train", is_training=True, batch_size=2, **FAST)
+        train = create_dataset(root, "train", IMAGE, batch_size=2, augment=_augment(True), options=_read())
         assert train.get_dataset_size() == 5
         _, labels, bad = _rows(train)
-        val = create_dataset(root, "val", is_training=False, batch_size=4, **FAST)
+        val = create_dataset(root, "val", IMAGE, batch_size=4, options=_read())
         _, val_labels, val_bad = _rows(val)
     assert sorted(labels.tolist()) == [0] * 5 + [1] * 5 and np.all(bad == -1)
     assert val_labels.tolist() == [0, 0, 0, 1, 1, 1] and np.all(val_bad == -1)
@@ -97,7 +107,7 @@ def test_an_empty_class_folder_is_named(tmp_path, caplog):
     with open(os.path.join(root, "train", "class_9", "notes.txt"), "w") as handle:
         handle.write("not an image")
     with caplog.at_level(logging.WARNING, logger="src.data.files"):
-        data = create_dataset(root, "train", is_training=True, batch_size=2, **FAST)
+        data = create_dataset(root, "train", IMAGE, batch_size=2, augment=_augment(True), options=_read())
     named = [r.getMessage() for r in caplog.records if r.name == "src.data.files"]
     assert len(named) == 1 and os.path.join(root, "train", "class_9") in named[0] and "no images" in named[0]
     assert data.get_dataset_size() == 3
@@ -124,15 +134,15 @@ def test_truncated_images_are_not_decoded_grey_filled():
     data = np.frombuffer(_truncated_jpeg(), np.uint8)
     for is_training in (True, False):
         with pytest.raises(UndecodableImage, match="truncated"):
-            create_transforms(is_training, SIZE)[0](data)
+            create_transforms(IMAGE, _augment(is_training))[0](data)
 
 
 @pytest.mark.parametrize("is_training", [True, False])
 def test_unreadable_images_are_skipped_named_and_counted(tmp_path, caplog, is_training):
     root, bad = _tree_with_bad_files(tmp_path)
     split = "train" if is_training else "val"
-    data = create_dataset(root, split, is_training=is_training, batch_size=2, drop_remainder=False,
-                          max_bad_image_fraction=0.2, **FAST)
+    data = create_dataset(root, split, IMAGE, batch_size=2, augment=_augment(is_training), drop_remainder=False,
+                          options=_read(max_bad_image_fraction=0.2))
     with caplog.at_level(logging.WARNING, logger="src.data.files"):
         seen = [labels.asnumpy() for _, labels in batches(data)]
     labels = np.concatenate(seen)
@@ -154,7 +164,7 @@ def test_evaluation_leaves_unreadable_images_out(tmp_path, pynative):
     class ChannelMeans(nn.Cell):  # 3 "logits" from the image itself: deterministic, no weights
         def construct(self, x):
             return x.mean((2, 3))
-    data = create_dataset(root, "val", is_training=False, batch_size=4, max_bad_image_fraction=0.2, **FAST)
+    data = create_dataset(root, "val", IMAGE, batch_size=4, options=_read(max_bad_image_fraction=0.2))
     result = evaluate(ChannelMeans(), data)
     assert result["count"] == 12
 
@@ -163,7 +173,8 @@ def test_evaluation_leaves_unreadable_images_out(tmp_path, pynative):
 def test_too_many_unreadable_images_stop_the_run(tmp_path, is_training):
     root, bad = _tree_with_bad_files(tmp_path)
     split = "train" if is_training else "val"
-    data = create_dataset(root, split, is_training=is_training, batch_size=2, **FAST)  # default: 0.1%
+    data = create_dataset(root, split, IMAGE, batch_size=2, augment=_augment(is_training),
+                          options=_read())  # default: 0.1%
     with pytest.raises(BadImagesError) as info:
         for _ in batches(data):
             pass
@@ -179,7 +190,8 @@ def test_a_dataset_of_unreadable_files_is_one_error(tmp_path):
         for name in os.listdir(os.path.join(root, "train", cls)):
             with open(os.path.join(root, "train", cls, name), "wb") as handle:
                 handle.write(b"not an image")
-    data = create_dataset(root, "train", is_training=True, batch_size=4, max_bad_image_fraction=1.0, **FAST)
+    data = create_dataset(root, "train", IMAGE, batch_size=4, augment=_augment(True),
+                          options=_read(max_bad_image_fraction=1.0))
     with pytest.raises(DatasetError, match=r"^16 images in a row from '.*/train/class_0/\d.png' on cannot be read"):
         for _ in batches(data):
             pass
@@ -197,9 +209,11 @@ def test_16_bit_pngs_keep_their_high_byte_in_training_and_evaluation(kind):
     decoded = np.asarray(DecodeImage()(data))
     assert np.array_equal(decoded, expected)
     assert np.array_equal(decoded, vision.Decode()(data))  # what evaluation decoded before: unchanged
-    train = create_transforms(True, 24, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, auto_augment=None,
-                              color_jitter=0.0, re_prob=0.0)[0](data)
-    evaluation = create_transforms(False, 24, crop_pct=1.0)[0](data)
+    whole = EvalTransformParams(image_size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+    still = TrainTransformParams(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, auto_augment=None,
+                                 color_jitter=0.0, re_prob=0.0)
+    train = create_transforms(whole, still)[0](data)
+    evaluation = create_transforms(whole)[0](data)
     assert np.array_equal(train, evaluation)
     np.testing.assert_allclose(evaluation, expected.transpose(2, 0, 1) / 127.5 - 1, atol=1e-6)
 
@@ -239,8 +253,8 @@ def test_huge_images_are_named_with_the_way_to_allow_them(tmp_path, caplog):
     assert DecodeImage(600)(small.getvalue()).size == (30, 20)
     # the setting reaches the data workers
     root = write_image_folder(tmp_path / "data", classes=2, train_per_class=2, val_per_class=2, size=20)
-    data = create_dataset(root, "val", is_training=False, batch_size=4, max_image_pixels=399,
-                          max_bad_image_fraction=1.0, **FAST)
+    data = create_dataset(root, "val", IMAGE, batch_size=4,
+                          options=_read(max_image_pixels=399, max_bad_image_fraction=1.0))
     with caplog.at_level(logging.WARNING, logger="src.data.files"):
         labels = np.concatenate([y.asnumpy() for _, y in batches(data)])
     assert labels.tolist() == [-1] * 4

@@ -6,11 +6,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from src.data.params import EvalTransformParams, TrainTransformParams
 from src.data.rand_augment import RAND_INCREASING_TRANSFORMS, RandAugment
 from src.data.random_erasing import RandomErasing
 from src.data.transforms import (CenterCrop, ColorJitter, DecodeImage, Normalize, PythonChain, UndecodableImage,
                                  RandomHorizontalFlip, RandomResizedCrop, center_crop_offsets,
                                  create_transforms, eval_resize_size)
+
+HALF = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # the official ViG normalisation: inputs in [-1, 1]
+
+
+def _train(size, seed=None, **augment):
+    """The training transform at ``size`` (official normalisation), the recipe's steps changed by ``augment``."""
+    return create_transforms(EvalTransformParams(image_size=size, **HALF), TrainTransformParams(**augment), seed=seed)
 
 
 def _encoded(width, height, fmt="PNG", seed=0):
@@ -50,7 +58,7 @@ def _reference_eval(encoded, size, crop_pct):
 ])
 def test_eval_transform_matches_pil_reference(width, height, size, crop_pct, fmt):
     data = _encoded(width, height, fmt)
-    out = _apply(create_transforms(False, size, crop_pct=crop_pct), data)
+    out = _apply(create_transforms(EvalTransformParams(image_size=size, crop_pct=crop_pct, **HALF)), data)
     assert out.shape == (3, size, size) and out.dtype == np.float32
     assert out.min() >= -1.0 and out.max() <= 1.0
     np.testing.assert_allclose(out, _reference_eval(data, size, crop_pct), atol=1e-6)
@@ -69,46 +77,46 @@ def test_eval_resize_size_and_offsets():
 
 def test_train_transform_shapes_ranges_and_determinism():
     data = _encoded(90, 70, "JPEG")
-    ops = create_transforms(True, 32, seed=0)
+    ops = _train(32, seed=0)
     assert len(ops) == 1 and isinstance(ops[0], PythonChain)
     outs = [_apply(ops, data) for _ in range(4)]
     assert all(o.shape == (3, 32, 32) and o.dtype == np.float32 for o in outs)
     assert len({o.tobytes() for o in outs}) == 4  # random per call
-    again = create_transforms(True, 32, seed=0)
+    again = _train(32, seed=0)
     assert all(np.array_equal(o, _apply(again, data)) for o in outs)
-    other = create_transforms(True, 32, seed=1)
+    other = _train(32, seed=1)
     assert not np.array_equal(outs[0], _apply(other, data))
-    clean = create_transforms(True, 32, re_prob=0.0, seed=0)
+    clean = _train(32, re_prob=0.0, seed=0)
     for _ in range(10):
         x = _apply(clean, data)
         assert x.min() >= -1.0 and x.max() <= 1.0  # no erasing noise: inside the normalised range
 
 
 def test_train_chain_contents():
-    steps = create_transforms(True, 64, interpolation="random", seed=0)[0].steps
+    steps = _train(64, interpolation="random", seed=0)[0].steps
     kinds = [type(s) for s in steps]
     assert kinds == [DecodeImage, RandomResizedCrop, RandomHorizontalFlip, RandAugment, Normalize, RandomErasing]
     ra = steps[3]
     assert ra.ops == RAND_INCREASING_TRANSFORMS and ra.magnitude == 9 and ra.magnitude_std == 0.5
     assert ra.fill == (128, 128, 128) and ra.interpolation == "random" and ra.translate_pct == 0.45
     assert steps[1].interpolation == "random" and steps[5].mode == "pixel" and steps[5].max_count == 1
-    jitter = create_transforms(True, 64, auto_augment=None, color_jitter=0.4, re_prob=0, hflip=0)[0].steps
+    jitter = _train(64, auto_augment=None, color_jitter=0.4, re_prob=0, hflip=0)[0].steps
     assert [type(s) for s in jitter] == [DecodeImage, RandomResizedCrop, ColorJitter, Normalize]
-    plain = create_transforms(True, 64, auto_augment=None, color_jitter=0.0, re_prob=0)[0].steps
+    plain = _train(64, auto_augment=None, color_jitter=0.0, re_prob=0)[0].steps
     assert [type(s) for s in plain] == [DecodeImage, RandomResizedCrop, RandomHorizontalFlip, Normalize]
-    imagenet = create_transforms(True, 64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))[0].steps
+    imagenet = create_transforms(EvalTransformParams(image_size=64), TrainTransformParams())[0].steps
     assert imagenet[3].fill == (124, 116, 104)
 
 
 def test_transform_argument_errors():
     with pytest.raises(ValueError):
-        create_transforms(True, 32, interpolation="nearest")
+        _train(32, interpolation="nearest")
     with pytest.raises(ValueError, match="rand"):
-        create_transforms(True, 32, auto_augment="augmix-m5")
+        _train(32, auto_augment="augmix-m5")
     with pytest.raises(ValueError, match="mode"):
-        create_transforms(True, 32, re_mode="noise")
+        _train(32, re_mode="noise")
     with pytest.raises(ValueError):
-        create_transforms(True, 0)
+        _train(0)
 
 
 def test_random_resized_crop_params_and_pixels():

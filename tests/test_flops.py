@@ -1,4 +1,5 @@
-"""Parameters and MACs per image: the official paper's figures for ViG-Ti and Pyramid ViG-Ti."""
+"""benchmark.py's cheap checks: parameters and MACs per image (the official paper's figures for ViG-Ti and
+Pyramid ViG-Ti), and the side-by-side run against PyTorch end to end (speed is never asserted)."""
 import os
 import subprocess
 import sys
@@ -45,3 +46,30 @@ def test_command_line_prints_a_row_per_model():
     assert done.returncode == 0, done.stderr
     row = [line for line in done.stdout.splitlines() if line.startswith("| vig_nano_gelu")]
     assert len(row) == 1 and row[0].split("|")[2].strip() == "32"
+
+
+def test_against_pytorch_prints_both_frameworks():
+    """A tiny input, one timed call: a row with both frameworks' figures and the exported models' latencies,
+    and both computed the same function on the same weights."""
+    done = subprocess.run([sys.executable, "benchmark.py", "--against-pytorch", "--arch", "vig_ti_224_gelu",
+                           "--image_size", "32", "--batch_size", "2", "--runs", "1", "--mode", "infer"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| model | mode | images/s ours"))
+    row = next(line for line in lines if line.startswith("| vig_ti_224_gelu | infer |"))
+    names, cells = ([c.strip() for c in line.split("|")[3:-1]] for line in (header, row))
+    assert len(cells) == len(names) == 12 and names[-2:] == ["output difference", "load"]
+    assert all(float(v) > 0 for v in cells[:-2])
+    assert float(cells[-2]) < 1e-3
+    assert any(line.startswith("machine: ") and "PyTorch" in line for line in lines)
+
+
+def test_against_pytorch_without_torch_is_one_clear_error(monkeypatch):
+    from src.app.config import ConfigError
+    from tools import against_pytorch
+    find_spec = against_pytorch.importlib.util.find_spec
+    monkeypatch.setattr(against_pytorch.importlib.util, "find_spec", lambda name: None if name == "torch" else
+                        find_spec(name))
+    with pytest.raises(ConfigError, match=r"needs PyTorch .* pip install -r requirements-test.txt"):
+        against_pytorch.compare(["vig_ti_224_gelu"])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from src.app.builders import eval_transform_args, kernel_impl, learning_rates, model_from_config
+from src.app.builders import eval_transform, kernel_impl, learning_rates, model_from_config
 from src.app.config import RECIPE_KEYS, ConfigError, effective_recipe, load_config
 from src.app.device import DeviceError, data_parallel
 
@@ -123,7 +123,7 @@ def test_flags_that_cannot_be_honoured_say_why(modelzoo_yaml, tmp_path):
     with pytest.raises(ConfigError, match="mlp_ratio 2.0 cannot be honoured"):
         model_from_config(cfg)
     with pytest.raises(ConfigError, match="in_channel 1: the image pipeline decodes RGB"):
-        eval_transform_args(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"]))
+        eval_transform(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"]))
     with pytest.raises(ConfigError, match="compiled CPU kernels, which cannot run on Ascend"):
         kernel_impl(load_config(["--vig_config", modelzoo_yaml, "--kernel_impl", "cpu"]))
     assert kernel_impl(load_config(["--vig_config", modelzoo_yaml])) == "native"

@@ -9,10 +9,13 @@ import yaml
 from mindspore import Tensor
 from PIL import Image
 
+from conftest import TRANSFORM
+
 import predict
 from src.app.builders import prediction_class_names
 from src.app.config import load_config
 from src.data.files import find_images, imagenet_class_names
+from src.data.params import EvalTransformParams
 from src.data.transforms import create_transforms
 from src.models import create_model
 from src.weights.checkpoint import DATA_KEY, save_checkpoint
@@ -55,9 +58,8 @@ def run(tmp_path_factory):
 
 
 def args(run, *extra):
-    # the evaluation transform the test compares against (absent keys would take the ModelZoo's ImageNet values)
     return ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", str(SIZE), "--graph_mode", "1",
-            "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9", "--pretrained", run["ckpt"], *extra]
+            *TRANSFORM, "--pretrained", run["ckpt"], *extra]
 
 
 def test_folder_with_odd_modes_and_a_damaged_file(run, tmp_path, capsys):
@@ -72,7 +74,7 @@ def test_folder_with_odd_modes_and_a_damaged_file(run, tmp_path, capsys):
     assert sorted(results) == sorted(readable + ["damaged.jpg"])
     assert "not a decodable image" in results["damaged.jpg"]["error"]
     assert "damaged.jpg" in captured.err and "1 of 7 images could not be classified" in captured.err
-    (transform,) = create_transforms(False, SIZE, crop_pct=0.9)
+    (transform,) = create_transforms(EvalTransformParams(image_size=SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.9))
     for name in readable:
         top = results[name]["top"]
         assert len(top) == 2 and {t["name"] for t in top} <= {"cat", "dog", "eel"}

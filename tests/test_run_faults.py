@@ -39,7 +39,7 @@ import eval as eval_entry
 import export as export_entry
 import infer as infer_entry
 import train as train_entry
-from conftest import NoBadImages, assert_same_checkpoints, job_args, write_image_folder
+from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from src.weights.files import FolderLock, OutputFolderError, remove_stale_temporaries
@@ -401,8 +401,8 @@ def test_a_read_only_train_url_is_one_line_at_start(image_folder, read_only_fold
 def test_a_read_only_export_folder_is_one_line(trained_run, read_only_folder):
     done = subprocess.run([sys.executable, "export.py", "--arch", "vig_nano_gelu", "--num_classes", "3",
                            "--image_size", "32", "--pretrained", str(trained_run / "last.ckpt"), "--file_name",
-                           str(read_only_folder / "model")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          preexec_fn=drop_permission_override)
+                           str(read_only_folder / "model"), *TRANSFORM], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, preexec_fn=drop_permission_override)
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == (f"error: the export folder {str(read_only_folder)!r} is not writable "
                                             f"(Permission denied); make it writable or choose another --file_name "
@@ -432,7 +432,7 @@ def test_a_full_export_folder_is_refused(trained_run, tmp_path, monkeypatch, gra
     no_room(monkeypatch)
     status, err = in_process(export_entry.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "32",
                                                  "--pretrained", str(trained_run / "last.ckpt"), "--file_name",
-                                                 str(tmp_path / "model")])
+                                                 str(tmp_path / "model"), *TRANSFORM])
     assert status == 2
     assert re.fullmatch(rf"error: the export folder {re.escape(repr(str(tmp_path)))} has 1.0 MiB free but the MINDIR "
                         rf"file needs about \d+\.\d MiB; free some space or choose another --file_name "
@@ -484,9 +484,6 @@ def renamed_classes(tmp_path_factory):
 def eval_args(data, checkpoint, *extra):
     return ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "32", "--data_url", str(data),
             "--pretrained", str(checkpoint), "--batch_size", "6", "--num_parallel_workers", "1", *TRANSFORM, *extra]
-
-
-TRANSFORM = ("--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9")  # job_args' evaluation transform
 
 
 def test_eval_refuses_other_classes(trained_run, renamed_classes):

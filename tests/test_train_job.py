@@ -5,7 +5,7 @@ import os
 import pytest
 
 import train as train_entry
-from conftest import WORKERS, assert_same_checkpoints, job_args
+from conftest import WORKERS, job_args
 from src.models import model_cfg
 from src.weights.checkpoint import read_checkpoint
 
@@ -49,16 +49,17 @@ def test_job_writes_logs_checkpoints_and_curves(first_run):
     assert "train_state.global_step" in ckpt
 
 
-def test_resume_continues_exactly(first_run, image_folder, tmp_path):
-    """Resuming the epoch-1 checkpoint and training epoch 2 gives the uninterrupted run's epoch-2 state."""
-    # the uninterrupted run's epoch-1 checkpoint was pruned; rebuild it with a 1-epoch-saving run of the same job
-    out_b = tmp_path / "b"
-    train_entry.main(job_args(image_folder, out_b, "--keep_last", "5"))
+def test_resume_from_a_named_checkpoint_continues_after_its_epoch(first_run, image_folder, tmp_path):
+    """--resume PATH (the ModelZoo's way) into a new folder continues after that checkpoint's epoch and
+    step, with its best top-1. That a resumed run is bit-exact is the fault chain's test (test_run_faults)."""
     resumed = tmp_path / "c"
-    train_entry.main(job_args(image_folder, resumed, "--resume", str(out_b / "epoch_0001.ckpt")))
-    assert_same_checkpoints(read_checkpoint(str(resumed / "last.ckpt")), read_checkpoint(str(first_run / "last.ckpt")))
+    train_entry.main(job_args(image_folder, resumed, "--epochs", "3", "--resume", str(first_run / "epoch_0002.ckpt")))
     log = open(resumed / "train.log").read()
-    assert "resumed from" in log and "epoch 2/2" in log and "epoch 1/2" not in log
+    assert f"resumed from {first_run / 'epoch_0002.ckpt'} after epoch 2 (step 12)" in log
+    assert "epoch 3/3" in log and "epoch 1/3" not in log and "epoch 2/3" not in log
+    last, first = read_checkpoint(str(resumed / "last.ckpt")), read_checkpoint(str(first_run / "last.ckpt"))
+    assert [int(last[f"meta.{k}"].asnumpy()) for k in ("epoch", "step")] == [3, 18]
+    assert float(last["meta.best_top1"].asnumpy()) >= float(first["meta.best_top1"].asnumpy())
 
 
 def test_existing_run_is_not_overwritten(first_run, image_folder):

@@ -42,6 +42,8 @@ Other families built from the same pieces (``build_svig``, ``build_graphconvnet`
   inputs other than 224 the official code resizes ``pos_embed`` by a scale factor; here, as for
   ViG, to the stem output's size (identical at 224).
 
+``build_named(name, img_size)`` builds any of them by its model name (``NAMED_VARIANTS``).
+
 Teacher forcing: ``model.forward_stem(images)``, ``model.forward_entry(i, x)``,
 ``model.forward_head(x)``, ``model.trace(images)``; kNN indices: ``Grapher.neighbours(x)`` or
 ``model.neighbours(i, x)`` (after dilation, shape (B, N, k)). Near-ties: float32 kNN has
@@ -66,6 +68,7 @@ __all__ = [
     "capped_k_dilation", "relative_pos_table", "knn_indices", "calibrate_", "structured_images",
     "mindspore_param_dict", "count_params", "ThresholdGrapher", "GraphConvBlock", "Bottleneck",
     "GRAPHCONVNET_CONFIGS", "build_svig", "build_graphconvnet", "threshold_probabilities", "threshold_z",
+    "SVIG_NAME", "NAMED_VARIANTS", "build_named",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -745,28 +748,28 @@ class PyramidViG(_ViG):
 def build_isotropic(channels: int = 192, depth: int = 12, k: int = 9, num_classes: int = 1000,
                     conv: str = "mr", img_size: int = 224, drop_path_rate: float = 0.0,
                     drop_rate: float = 0.0, ks: Sequence[int] | None = None,
-                    dilations: Sequence[int] | None = None) -> IsotropicViG:
+                    dilations: Sequence[int] | None = None, block=_vig_block) -> IsotropicViG:
     """Isotropic ViG; (k, d) per block from ``isotropic_schedule`` at ``img_size`` unless given."""
     side = img_size
     for _ in range(4):
         side = _conv_s2_out(side)
     rule_ks, rule_ds = isotropic_schedule(k, depth, side * side)
     return IsotropicViG(channels, list(ks or rule_ks), list(dilations or rule_ds), num_classes,
-                        conv, drop_path_rate, drop_rate)
+                        conv, drop_path_rate, drop_rate, block=block)
 
 
 def build_pyramid(channels: Sequence[int] = (48, 96, 240, 384), depths: Sequence[int] = (2, 2, 6, 2),
                   k: int = 9, reduce_ratios: Sequence[int] = (4, 2, 1, 1), num_classes: int = 1000,
                   conv: str = "mr", img_size: int = 224, drop_path_rate: float = 0.0,
                   ks: Sequence[int] | None = None,
-                  dilations: Sequence[int] | None = None) -> PyramidViG:
+                  dilations: Sequence[int] | None = None, block=_vig_block) -> PyramidViG:
     """Pyramid ViG; (k, d) per block from ``pyramid_schedule`` at ``img_size`` unless given."""
     side = _conv_s2_out(_conv_s2_out(img_size))
     for _ in range(len(depths) - 1):
         side = _conv_s2_out(side)
     rule_ks, rule_ds = pyramid_schedule(k, depths, side * side)
     return PyramidViG(channels, depths, list(ks or rule_ks), list(dilations or rule_ds),
-                      reduce_ratios, num_classes, conv, drop_path_rate)
+                      reduce_ratios, num_classes, conv, drop_path_rate, block=block)
 
 
 def build_official(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0,
@@ -805,6 +808,31 @@ def build_svig(start_thresh: float = 0.89, dec: float = 0.03, num_classes: int =
     """SViG (official: ViG-Ti, 192 channels, 12 blocks); p_i = start_thresh - dec * i."""
     return IsotropicViG(channels, [], [], num_classes, "mr", drop_path_rate, drop_rate,
                         thresholds=threshold_probabilities(start_thresh, dec, depth))
+
+
+SVIG_NAME = "svig_ti_224_gelu"
+NAMED_VARIANTS = (*OFFICIAL_CONFIGS, *GRAPHCONVNET_CONFIGS, SVIG_NAME)  # what ``build_named`` builds
+
+
+def build_named(name: str, img_size: int = 224, num_classes: int = 1000) -> IsotropicViG | PyramidViG:
+    """A variant by its model name for ``img_size`` inputs: the ViG / Pyramid ViG variants
+    (``OFFICIAL_CONFIGS``), the GraphConvNets (``GRAPHCONVNET_CONFIGS``) and SViG (``SVIG_NAME``:
+    ViG-Ti with threshold graphs, start_thresh 0.89, dec 0.03). (k, d) per block follow the official
+    rule at ``img_size``, which at 224 gives the official lists."""
+    if name == SVIG_NAME:
+        return build_svig(num_classes=num_classes)
+    graphconvnet = name in GRAPHCONVNET_CONFIGS
+    base = GRAPHCONVNET_CONFIGS.get(name, name)
+    if base not in OFFICIAL_CONFIGS:
+        raise KeyError(f"no reference model named {name!r}; expected one of {sorted(NAMED_VARIANTS)}")
+    if img_size == 224:
+        return build_graphconvnet(name, num_classes) if graphconvnet else build_official(name, num_classes)
+    cfg = OFFICIAL_CONFIGS[base]
+    if cfg["kind"] == "isotropic":
+        return build_isotropic(cfg["channels"], cfg["depth"], num_classes=num_classes, img_size=img_size,
+                               block=GraphConvBlock if graphconvnet else _vig_block)
+    return build_pyramid(cfg["channels"], cfg["depths"], num_classes=num_classes, img_size=img_size,
+                         block=_pyramid_graphconv_block if graphconvnet else _vig_block)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,11 +7,8 @@ resident memory of the process, and the share of the time spent in the graph par
 Graphers (distance, top-k, neighbour gather and max aggregation), measured by timing that part
 alone on the same inputs.
 """
-import os
 import platform
-import resource
-import time
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 import mindspore as ms
@@ -20,31 +17,17 @@ from mindspore import Tensor, nn, ops
 from src.models import create_model
 from src.models.layers import Grapher
 from tools.calibrate import calibrate, structured_images
+from tools.timing import cpu_name, measure, peak_memory_mb, time_calls
 from src.weights.checkpoint import load_model_weights
 from src.engine.optim import create_optimizer
 from src.engine.train_step import build_train_step
 
 
-def _time_calls(fn, warmup: int, runs: int) -> List[float]:
-    for _ in range(warmup):
-        _sync(fn())
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        _sync(fn())
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _sync(out):
-    """Wait for the result (MindSpore runs asynchronously): fetch the first tensor of the output."""
+def first_array(out) -> np.ndarray:
+    """The first tensor of an output as numpy: waits for the result (MindSpore runs asynchronously)."""
     while isinstance(out, (tuple, list)):
         out = out[0]
-    out.asnumpy()
-
-
-def peak_memory_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return out.asnumpy()
 
 
 def graph_part(grapher: Grapher, with_grad: bool):
@@ -73,43 +56,48 @@ def graph_part_seconds(net: nn.Cell, images: np.ndarray, with_grad: bool, runs: 
     total = 0.0
     for grapher, feats in inputs:
         part = graph_part(grapher, with_grad)
-        total += float(np.median(_time_calls(lambda p=part, f=feats: p(f), 2, runs)))
+        total += float(np.median(time_calls(lambda p=part, f=feats: first_array(p(f)), 2, runs)))
     return total
+
+
+def mode_call(net: nn.Cell, images: np.ndarray, mode: str, amp_level: str = "O0", steps: int = 100,
+              num_classes: int = 1000) -> Callable[[], object]:
+    """The measured call of ``mode``: 'infer' runs ``net`` in eval mode on ``images``; 'train' runs one
+    training step (forward, cross-entropy, backward, AdamW at lr 1e-5, weight decay 0.05; no clipping, no
+    EMA) on them with labels 0, 1, 2, ... The step's learning-rate table covers ``steps`` calls."""
+    x = Tensor(images)
+    if mode == "infer":
+        net.set_train(False)
+        runner = net if amp_level == "O0" else ms.amp.auto_mixed_precision(net, amp_level)
+        return lambda: runner(x)
+    labels = Tensor(np.arange(len(images), dtype=np.int32) % num_classes)
+    optimizer = create_optimizer(net.trainable_params(), "adamw", np.full(steps, 1e-5, np.float32), 0.05)
+    step = build_train_step(net, optimizer, amp_level)
+    return lambda: step(x, labels)
 
 
 def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
               amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
               warmup: int = 4, num_classes: int = 1000) -> List[Dict[str, float]]:
-    """Measure ``arch`` and return one result row per mode."""
+    """Measure ``arch`` and return one result row per mode. Peak memory is the process's after that mode's
+    timed calls (so a second mode's includes the first's), before the graph part is timed alone."""
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)
     images = structured_images(batch_size, image_size, seed=0)
     if pretrained:
         load_model_weights(net, pretrained, arch=arch)
     else:
         calibrate(net, images)
-    x = Tensor(images)
     rows = []
     for mode in modes:
-        if mode == "infer":
-            net.set_train(False)
-            runner = net if amp_level == "O0" else ms.amp.auto_mixed_precision(net, amp_level)
-            call = lambda net=runner: net(x)  # noqa: E731
-        else:
-            labels = Tensor(np.arange(batch_size, dtype=np.int32) % num_classes)
-            optimizer = create_optimizer(net.trainable_params(), "adamw", np.full(warmup + runs + 2, 1e-5, np.float32),
-                                         0.05)
-            step = build_train_step(net, optimizer, amp_level)
-            call = lambda cell=step, y=labels: cell(x, y)  # noqa: E731
-        start = time.perf_counter()
-        _sync(call())
-        compile_s = time.perf_counter() - start
-        times = _time_calls(call, warmup, runs)
+        call = mode_call(net, images, mode, amp_level, warmup + runs + 2, num_classes)
+        _, compile_s, _, times = measure(call, warmup, runs, first_array)
+        peak_mb = peak_memory_mb()
         median = float(np.median(times))
         graph = graph_part_seconds(net, images, with_grad=mode == "train", runs=max(3, runs // 2))
         rows.append({"arch": arch, "mode": mode, "batch": batch_size, "size": image_size, "amp": amp_level,
                      "img_s": batch_size / median, "img_s_min": batch_size / max(times),
                      "img_s_max": batch_size / min(times), "ms_per_batch": 1000 * median, "compile_s": compile_s,
-                     "peak_mb": peak_memory_mb(), "graph_share": graph / median})
+                     "peak_mb": peak_mb, "graph_share": graph / median})
     return rows
 
 
@@ -126,10 +114,4 @@ def format_table(rows: List[Dict[str, float]]) -> str:
 
 def machine_description() -> str:
     """CPU model, core count and versions, for the table's caption."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, MindSpore {ms.__version__}, {platform.python_version()}"
+    return f"{cpu_name()}, MindSpore {ms.__version__}, {platform.python_version()}"

@@ -6,7 +6,8 @@ from typing import List, Optional, Tuple
 from mindspore import nn
 
 from .config import Config, ConfigError, read_yaml
-from ..data import DatasetError, class_names, create_dataset, find_digits_dataset, write_digits_dataset
+from ..data import (DatasetError, DatasetParams, EvalTransformParams, MixParams, TrainTransformParams, class_names,
+                    create_dataset, find_digits_dataset, write_digits_dataset)
 from ..data.digits import MARKER as DIGITS_MARKER
 from ..data.files import imagenet_class_names
 from ..engine.loss import create_loss
@@ -82,27 +83,39 @@ def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:
     return mixed_precision(net, cfg.eval_amp_level, cfg.keep_bn_fp32)
 
 
-def bad_image_args(cfg: Config) -> dict:
-    """How every image reader treats unreadable and oversized images."""
-    return dict(max_bad_image_fraction=cfg.max_bad_image_fraction, max_image_pixels=cfg.max_image_pixels)
-
-
-def eval_transform_args(cfg: Config) -> dict:
+def eval_transform(cfg: Config) -> EvalTransformParams:
     """The evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct (null: the model's
     default), centre crop."""
     if cfg.in_channel != 3:
         raise ConfigError(f"in_channel {cfg.in_channel}: the image pipeline decodes RGB images, so models that read "
                           f"images take in_channel 3 (other values only for export)")
-    return dict(image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
-                crop_pct=cfg.crop_pct or model_cfg(cfg.arch)["crop_pct"])
+    return EvalTransformParams(image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
+                               crop_pct=cfg.crop_pct or model_cfg(cfg.arch)["crop_pct"])
+
+
+def train_transform(cfg: Config) -> TrainTransformParams:
+    """Training's random steps (crop, flip, RandAugment or colour jitter, random erasing)."""
+    return TrainTransformParams(interpolation=cfg.interpolation, crop_scale=cfg.crop_scale, hflip=cfg.hflip,
+                                auto_augment=cfg.auto_augment, color_jitter=cfg.color_jitter, re_prob=cfg.re_prob,
+                                re_mode=cfg.re_mode, re_count=cfg.re_count)
+
+
+def mix_params(cfg: Config) -> MixParams:
+    """Mixup/cutmix and label smoothing: the training batches' targets and the loss that reads them."""
+    return MixParams(mix_up=cfg.mix_up, cutmix=cfg.cutmix, mixup_prob=cfg.mixup_prob, switch_prob=cfg.switch_prob,
+                     mixup_mode=cfg.mixup_mode, label_smoothing=cfg.label_smoothing)
+
+
+def dataset_params(cfg: Config) -> DatasetParams:
+    """How every image reader reads a split: workers, repeated augmentation, unreadable and oversized images."""
+    return DatasetParams(num_parallel_workers=cfg.num_parallel_workers, repeated_aug=cfg.repeated_aug,
+                         max_bad_image_fraction=cfg.max_bad_image_fraction, max_image_pixels=cfg.max_image_pixels)
 
 
 def data_record(cfg: Config, root: Optional[str] = None, split: str = "train") -> dict:
     """What a checkpoint records about the data its weights are for (``meta.data``): the evaluation
     transform and, given a dataset root, the class names of ``split`` in label order."""
-    args = eval_transform_args(cfg)
-    record = {"image_size": args["image_size"], "mean": list(args["mean"]), "std": list(args["std"]),
-              "crop_pct": args["crop_pct"]}
+    record = eval_transform(cfg).record()
     if root is not None:
         record["classes"] = class_names(root, split)
     return record
@@ -129,29 +142,17 @@ def prediction_class_names(cfg: Config, checkpoint: str) -> Tuple[List[str], str
     return [f"class {i}" for i in range(cfg.num_classes)], "class indices (no class names found)"
 
 
-def soft_labels(cfg: Config) -> bool:
-    """Mixup/cutmix turn the labels into soft targets that already carry the label smoothing."""
-    return cfg.mix_up > 0 or cfg.cutmix > 0
-
-
 def train_dataset(cfg: Config, root: str, epoch: int, rank: int = 0, world: int = 1):
     """This rank's training pipeline of ``epoch`` (order and augmentation seeded by (seed, epoch))."""
-    return create_dataset(root, "train", is_training=True, epoch=epoch, num_shards=world, shard_id=rank,
-                          batch_size=cfg.batch_size, num_parallel_workers=cfg.num_parallel_workers,
-                          num_classes=cfg.num_classes, seed=cfg.seed, repeated_aug=cfg.repeated_aug,
-                          interpolation=cfg.interpolation, scale=cfg.crop_scale, hflip=cfg.hflip,
-                          auto_augment=cfg.auto_augment, color_jitter=cfg.color_jitter, re_prob=cfg.re_prob,
-                          re_mode=cfg.re_mode, re_count=cfg.re_count,
-                          mix_up=cfg.mix_up, cutmix=cfg.cutmix,
-                          mixup_prob=cfg.mixup_prob, switch_prob=cfg.switch_prob, mixup_mode=cfg.mixup_mode,
-                          label_smoothing=cfg.label_smoothing, **eval_transform_args(cfg), **bad_image_args(cfg))
+    return create_dataset(root, "train", eval_transform(cfg), batch_size=cfg.batch_size, augment=train_transform(cfg),
+                          mix=mix_params(cfg), options=dataset_params(cfg), num_classes=cfg.num_classes,
+                          num_shards=world, shard_id=rank, seed=cfg.seed, epoch=epoch)
 
 
 def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
     """Batched validation split (this rank's shard)."""
-    return create_dataset(root, "val", is_training=False, batch_size=cfg.batch_size,
-                          num_parallel_workers=cfg.num_parallel_workers, num_classes=cfg.num_classes,
-                          num_shards=world, shard_id=rank, **eval_transform_args(cfg), **bad_image_args(cfg))
+    return create_dataset(root, "val", eval_transform(cfg), batch_size=cfg.batch_size, options=dataset_params(cfg),
+                          num_classes=cfg.num_classes, num_shards=world, shard_id=rank)
 
 
 def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):
@@ -168,11 +169,17 @@ def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):
                               cosine_style=cfg.cosine_style, lr_gamma=cfg.lr_gamma, lr_adjust=cfg.lr_adjust)
 
 
+def loss_fn(cfg: Config) -> nn.Cell:
+    """The training loss, for the labels ``train_dataset`` yields (``MixParams.soft_labels`` decides both)."""
+    mix = mix_params(cfg)
+    return create_loss(mix.label_smoothing, mix.soft_labels)
+
+
 def train_step(cfg: Config, model: nn.Cell, lrs):
     """Optimizer, loss, loss scale, clipping and EMA around ``model``: the configured ``TrainOneStep``."""
     optimizer = create_optimizer(model.trainable_params(), cfg.optimizer, lrs, cfg.weight_decay, cfg.beta, cfg.eps,
                                  cfg.momentum)
-    return build_train_step(model, optimizer, cfg.amp_level, create_loss(cfg.label_smoothing, soft_labels(cfg)),
+    return build_train_step(model, optimizer, cfg.amp_level, loss_fn(cfg),
                             create_loss_scale(cfg.is_dynamic_loss_scale, cfg.loss_scale, cfg.loss_scale_window),
                             clip_norm=cfg.clip_global_norm_value, ema_decay=cfg.ema_decay,
                             keep_bn_fp32=cfg.keep_bn_fp32, accumulation=cfg.accumulation_step)

@@ -20,16 +20,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from ..data.digits import SETS
 from ..data.mixup import MIX_MODES
+from ..data.params import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
+from ..data.rand_augment import INTERPOLATIONS
 from ..data.random_erasing import ERASE_MODES
-from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, TRAIN_INTERPOLATIONS
 from ..engine.optim import OPTIMIZERS
 from ..engine.schedule import COSINE_STYLES, SCHEDULERS
 from ..engine.train_step import AMP_LEVELS
 from ..deploy.export import EXTENSIONS
 from ..models import KERNEL_IMPLS
 from ..models.layers import GRAPH_CONVS
-from .device import DEVICE_TARGETS
+from .device import DEVICE_TARGETS, MODES
 
 
 Argument = Tuple[Tuple[str, ...], Dict[str, Any]]  # an entry point's own argument: (flags, argparse options)
@@ -88,16 +90,15 @@ _floats.__name__ = "list of floats"
 
 
 def _mode(value: Any) -> int:
-    """MindSpore's execution-mode constant, as the ModelZoo's --graph_mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE."""
+    """MindSpore's execution-mode constant (or its name), as the ModelZoo's --graph_mode."""
     text = str(value).strip().upper()
     if isinstance(value, bool) or text in ("TRUE", "FALSE", "YES", "NO", "ON", "OFF"):
-        raise ValueError("graph_mode is MindSpore's mode constant, 0 = GRAPH_MODE or 1 = PYNATIVE_MODE; a boolean "
-                         "is ambiguous")
-    named = {"GRAPH_MODE": 0, "PYNATIVE_MODE": 1}
-    return named[text] if text in named else _int(value)
+        raise ValueError(f"graph_mode is MindSpore's mode constant, "
+                         f"{' or '.join(f'{v} = {k}' for k, v in MODES.items())}; a boolean is ambiguous")
+    return MODES[text] if text in MODES else _int(value)
 
 
-_mode.__name__ = "0 (GRAPH_MODE) or 1 (PYNATIVE_MODE)"
+_mode.__name__ = " or ".join(f"{v} ({k})" for k, v in MODES.items())
 
 
 def _optional(kind: Callable) -> Callable:
@@ -153,7 +154,8 @@ MZ_DATA = "ModelZoo src/data/imagenet.py"
 MZ_OPTIM = "ModelZoo src/tools/optimizer.py, schedulers.py"
 MZ_STEP = "ModelZoo src/tools/get_misc.py"
 MZ_NONE = "ModelZoo: no such step (off)"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Defaults of the data keys: the data package's parameter objects (the ModelZoo recipe's values).
+_EVAL, _TRAIN, _MIX, _READ = EvalTransformParams(), TrainTransformParams(), MixParams(), DatasetParams()
 
 
 _str = str
@@ -165,7 +167,7 @@ OPTIONS: Dict[str, Option] = {
     "in_channel": Option(3, _int, "input channels of the model (the image pipeline decodes RGB: 3)", check=POSITIVE,
                          origin=MZ_ARGS),
     "mlp_ratio": Option(4.0, _float, "FFN hidden width / channels (4 in every ViG architecture)", origin=MZ_ARGS),
-    "image_size": Option(224, _int, "input side in pixels (multiple of 16 for ViG, 32 for Pyramid ViG)",
+    "image_size": Option(_EVAL.image_size, _int, "input side in pixels (multiple of 16 for ViG, 32 for Pyramid ViG)",
                          check=at_least(16), origin=MZ_YAML),
     "drop_path_rate": Option(0.1, _float, "stochastic depth rate of the last block (linear from 0)",
                              check=in_range(0.0, 1.0, high_open=True), origin=MZ_YAML),
@@ -179,16 +181,16 @@ OPTIONS: Dict[str, Option] = {
     "pretrained": Option(None, _optional(str), "checkpoint to start from (train) or to evaluate/export"),
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
                                               "(false); null: the weights the checkpoint records as its best"),
-    "crop_pct": Option(0.875, _optional(_float), "evaluation centre-crop fraction: resize to image_size / crop_pct, "
-                                                  "crop image_size (null: the model's default)",
+    "crop_pct": Option(_EVAL.crop_pct, _optional(_float), "evaluation centre-crop fraction: resize to image_size / "
+                                                           "crop_pct, crop image_size (null: the model's default)",
                        check=in_range(0.0, 1.0, low_open=True), origin=MZ_DATA),
-    "mean": Option(IMAGENET_MEAN, _floats, "per-channel mean of the input normalisation (training and evaluation)",
+    "mean": Option(_EVAL.mean, _floats, "per-channel mean of the input normalisation (training and evaluation)",
                    check=each(in_range(0.0, 1.0), 3), origin=MZ_DATA),
-    "std": Option(IMAGENET_STD, _floats, "per-channel std of the input normalisation (training and evaluation)",
+    "std": Option(_EVAL.std, _floats, "per-channel std of the input normalisation (training and evaluation)",
                   check=each(in_range(0.0, 1.0, low_open=True), 3), origin=MZ_DATA),
     # ----- graph options (official names; null: the model's own setting)
-    "conv": Option(None, _optional(str), "graph convolution: mr (max-relative), edge, sage or gin (null: mr)",
-                   check=one_of(GRAPH_CONVS)),
+    "conv": Option(None, _optional(str), f"graph convolution, one of {', '.join(GRAPH_CONVS)} (null: mr, "
+                                         f"max-relative)", check=one_of(GRAPH_CONVS)),
     "k": Option(None, _optional(_int), "kNN models: base neighbour count; isotropic models grow it to 2k over the "
                                        "blocks, pyramid models keep it (null: 9)", check=POSITIVE),
     "use_stochastic": Option(None, _optional(_bool), "kNN models: stochastic dilation in training (null: off)"),
@@ -202,38 +204,41 @@ OPTIONS: Dict[str, Option] = {
     "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders"),
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
                                     "scikit-learn's bundled digits, written to data_url on first use",
-                  ("ImageNet", "digits"), origin=MZ_YAML),
+                  SETS, origin=MZ_YAML),
     "batch_size": Option(16, _int, "batch size per device (per micro-batch with accumulation_step)", check=POSITIVE,
                          origin=MZ_YAML),
-    "num_parallel_workers": Option(8, _int, "data-loading worker processes per device", check=POSITIVE,
-                                   origin=MZ_YAML, flags=("-j",)),
-    "interpolation": Option("bicubic", _str, "training resize interpolation", TRAIN_INTERPOLATIONS, origin=MZ_YAML),
-    "crop_scale": Option((0.08, 1.0), _floats, "area range of the random resized crop",
+    "num_parallel_workers": Option(_READ.num_parallel_workers, _int, "data-loading worker processes per device",
+                                   check=POSITIVE, origin=MZ_YAML, flags=("-j",)),
+    "interpolation": Option(_TRAIN.interpolation, _str, "training resize interpolation", INTERPOLATIONS,
+                            origin=MZ_YAML),
+    "crop_scale": Option(_TRAIN.crop_scale, _floats, "area range of the random resized crop",
                          check=each(in_range(0.0, 1.0, low_open=True), 2), origin=MZ_DATA),
-    "hflip": Option(0.5, _float, "horizontal flip probability", check=PROBABILITY, origin=MZ_DATA),
-    "auto_augment": Option("rand-m9-mstd0.5-inc1", _optional(str), "timm RandAugment string (null: off)",
+    "hflip": Option(_TRAIN.hflip, _float, "horizontal flip probability", check=PROBABILITY, origin=MZ_DATA),
+    "auto_augment": Option(_TRAIN.auto_augment, _optional(str), "timm RandAugment string (null: off)",
                            origin=MZ_YAML),
-    "color_jitter": Option(0.4, _float, "colour jitter strength when auto_augment is off", check=NON_NEGATIVE),
-    "re_prob": Option(0.25, _float, "random erasing probability", check=PROBABILITY, origin=MZ_YAML),
-    "re_mode": Option("pixel", _str, "random erasing fill", ERASE_MODES, origin=MZ_YAML),
-    "re_count": Option(1, _int, "maximum random erasing boxes per image", check=POSITIVE, origin=MZ_YAML),
-    "mix_up": Option(0.8, _float, "mixup alpha (0: off)", check=NON_NEGATIVE, origin=MZ_YAML),
-    "cutmix": Option(1.0, _float, "cutmix alpha (0: off)", check=NON_NEGATIVE, origin=MZ_YAML),
-    "mixup_prob": Option(1.0, _float, "probability of mixing a batch", check=PROBABILITY, origin=MZ_YAML),
-    "switch_prob": Option(0.5, _float, "probability of cutmix instead of mixup when both are on", check=PROBABILITY,
-                          origin=MZ_YAML),
-    "mixup_mode": Option("batch", _str, "mix per batch, pair or element", MIX_MODES, origin=MZ_YAML),
-    "label_smoothing": Option(0.1, _float, "label smoothing", check=in_range(0.0, 1.0, high_open=True),
+    "color_jitter": Option(_TRAIN.color_jitter, _float, "colour jitter strength when auto_augment is off",
+                           check=NON_NEGATIVE),
+    "re_prob": Option(_TRAIN.re_prob, _float, "random erasing probability", check=PROBABILITY, origin=MZ_YAML),
+    "re_mode": Option(_TRAIN.re_mode, _str, "random erasing fill", ERASE_MODES, origin=MZ_YAML),
+    "re_count": Option(_TRAIN.re_count, _int, "maximum random erasing boxes per image", check=POSITIVE, origin=MZ_YAML),
+    "mix_up": Option(_MIX.mix_up, _float, "mixup alpha (0: off)", check=NON_NEGATIVE, origin=MZ_YAML),
+    "cutmix": Option(_MIX.cutmix, _float, "cutmix alpha (0: off)", check=NON_NEGATIVE, origin=MZ_YAML),
+    "mixup_prob": Option(_MIX.mixup_prob, _float, "probability of mixing a batch", check=PROBABILITY, origin=MZ_YAML),
+    "switch_prob": Option(_MIX.switch_prob, _float, "probability of cutmix instead of mixup when both are on",
+                          check=PROBABILITY, origin=MZ_YAML),
+    "mixup_mode": Option(_MIX.mixup_mode, _str, "mix per batch, pair or element", MIX_MODES, origin=MZ_YAML),
+    "label_smoothing": Option(_MIX.label_smoothing, _float, "label smoothing", check=in_range(0.0, 1.0, high_open=True),
                               origin=MZ_YAML),
-    "repeated_aug": Option(0, _int, "repeated augmentation: copies of each image per epoch (0 or 1: off)",
-                           check=NON_NEGATIVE, origin=MZ_NONE),
-    "max_bad_image_fraction": Option(0.001, _float, "unreadable images (damaged, truncated, not images) are skipped "
-                                                    "with a warning each; a run stops when more than this share of "
-                                                    "a split's images are unreadable", check=PROBABILITY),
-    "max_image_pixels": Option(DEFAULT_MAX_IMAGE_PIXELS, _int, "images with more pixels (width x height) are "
-                                                               "skipped as unreadable, a guard against "
-                                                               "decompression bombs (default: Pillow's limit); raise "
-                                                               "it for genuine huge images", check=POSITIVE),
+    "repeated_aug": Option(_READ.repeated_aug, _int, "repeated augmentation: copies of each image per epoch (0 or 1: "
+                                                     "off)", check=NON_NEGATIVE, origin=MZ_NONE),
+    "max_bad_image_fraction": Option(_READ.max_bad_image_fraction, _float,
+                                     "unreadable images (damaged, truncated, not images) are skipped with a warning "
+                                     "each; a run stops when more than this share of a split's images are unreadable",
+                                     check=PROBABILITY),
+    "max_image_pixels": Option(_READ.max_image_pixels, _int,
+                               "images with more pixels (width x height) are skipped as unreadable, a guard against "
+                               "decompression bombs (default: Pillow's limit); raise it for genuine huge images",
+                               check=POSITIVE),
     # ----- optimisation
     "optimizer": Option("adamw", _str, "adamw, or sgd/momentum", OPTIMIZERS, origin=MZ_YAML),
     "base_lr": Option(2e-3, _float, "peak learning rate (for a total batch of lr_batch_size)",
@@ -299,7 +304,7 @@ OPTIONS: Dict[str, Option] = {
     "device_num": Option(1, _int, "devices of a data-parallel run; > 1 (or DEVICE_NUM > 1 in the environment) "
                                   "joins the launcher's group, as the ModelZoo does", check=POSITIVE, origin=MZ_ARGS),
     "distribute": Option(False, _bool, "data-parallel run launched by msrun or an HCCL rank table"),
-    "graph_mode": Option(0, _mode, "MindSpore mode: 0 GRAPH_MODE, 1 PYNATIVE_MODE", (0, 1)),
+    "graph_mode": Option(MODES["GRAPH_MODE"], _mode, f"MindSpore mode: {_mode.__name__}", tuple(MODES.values())),
     "run_modelarts": Option(False, _bool, "ModelArts job: obs:// config/data_url/pretrained/train_url through "
                                           "moxing, local copies under cache_dir", origin=MZ_ARGS,
                            flags=("--enable_modelarts",)),

@@ -5,6 +5,7 @@ from typing import Dict, Tuple
 import mindspore as ms
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
+MODES = {"GRAPH_MODE": ms.GRAPH_MODE, "PYNATIVE_MODE": ms.PYNATIVE_MODE}  # execution modes by name: 0 and 1
 # A process started by a launcher: msrun sets MS_WORKER_NUM/MS_ROLE; HCCL rank-table launches set RANK_TABLE_FILE.
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE")
 

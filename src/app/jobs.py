@@ -15,7 +15,7 @@ import numpy as np
 import mindspore as ms
 
 from . import modelarts
-from .builders import (bad_image_args, data_record, eval_dataset, eval_transform_args, inference_net, kernel_impl,
+from .builders import (data_record, dataset_params, eval_dataset, eval_transform, inference_net, kernel_impl,
                        learning_rates, model_from_config, prediction_class_names, prepare_data, train_dataset,
                        train_step)
 from .config import Config, ConfigError, effective_recipe, save_config
@@ -238,7 +238,7 @@ def run_export(cfg: Config) -> str:
 
 def run_preprocess(cfg: Config) -> Dict[str, int]:
     """preprocess.py: the validation images through the model's evaluation transform, one file each."""
-    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform_args(cfg), **bad_image_args(cfg))
+    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform(cfg), dataset_params(cfg))
 
 
 def run_inference(cfg: Config) -> int:
@@ -273,7 +273,7 @@ def run_prediction(cfg: Config) -> Dict[str, object]:
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     names, source = prediction_class_names(cfg, cfg.pretrained)
-    (transform,) = create_transforms(False, **eval_transform_args(cfg), max_image_pixels=cfg.max_image_pixels)
+    (transform,) = create_transforms(eval_transform(cfg), max_image_pixels=cfg.max_image_pixels)
     batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else PREDICT_BATCH
     results: List[dict] = [{"file": spec, "error": problem} for spec, problem in missing]
     results += classify_files(inference_net(cfg, net), paths, transform, names, cfg.topk, batch_size)
@@ -288,14 +288,14 @@ def run_visualization(cfg: Config) -> dict:
     init_device(cfg.device_target, cfg.device_id, mode=ms.PYNATIVE_MODE)  # hooks need PyNative mode
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    args = eval_transform_args(cfg)
-    (transform,) = create_transforms(False, **args, max_image_pixels=cfg.max_image_pixels)
+    params = eval_transform(cfg)
+    (transform,) = create_transforms(params, max_image_pixels=cfg.max_image_pixels)
     try:
         with open(cfg.image, "rb") as handle:
             image = transform(handle.read())
     except UndecodableImage as err:
         raise ConfigError(f"--image {cfg.image}: {err}") from None
-    display = np.clip(image.transpose(1, 2, 0) * np.array(args["std"]) + np.array(args["mean"]), 0, 1)
+    display = np.clip(image.transpose(1, 2, 0) * np.array(params.std) + np.array(params.mean), 0, 1)
     depth = len(net.graphers())
     layers = cfg.layers or sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)})
     names, _ = prediction_class_names(cfg, cfg.pretrained)

@@ -1,14 +1,16 @@
 """Data pipeline: ImageNet-layout folders -> timm 0.3.2-style augmented batches for MindSpore.
 
-Modules: ``dataset`` (``create_dataset``, ``batches``), ``files`` (what a split holds, the bad-image
-policy), ``transforms`` (``create_transforms``), ``staging`` (folders written whole or not at all),
-``rand_augment``, ``random_erasing``, ``mixup``, ``samplers``, ``digits`` (demo data), ``rng``
-(per-process random generators for worker processes), ``errors`` (``DatasetError``).
+Modules: ``params`` (the pipeline's settings and their defaults), ``dataset`` (``create_dataset``,
+``batches``), ``files`` (what a split holds, the bad-image policy), ``transforms``
+(``create_transforms``), ``staging`` (folders written whole or not at all), ``rand_augment``,
+``random_erasing``, ``mixup``, ``samplers``, ``digits`` (demo data), ``rng`` (per-process random
+generators for worker processes), ``errors`` (``DatasetError``).
 """
 from .dataset import batches, class_names, create_dataset
 from .digits import find_digits_dataset, write_digits_dataset
 from .errors import DatasetError
 from .mixup import Mixup, one_hot_smoothed
+from .params import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
 from .rand_augment import RandAugment, parse_rand_augment
 from .random_erasing import RandomErasing
 from .samplers import DistributedShuffleSampler, RepeatedAugSampler
@@ -16,7 +18,7 @@ from .transforms import create_transforms
 
 __all__ = [
     "create_dataset", "class_names", "DatasetError", "batches", "create_transforms", "write_digits_dataset",
-    "find_digits_dataset", "Mixup",
+    "find_digits_dataset", "Mixup", "EvalTransformParams", "TrainTransformParams", "MixParams", "DatasetParams",
     "one_hot_smoothed", "RandAugment", "parse_rand_augment", "RandomErasing",
     "RepeatedAugSampler", "DistributedShuffleSampler",
 ]

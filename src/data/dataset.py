@@ -3,10 +3,10 @@
 ``create_dataset`` lists one split (``files.py``: visible class folders and images, sorted),
 orders and shards the file indices with an epoch-seeded sampler (``samplers.py``), reads and
 transforms each image in the ``map`` workers (``transforms.py``), batches, and, when
-mixup/cutmix is on, mixes each batch (``mixup.py``).  Iterate it with ``batches``, which yields
-``(image, label)``: ``image`` float32 (B, 3, S, S); ``label`` int32 (B,) without mixing,
-float32 soft targets (B, C) with mixing.  Without mixing, label smoothing is left to the loss
-(``label_smoothing`` is then ignored here).  Mixing applies to training only.  The pipeline
+``MixParams.soft_labels`` (``params.py``), mixes each batch (``mixup.py``).  Iterate it with
+``batches``, which yields ``(image, label)``: ``image`` float32 (B, 3, S, S); ``label`` int32 (B,)
+without mixing, float32 soft targets (B, C) with mixing.  Without mixing, label smoothing is left
+to the loss (``label_smoothing`` is then ignored here).  Mixing applies to training only.  The pipeline
 itself has a third column, ``bad`` (int64 (B,)): the index of an unreadable file met for that
 row, else -1; ``batches`` consumes it.
 
@@ -53,17 +53,18 @@ import logging
 import math
 import os
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import mindspore.dataset as ds
 
 from .errors import DatasetError
 from .files import IMAGE_EXTENSIONS, LAYOUT, SPLITS, BadImagePolicy, ImageFiles, class_names
-from .mixup import MIX_MODES, Mixup
+from .mixup import Mixup
+from .params import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
 from .rng import derive_seed
 from .samplers import DistributedShuffleSampler, RepeatedAugSampler
-from .transforms import DEFAULT_MAX_IMAGE_PIXELS, DecodeImage, UndecodableImage, create_transforms
+from .transforms import DecodeImage, UndecodableImage, create_transforms
 
 __all__ = ["create_dataset", "class_names", "batches", "IMAGE_EXTENSIONS", "SPLITS"]
 
@@ -151,31 +152,29 @@ class _MixBatch:
         return self.mixup(batch, np.asarray(labels).reshape(-1), gen=gen, copy=False)
 
 
-def create_dataset(root: str, split: str, *, is_training: bool, image_size: int, batch_size: int,
-                   num_parallel_workers: int = 2, num_shards: int = 1, shard_id: int = 0,
-                   seed: int = 0, epoch: int = 0, repeated_aug: int = 0,
-                   drop_remainder: Optional[bool] = None, num_classes: Optional[int] = None,
-                   mix_up: float = 0.0, cutmix: float = 0.0,
-                   cutmix_minmax: Optional[Sequence[float]] = None, mixup_prob: float = 1.0,
-                   switch_prob: float = 0.5, mixup_mode: str = "batch", label_smoothing: float = 0.0,
-                   interpolation: str = "bicubic",
-                   auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1", color_jitter: float = 0.4,
-                   re_prob: float = 0.25, re_mode: str = "pixel", re_count: int = 1,
-                   mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                   crop_pct: float = 0.9, scale: Sequence[float] = (0.08, 1.0),
-                   ratio: Sequence[float] = (3 / 4, 4 / 3), hflip: float = 0.5,
-                   max_bad_image_fraction: float = 0.001, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+def create_dataset(root: str, split: str, transform: EvalTransformParams, *, batch_size: int,
+                   augment: Optional[TrainTransformParams] = None, mix: Optional[MixParams] = None,
+                   options: DatasetParams = DatasetParams(), num_classes: Optional[int] = None,
+                   num_shards: int = 1, shard_id: int = 0, seed: int = 0, epoch: int = 0,
+                   drop_remainder: Optional[bool] = None,
                    python_multiprocessing: Optional[bool] = None) -> ds.Dataset:
     """Build the batched pipeline of one split (see the module docstring for columns and RNG).
 
-    ``repeated_aug``: 0 or 1 = plain shuffled sharding, k > 1 = repeated-augmentation sampler
-    with k copies of each image (DeiT/ViG use 3).  ``drop_remainder`` defaults to ``is_training``.  ``num_classes`` defaults to the
-    number of class folders and must match it when given.  ``python_multiprocessing`` defaults
-    to worker processes when there is more than one worker (threads hold the GIL).
-    ``num_parallel_workers`` above the CPU count is lowered to it (MindSpore refuses more).
-    ``max_bad_image_fraction``: share of unreadable images tolerated (see ``batches``);
-    ``max_image_pixels``: larger images count as unreadable (decompression-bomb guard).
+    ``transform``: the evaluation transform; with ``augment`` the pipeline is a training one (the
+    random steps of ``augment`` at ``transform``'s size and normalisation, shuffled and padded
+    shards, an unreadable image replaced by the next one) and ``mix`` mixes its batches when
+    ``mix.soft_labels``.  ``options``: workers, repeated augmentation (0 or 1 = plain shuffled
+    sharding, k > 1 = k copies of each image, DeiT/ViG use 3) and the unreadable-image policy
+    (``max_bad_image_fraction``, see ``batches``; ``max_image_pixels``, the decompression-bomb
+    guard).  ``drop_remainder`` defaults to training.  ``num_classes`` defaults to the number of
+    class folders and must match it when given.  ``python_multiprocessing`` defaults to worker
+    processes when there is more than one worker (threads hold the GIL).  ``num_parallel_workers``
+    above the CPU count is lowered to it (MindSpore refuses more).
     """
+    is_training = augment is not None
+    if mix is not None and not is_training:
+        raise ValueError("mixing applies to training batches only: pass augment too, or no mix")
+    num_parallel_workers, repeated_aug = options.num_parallel_workers, options.repeated_aug
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if int(repeated_aug) != repeated_aug or repeated_aug < 0:
@@ -209,36 +208,28 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
                                             shuffle=is_training, seed=seed, epoch=epoch,
                                             pad=is_training)
 
-    mixing = is_training and (mix_up > 0 or cutmix > 0 or cutmix_minmax is not None)
     mixup = None
-    if mixing:
-        mixup = Mixup(mixup_alpha=mix_up, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax,
-                      prob=mixup_prob, switch_prob=switch_prob, mode=mixup_mode,
-                      label_smoothing=label_smoothing, num_classes=num_classes)
-        if mixup_mode in ("pair", "elem"):
+    if mix is not None and mix.soft_labels:
+        mixup = Mixup(mixup_alpha=mix.mix_up, cutmix_alpha=mix.cutmix, prob=mix.mixup_prob,
+                      switch_prob=mix.switch_prob, mode=mix.mixup_mode, label_smoothing=mix.label_smoothing,
+                      num_classes=num_classes)
+        if mix.mixup_mode in ("pair", "elem"):
             last = len(sampler) % batch_size
             if batch_size % 2 or (not drop_remainder and last % 2):
-                raise DatasetError(f"mixup_mode={mixup_mode!r} needs even batches: batch_size={batch_size}, "
+                raise DatasetError(f"mixup_mode={mix.mixup_mode!r} needs even batches: batch_size={batch_size}, "
                                  f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
                                  "even batch_size with drop_remainder=True, or mixup_mode='batch'")
-    elif mixup_mode not in MIX_MODES:
-        raise ValueError(f"unknown mixup mode {mixup_mode!r}; expected one of {MIX_MODES}")
 
-    ops = create_transforms(
-        is_training, image_size, interpolation=interpolation, auto_augment=auto_augment,
-        color_jitter=color_jitter, re_prob=re_prob, re_mode=re_mode, re_count=re_count, mean=mean,
-        std=std, crop_pct=crop_pct, scale=scale, ratio=ratio, hflip=hflip,
-        seed=derive_seed(seed, epoch, shard_id, "transforms") if is_training else None,
-        max_image_pixels=max_image_pixels)
+    steps_seed = derive_seed(seed, epoch, shard_id, "transforms") if is_training else None
+    (steps,) = create_transforms(transform, augment, seed=steps_seed, max_image_pixels=options.max_image_pixels)
     if python_multiprocessing is None:
         python_multiprocessing = workers > 1
 
-    (transform,) = ops
     data = ds.NumpySlicesDataset((np.arange(size, dtype=np.int64), files.labels), column_names=["file", "label"],
                                  sampler=sampler)
-    data = data.map(operations=_LoadImage(files, transform, is_training, image_size), input_columns=["file", "label"],
-                    output_columns=["image", "label", "bad"], num_parallel_workers=workers,
-                    python_multiprocessing=python_multiprocessing)
+    data = data.map(operations=_LoadImage(files, steps, is_training, transform.image_size),
+                    input_columns=["file", "label"], output_columns=["image", "label", "bad"],
+                    num_parallel_workers=workers, python_multiprocessing=python_multiprocessing)
     if mixup is not None:
         data = data.batch(batch_size, drop_remainder=drop_remainder, input_columns=["image", "label"],
                           per_batch_map=_MixBatch(mixup, seed=seed, shard_id=shard_id, epoch=epoch),
@@ -246,8 +237,8 @@ def create_dataset(root: str, split: str, *, is_training: bool, image_size: int,
     else:
         data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
     # distinct files this pass reads: the shard's share (the sampler pads or repeats some)
-    explain = _explain(files, DecodeImage(max_image_pixels))
-    data.bad_image_policy = BadImagePolicy(files, max_bad_image_fraction, explain,
+    explain = _explain(files, DecodeImage(options.max_image_pixels))
+    data.bad_image_policy = BadImagePolicy(files, options.max_bad_image_fraction, explain,
                                            expected=min(size, math.ceil(size / num_shards)))
     return data
 

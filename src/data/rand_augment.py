@@ -42,7 +42,7 @@ from .rng import ProcessLocalRNG
 
 __all__ = [
     "RAND_TRANSFORMS", "RAND_INCREASING_TRANSFORMS", "RAND_CHOICE_WEIGHTS_0",
-    "parse_rand_augment", "RandAugment", "apply_op", "level_to_arg", "GRAMMAR",
+    "parse_rand_augment", "RandAugment", "apply_op", "level_to_arg", "GRAMMAR", "INTERPOLATIONS", "resample_filter",
 ]
 
 MAX_LEVEL = 10.0  # the level scale of the level functions (timm's _MAX_LEVEL)
@@ -70,8 +70,17 @@ RAND_CHOICE_WEIGHTS_0: Dict[str, float] = {
 }
 
 _GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
-_INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-_RANDOM_INTERPOLATION = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)
+# Resampling by name, for RandAugment and the random resized crop (transforms.py); 'random' draws
+# bilinear or bicubic per call (timm's train_interpolation 'random').
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+INTERPOLATIONS = tuple(sorted(_FILTERS)) + ("random",)
+
+
+def resample_filter(interpolation: str, gen: np.random.Generator) -> int:
+    """The PIL filter of ``interpolation``; 'random' draws it from ``gen`` (0: bilinear, 1: bicubic)."""
+    if interpolation == "random":
+        return tuple(_FILTERS.values())[int(gen.integers(2))]
+    return _FILTERS[interpolation]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -229,8 +238,8 @@ class RandAugment:
             raise ValueError(f"only op-choice weight set 0 exists (as in timm), got {weight_index}")
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
-        if interpolation != "random" and interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation must be 'random', 'bilinear' or 'bicubic', got {interpolation!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         self.magnitude = float(magnitude)
         self.num_ops = int(num_ops)
         self.magnitude_std = float(magnitude_std)
@@ -265,11 +274,6 @@ class RandAugment:
             magnitude = gen.normal(magnitude, self.magnitude_std)
         return min(self.magnitude_max, max(0.0, magnitude))
 
-    def _resample(self, gen: np.random.Generator) -> int:
-        if self.interpolation == "random":
-            return _RANDOM_INTERPOLATION[int(gen.integers(2))]
-        return _INTERPOLATIONS[self.interpolation]
-
     def choose_ops(self, gen: np.random.Generator) -> list:
         """The op names drawn for one image (before the per-op probability)."""
         idx = gen.choice(len(self.ops), self.num_ops, replace=self.choice_weights is None,
@@ -286,7 +290,7 @@ class RandAugment:
             if self.prob < 1.0 and gen.random() > self.prob:
                 continue
             args = level_to_arg(name, self.sample_magnitude(gen), gen, self.translate_pct)
-            resample = self._resample(gen) if name in _GEOMETRIC else Image.Resampling.NEAREST
+            resample = resample_filter(self.interpolation, gen) if name in _GEOMETRIC else Image.Resampling.NEAREST
             pil = apply_op(pil, name, args, fill=self.fill, resample=resample)
         return np.asarray(pil) if as_array else pil
 

@@ -57,18 +57,17 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .rand_augment import RandAugment, parse_rand_augment
+from .params import DEFAULT_MAX_IMAGE_PIXELS, EvalTransformParams, TrainTransformParams
+from .rand_augment import INTERPOLATIONS, RandAugment, parse_rand_augment, resample_filter
 from .random_erasing import RandomErasing
 from .rng import ProcessLocalRNG, derive_seed
 
 __all__ = [
-    "create_transforms", "DecodeImage", "UndecodableImage", "DEFAULT_MAX_IMAGE_PIXELS", "ResizeShorter",
+    "create_transforms", "DecodeImage", "UndecodableImage", "ResizeShorter",
     "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter",
     "Normalize", "CenterCrop", "PythonChain", "eval_resize_size", "center_crop_offsets",
 ]
 
-_PIL_INTERP = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-TRAIN_INTERPOLATIONS = ("bicubic", "bilinear", "random")  # 'random': bilinear or bicubic per image
 ImageLike = Union[Image.Image, np.ndarray]
 
 
@@ -82,8 +81,6 @@ def _sub_seed(seed: Optional[int], name: str) -> Optional[int]:
     return None if seed is None else derive_seed(seed, name)
 
 
-# Pillow's default decompression-bomb limit (it refuses images above 2 * Image.MAX_IMAGE_PIXELS).
-DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
 _SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
@@ -139,8 +136,8 @@ class RandomResizedCrop:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {scale}")
         if not 0 < ratio[0] <= ratio[1]:
             raise ValueError(f"ratio must be (min, max) with 0 < min <= max, got {ratio}")
-        if interpolation != "random" and interpolation not in _PIL_INTERP:
-            raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'random', got {interpolation!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         self.size = (int(size), int(size))
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
@@ -175,10 +172,7 @@ class RandomResizedCrop:
         pil = _to_pil(img)
         gen = self.rng.gen
         top, left, h, w = self.get_params(pil.width, pil.height, gen)
-        if self.interpolation == "random":
-            resample = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)[int(gen.integers(2))]
-        else:
-            resample = _PIL_INTERP[self.interpolation]
+        resample = resample_filter(self.interpolation, gen)
         # crop, then resize the crop (torchvision's resized_crop); resize(box=...) would let the
         # filter read pixels outside the box and differ at the borders
         return pil.crop((left, top, left + w, top + h)).resize(self.size, resample)
@@ -307,46 +301,42 @@ def eval_resize_size(image_size: int, crop_pct: float) -> int:
     return int(math.floor(image_size / crop_pct))
 
 
-def create_transforms(is_training: bool, image_size: int, *, interpolation: str = "bicubic",
-                      auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1", color_jitter: float = 0.4,
-                      re_prob: float = 0.25, re_mode: str = "pixel", re_count: int = 1,
-                      mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                      crop_pct: float = 0.9, scale: Sequence[float] = (0.08, 1.0),
-                      ratio: Sequence[float] = (3 / 4, 4 / 3), hflip: float = 0.5,
+def create_transforms(transform: EvalTransformParams, augment: Optional[TrainTransformParams] = None, *,
                       seed: Optional[int] = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> List[Any]:
-    """The map operations turning encoded image bytes into a float32 CHW image.
+    """The map operations turning encoded image bytes into a float32 CHW image: the evaluation
+    ``transform``, or with ``augment`` the training one (``transform``'s image_size, mean and std).
 
-    ``interpolation`` is the *training* interpolation (timm's ``train_interpolation``) of the
+    ``augment.interpolation`` is the *training* interpolation (timm's ``train_interpolation``) of the
     crop and of RandAugment's geometric ops; 'random' draws bilinear or bicubic per call.
     Evaluation always resizes with bicubic, the ViG models' ``default_cfg``, whatever it says.
     ``seed`` seeds the random steps (``None``: fresh entropy per process).  ``max_image_pixels``:
     larger images are refused by the decoder (``UndecodableImage``).
     """
+    image_size = transform.image_size
     if int(image_size) != image_size or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     image_size = int(image_size)
-    if interpolation not in ("bilinear", "bicubic", "random"):
-        raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'random', got {interpolation!r}")
-    normalize = Normalize(mean, std)
-    if not is_training:
-        return [PythonChain([DecodeImage(max_image_pixels), ResizeShorter(eval_resize_size(image_size, crop_pct)),
-                             CenterCrop(image_size), normalize])]
+    normalize = Normalize(transform.mean, transform.std)
+    if augment is None:
+        resize = ResizeShorter(eval_resize_size(image_size, transform.crop_pct))
+        return [PythonChain([DecodeImage(max_image_pixels), resize, CenterCrop(image_size), normalize])]
 
     steps: List[Callable[[Any], Any]] = [
-        RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=interpolation,
-                          seed=_sub_seed(seed, "crop"))]
-    if hflip > 0:
-        steps.append(RandomHorizontalFlip(hflip, seed=_sub_seed(seed, "flip")))
-    if auto_augment:
-        if not auto_augment.startswith("rand"):
-            raise ValueError(f"only RandAugment strings ('rand-...') are supported, got {auto_augment!r}")
-        fill = tuple(min(255, round(255 * m)) for m in mean)
-        steps.append(RandAugment(**parse_rand_augment(auto_augment), fill=fill, translate_pct=0.45,
-                                 interpolation=interpolation, seed=_sub_seed(seed, "rand_augment")))
-    elif color_jitter and color_jitter > 0:
-        steps.append(ColorJitter(color_jitter, color_jitter, color_jitter, seed=_sub_seed(seed, "jitter")))
+        RandomResizedCrop(image_size, scale=augment.crop_scale, ratio=augment.crop_ratio,
+                          interpolation=augment.interpolation, seed=_sub_seed(seed, "crop"))]
+    if augment.hflip > 0:
+        steps.append(RandomHorizontalFlip(augment.hflip, seed=_sub_seed(seed, "flip")))
+    if augment.auto_augment:
+        if not augment.auto_augment.startswith("rand"):
+            raise ValueError(f"only RandAugment strings ('rand-...') are supported, got {augment.auto_augment!r}")
+        fill = tuple(min(255, round(255 * m)) for m in transform.mean)
+        steps.append(RandAugment(**parse_rand_augment(augment.auto_augment), fill=fill, translate_pct=0.45,
+                                 interpolation=augment.interpolation, seed=_sub_seed(seed, "rand_augment")))
+    elif augment.color_jitter and augment.color_jitter > 0:
+        jitter = augment.color_jitter
+        steps.append(ColorJitter(jitter, jitter, jitter, seed=_sub_seed(seed, "jitter")))
     steps.append(normalize)
-    if re_prob > 0:
-        steps.append(RandomErasing(probability=re_prob, mode=re_mode, max_count=re_count,
+    if augment.re_prob > 0:
+        steps.append(RandomErasing(probability=augment.re_prob, mode=augment.re_mode, max_count=augment.re_count,
                                    seed=_sub_seed(seed, "erasing")))
     return [PythonChain([DecodeImage(max_image_pixels)] + steps)]

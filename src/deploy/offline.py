@@ -18,26 +18,25 @@ import numpy as np
 
 from ..data.files import BadImagePolicy, ImageFiles
 from ..data.staging import StagedDir
-from ..data.transforms import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImage, create_transforms
+from ..data.params import DatasetParams, EvalTransformParams
+from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.metrics import topk_correct
 from .errors import DeployError
 
 LABELS = "labels.json"
 
 
-def preprocess(data_root: str, preprocess_path: str, args: dict, *, max_bad_image_fraction: float = 0.001,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dict[str, int]:
+def preprocess(data_root: str, preprocess_path: str, params: EvalTransformParams,
+               options: DatasetParams = DatasetParams()) -> Dict[str, int]:
     """Write one input file per readable image of ``<data_root>/val`` and the label file; returns counts.
-    ``args``: the evaluation transform (image_size, mean, std, crop_pct).
+    ``params``: the evaluation transform; ``options``: its unreadable-image policy.
 
     Unreadable images are skipped under the same policy as training and evaluation
     (``src/data/files.py``) and listed in ``labels.json`` under ``skipped``.
     """
     files = ImageFiles(data_root, "val")
-    (transform,) = create_transforms(False, args["image_size"], mean=args["mean"], std=args["std"],
-                                     crop_pct=args["crop_pct"], max_image_pixels=max_image_pixels)
-    settings = {"classes": files.classes, "image_size": args["image_size"],
-                "transform": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
+    (transform,) = create_transforms(params, max_image_pixels=options.max_image_pixels)
+    settings = {"classes": files.classes, "image_size": params.image_size, "transform": params.record()}
     listing = [files.relative(i) for i in range(len(files))]
     out = os.path.abspath(preprocess_path)
     if os.path.exists(os.path.join(out, LABELS)):
@@ -47,7 +46,7 @@ def preprocess(data_root: str, preprocess_path: str, args: dict, *, max_bad_imag
         raise DeployError(f"{out!r} is not empty and holds no {LABELS} written by preprocess.py; nothing was changed: "
                          f"choose a new or empty --preprocess_path")
     reasons: Dict[int, str] = {}
-    policy = BadImagePolicy(files, max_bad_image_fraction, reasons.get)
+    policy = BadImagePolicy(files, options.max_bad_image_fraction, reasons.get)
     images, skipped = {}, []
     with StagedDir(out, LABELS, settings) as stage:  # labels.json is its first file; the folder appears when done
         for index, relative in enumerate(listing):
@@ -92,9 +91,10 @@ def read_labels(preprocess_path: str) -> dict:
         return json.load(handle)
 
 
-def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
+def load_runner(model_file: str, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a (1, 3, S, S) float32 array to logits, from a .mindir or .onnx file; a file the
-    runtime cannot load is a DeployError naming it."""
+    runtime cannot load is a DeployError naming it. ``threads``: onnxruntime's intra-op threads (0: its
+    default); MindSpore's come from its context."""
     if not os.path.isfile(model_file):
         raise FileNotFoundError(f"exported model {model_file!r} does not exist; run export.py first")
     if not model_file.endswith((".onnx", ".mindir")):
@@ -103,7 +103,9 @@ def load_runner(model_file: str) -> Callable[[np.ndarray], np.ndarray]:
         if model_file.endswith(".onnx"):
             import onnxruntime
 
-            session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = onnxruntime.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             return lambda x: session.run(None, {name: x})[0]
         import mindspore as ms

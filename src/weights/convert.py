@@ -52,6 +52,18 @@ def to_mindspore_names(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
+def to_official_names(weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Our names -> the official state dict's (the inverse of ``to_mindspore_names``). ``num_batches_tracked``
+    is not made up: PyTorch's BatchNorm loads a state dict without it."""
+    official = {ours: theirs for theirs, ours in BN_RENAMES.items()}
+    bn_modules = {k[:-len(".moving_mean")] for k in weights if k.endswith(".moving_mean")}
+    out = {}
+    for key, value in weights.items():
+        module, _, leaf = key.rpartition(".")
+        out[f"{module}.{official[leaf]}" if module in bn_modules else key] = value
+    return out
+
+
 def check_destination(dst: str, overwrite: bool) -> None:
     """An existing output is replaced only when asked (checked before any download or conversion)."""
     if os.path.exists(dst) and not overwrite:

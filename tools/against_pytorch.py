@@ -1,0 +1,291 @@
+"""Side-by-side benchmark of our models (MindSpore, GRAPH_MODE) and the PyTorch reference
+(``tests/torch_reference.py``, the official code's computation) on the same weights and images.
+
+Per model, one MindSpore process prepares what both sides use: weights with BatchNorm statistics
+calibrated as ``benchmark.py`` does (so neither side runs on denormals), saved as our checkpoint and under
+the official state-dict names (``weights.convert.to_official_names``), the images, and the batch-1
+exports (MINDIR in the model's formulation without compiled kernels, ONNX). Then every measurement runs
+in a fresh process, ours and PyTorch's of one mode back to back: images/s (median of the timed calls),
+the process's peak resident memory, the first call (ours: including the graph compile), and for
+inference the batch-1 latency of the MINDIR in MindSpore and of the ONNX file in onnxruntime (both
+through ``deploy.offline.load_runner``). PyTorch and onnxruntime use as many threads as MindSpore's CPU
+kernels. Each side's first output (inference: the logits; training: the first step's loss) is compared,
+which shows that both computed the same function.
+
+This module imports neither MindSpore nor PyTorch at the top: its workers run as
+``python -m tools.against_pytorch SPEC.json`` and each loads only its own framework.
+"""
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+from tools.timing import cpu_name, measure, memory_mb, peak_memory_mb, time_calls
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(ROOT, "tests", "torch_reference.py")
+LEARNING_RATE, WEIGHT_DECAY = 1e-5, 0.05  # the training step of tools/benchmark.py's mode_call
+
+
+def check_requirements() -> None:
+    """PyTorch (a test requirement) must be installed; a one-line error says how to install it."""
+    from src.app.config import ConfigError
+    for module, what in (("torch", "PyTorch (a test requirement)"), ("onnxruntime", "onnxruntime")):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"--against-pytorch needs {what}, which is not installed: "
+                              f"pip install -r requirements-test.txt")
+
+
+def reference_module():
+    """tests/torch_reference.py, imported by its path (it is not a package module)."""
+    spec = importlib.util.spec_from_file_location("torch_reference", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
+            runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
+            log: Callable[[str], None] = None) -> Dict[str, object]:
+    """Measure every model in ``archs`` in both frameworks; returns {"machine": str, "load": (before, after),
+    "settings": dict, "rows": [one dict per (model, mode)]}. ``log`` receives a line per finished row."""
+    check_requirements()
+    from src.app.config import ConfigError
+    from src.models import canonical_name
+    archs = [canonical_name(a) for a in archs]
+    supported = reference_module().NAMED_VARIANTS
+    unknown = [a for a in archs if a not in supported]
+    if unknown:
+        raise ConfigError(f"the PyTorch reference has no {', '.join(unknown)}; --against-pytorch measures "
+                          f"{', '.join(supported)}")
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    load_before, rows, versions, threads = os.getloadavg()[0], [], {}, None
+    settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl)
+    with tempfile.TemporaryDirectory(prefix="vig_against_pytorch_") as work:
+        for arch in archs:
+            files = {name: os.path.join(work, f"{arch}_{name}") for name in
+                     ("weights.ckpt", "official.npz", "images.npy", "batch1.mindir", "batch1.onnx")}
+            prepared = _run_worker(work, "prepare", arch, settings, files)
+            versions.update(prepared["versions"])
+            threads = prepared["threads"]
+            for mode in modes:
+                load = os.getloadavg()[0]
+                ours = _run_worker(work, "ours", arch, settings, files, mode=mode)
+                theirs = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads)
+                versions.update(theirs["versions"])
+                row = {"arch": arch, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
+                       "difference": relative_difference(ours["first"], theirs["first"])}
+                if mode == "infer":
+                    row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
+                    onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads)
+                    versions.update(onnx["versions"])
+                    row["onnx_ms"] = onnx["ms"]
+                rows.append(row)
+                log(f"{arch} {mode}: {ours['img_s']:.1f} images/s (PyTorch {theirs['img_s']:.1f}), peak "
+                    f"{ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
+    machine = (f"{cpu_name()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) +
+               f", Python {platform.python_version()}; PyTorch and onnxruntime with {threads} threads, as many as "
+               f"MindSpore's CPU kernels")
+    return {"machine": machine, "load": (load_before, os.getloadavg()[0]), "settings": settings, "rows": rows}
+
+
+def relative_difference(ours, theirs) -> float:
+    """max |ours - theirs| / max |theirs|: float32 rounding gives ~1e-6; a neighbour chosen differently
+    at a near-tie gives more; other weights or another function give ~1."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
+
+
+def _run_worker(work: str, role: str, arch: str, settings: dict, files: dict, **extra) -> dict:
+    """Run one worker in a fresh process and return its result; a failure raises with its stderr's end."""
+    tag = "_".join([role, arch] + [str(v) for v in extra.values()])
+    spec = dict(settings, role=role, arch=arch, files=files, result=os.path.join(work, tag + ".json"), **extra)
+    spec_path = os.path.join(work, tag + ".spec.json")
+    with open(spec_path, "w", encoding="utf-8") as handle:
+        json.dump(spec, handle)
+    done = subprocess.run([sys.executable, "-m", "tools.against_pytorch", spec_path], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not os.path.exists(spec["result"]):
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"the {role} measurement of {arch} {extra.get('mode', '')} failed "
+                           f"(exit status {done.returncode}):\n{tail}")
+    with open(spec["result"], encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def report(result: dict) -> str:
+    """What ``compare`` measured, as printed: the machine, the load, the settings and both tables."""
+    settings = result["settings"]
+    return "\n".join([
+        f"machine: {result['machine']}",
+        "load average (1 min): {:.2f} before, {:.2f} after (column load: when the row's first measurement "
+        "started)".format(*result["load"]),
+        f"batch {settings['batch_size']}, {settings['image_size']}x{settings['image_size']}, float32; images/s: median "
+        f"of {settings['runs']} timed calls after {settings['warmup']} warm-up calls; ratio: ours / PyTorch; output "
+        f"difference: max |ours - PyTorch| / max |PyTorch| of the first output (logits; training: the first "
+        f"step's loss)",
+        format_comparison(result["rows"]),
+        "",
+        "resident memory (MB) of each measuring process after each stage:",
+        format_memory(result["rows"])])
+
+
+def format_comparison(rows: List[dict]) -> str:
+    """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is).
+    Times keep three significant digits: PyTorch's first call on a small input takes milliseconds."""
+    header = ("| model | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
+              "first call s ours | PyTorch | batch-1 ms MINDIR | ONNX | output difference | load |")
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for r in rows:
+        ours, theirs = r["ours"], r["pytorch"]
+        latency = (f"{r['mindir_ms']:.3g} | {r['onnx_ms']:.3g}" if "mindir_ms" in r else "– | –")
+        lines.append(f"| {r['arch']} | {r['mode']} | {ours['img_s']:.1f} | {theirs['img_s']:.1f} | "
+                     f"{ours['img_s'] / theirs['img_s']:.2f} | {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | "
+                     f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.3g} | {theirs['first_s']:.3g} | "
+                     f"{latency} | {r['difference']:.0e} | {r['load']:.1f} |")
+    return "\n".join(lines)
+
+
+def format_memory(rows: List[dict]) -> str:
+    """Resident memory of each measuring process after each stage (MB): framework imported, model built
+    with its weights, first call, timed calls (the peak)."""
+    header = "| model | mode | side | " + " | ".join(STAGES) + " |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for r in rows:
+        for side in ("ours", "pytorch"):
+            lines.append(f"| {r['arch']} | {r['mode']} | {side} | " +
+                         " | ".join(f"{r[side]['stages'][s]:.0f}" for s in STAGES) + " |")
+    return "\n".join(lines)
+
+
+STAGES = ("import", "model", "first call peak", "peak")
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+def _prepare(spec: dict) -> dict:
+    """MindSpore: calibrated weights (ours and official names), the images, the batch-1 exports."""
+    import mindspore as ms
+    from src.app.device import init_device
+    from src.deploy.export import export_network
+    from src.models import create_model, export_formulation
+    from src.weights.checkpoint import load_model_weights, save_checkpoint
+    from src.weights.convert import to_official_names
+    from tools.calibrate import calibrate, structured_images
+
+    init_device("CPU")
+    files, arch, size = spec["files"], spec["arch"], spec["image_size"]
+    images = structured_images(spec["batch_size"], size, seed=0)
+    net = calibrate(create_model(arch, img_size=size, kernel_impl=spec["kernel_impl"]), images)
+    weights = {p.name: p.asnumpy() for p in net.get_parameters()}
+    save_checkpoint(weights, files["weights.ckpt"])
+    np.savez(files["official.npz"], **to_official_names(weights))
+    np.save(files["images.npy"], images)
+    for file_format, impl in (("MINDIR", spec["kernel_impl"]), ("ONNX", "native")):
+        exported = create_model(arch, img_size=size, kernel_impl=export_formulation(impl, file_format))
+        load_model_weights(exported, files["weights.ckpt"], arch=arch)
+        name = files[f"batch1.{file_format.lower()}"]
+        os.replace(export_network(exported, file_format, name + ".part", 1, size), name)
+    return {"threads": int(ms.get_context("runtime_num_threads")), "versions": {"MindSpore": ms.__version__}}
+
+
+def _ours(spec: dict) -> dict:
+    """MindSpore: our model in ``spec['mode']`` (tools/benchmark.py's measured call)."""
+    from src.app.device import init_device
+    init_device("CPU")
+    from src.models import create_model
+    from src.weights.checkpoint import load_model_weights
+    from tools.benchmark import first_array, mode_call
+    stages = {"import": memory_mb()}
+    net = create_model(spec["arch"], img_size=spec["image_size"], kernel_impl=spec["kernel_impl"])
+    load_model_weights(net, spec["files"]["weights.ckpt"], arch=spec["arch"])
+    stages["model"] = memory_mb()
+    call = mode_call(net, np.load(spec["files"]["images.npy"]), spec["mode"], steps=spec["warmup"] + spec["runs"] + 2)
+    first, first_s, stages["first call peak"], times = measure(call, spec["warmup"], spec["runs"], first_array)
+    return _summary(spec, first, first_s, times, stages)
+
+
+def _pytorch(spec: dict) -> dict:
+    """PyTorch (eager): the reference model in ``spec['mode']``, the same step as ours."""
+    import torch
+    torch.set_num_threads(spec["threads"])
+    reference = reference_module()
+    stages = {"import": memory_mb()}
+    model = reference.build_named(spec["arch"], spec["image_size"])
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(spec["files"]["official.npz"]).items()})
+    stages["model"] = memory_mb()
+    x = torch.from_numpy(np.load(spec["files"]["images.npy"]))
+    if spec["mode"] == "infer":
+        model.eval()
+
+        def call():
+            with torch.no_grad():
+                return model(x).numpy()
+    else:
+        model.train()
+        labels = torch.arange(len(x)) % 1000
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        # as ours (src/engine/optim.py): no weight decay on 1-D parameters and position embeddings
+        groups = [{"params": [p for n, p in params if p.ndim > 1 and "pos_embed" not in n]},
+                  {"params": [p for n, p in params if p.ndim <= 1 or "pos_embed" in n], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+
+        def call():
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x), labels)
+            loss.backward()
+            optimizer.step()
+            return loss.detach().numpy()
+    first, first_s, stages["first call peak"], times = measure(call, spec["warmup"], spec["runs"])
+    if "mindspore" in sys.modules:
+        raise RuntimeError("the PyTorch measurement loaded MindSpore, whose memory would count against PyTorch")
+    return dict(_summary(spec, first, first_s, times, stages), versions={"PyTorch": torch.__version__})
+
+
+def _latency(spec: dict, model_file: str, threads: int = 0) -> dict:
+    """Median batch-1 latency (ms) of an exported model, through the project's offline runner."""
+    if model_file.endswith(".mindir"):
+        from src.app.device import init_device
+        init_device("CPU")
+    from src.deploy.offline import load_runner
+    runner = load_runner(model_file, threads)
+    image = np.load(spec["files"]["images.npy"])[:1]
+    runner(image)  # the MINDIR's graph compile
+    return {"ms": 1000 * float(np.median(time_calls(lambda: runner(image), spec["warmup"], spec["runs"])))}
+
+
+def _mindir(spec: dict) -> dict:
+    return _latency(spec, spec["files"]["batch1.mindir"])
+
+
+def _onnx(spec: dict) -> dict:
+    import onnxruntime
+    return dict(_latency(spec, spec["files"]["batch1.onnx"], spec["threads"]),
+                versions={"onnxruntime": onnxruntime.__version__})
+
+
+def _summary(spec: dict, first, first_s: float, times: List[float], stages: dict) -> dict:
+    stages["peak"] = peak_memory_mb()
+    return {"img_s": spec["batch_size"] / float(np.median(times)), "first_s": first_s, "peak_mb": stages["peak"],
+            "stages": stages, "first": np.asarray(first, np.float64).tolist()}
+
+
+WORKERS = {"prepare": _prepare, "ours": _ours, "pytorch": _pytorch, "mindir": _mindir, "onnx": _onnx}
+
+
+def run_worker(spec_path: str) -> None:
+    with open(spec_path, encoding="utf-8") as handle:
+        spec = json.load(handle)
+    result = WORKERS[spec["role"]](spec)
+    with open(spec["result"], "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+
+
+if __name__ == "__main__":
+    run_worker(sys.argv[1])
