@@ -4,11 +4,13 @@ or, with --flops, its parameters and MACs per image.
     python benchmark.py --arch vig_ti_224_gelu [--batch_size 8] [--image_size 224] [--mode infer|train|both]
         [--amp_level O0|O2] [--runs 10] [--kernel_impl auto|native|cpu] [--pretrained CKPT]
     python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
-    python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224]
-        [--mode infer|train|both] [--runs 10]
+    python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224 | H W]
+        [--mode infer|train|both] [--runs 10] [--warmup 4] [--no_latency]
 
 --against-pytorch measures each model side by side with the PyTorch reference (tests/torch_reference.py)
 on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
+There --image_size also takes a height and a width (detection sizes: 800 1344), and --no_latency leaves
+out the batch-1 latency of the exported models (minutes per model at such sizes).
 
 Training steps are forward, cross-entropy, backward and AdamW (no clipping, no EMA), in GRAPH_MODE.
 Without --pretrained the BatchNorm statistics are calibrated on smooth images first (fresh weights
@@ -26,14 +28,23 @@ def main(argv=None):
     parser.add_argument("--against-pytorch", action="store_true",
                         help="measure side by side with the PyTorch reference (needs torch, a test requirement)")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--image_size", type=int, nargs="+", default=[224], metavar="SIZE",
+                        help="side of the square input; --against-pytorch also takes H W")
     parser.add_argument("--mode", choices=("infer", "train", "both"), default="both")
     parser.add_argument("--amp_level", choices=("O0", "O2", "O3"), default="O0")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=4, help="--against-pytorch: untimed calls before the runs")
+    parser.add_argument("--no_latency", action="store_true",
+                        help="--against-pytorch: leave out the exported models' batch-1 latency")
     parser.add_argument("--kernel_impl", choices=("auto", "native", "cpu"), default="auto")
     parser.add_argument("--pretrained", help="weights to measure with (default: calibrated BatchNorm statistics)")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     args = parser.parse_args(argv)
+    if len(args.image_size) > 2 or (len(args.image_size) == 2 and not args.against_pytorch):
+        parser.error("--image_size takes one side (a square input); --against-pytorch also takes H W")
+    if not args.against_pytorch and (args.no_latency or args.warmup != 4):
+        parser.error("--warmup and --no_latency belong to --against-pytorch")
+    args.image_size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
     if args.flops:
         return flops(args.arch, args.image_size)
     if args.against_pytorch:
@@ -62,8 +73,8 @@ def against_pytorch(args):
     from src.models import resolve_kernel_impl
     from tools.against_pytorch import compare, report
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
-    result = compare(args.arch, args.batch_size, args.image_size, modes, args.runs,
-                     kernel_impl=resolve_kernel_impl(args.kernel_impl, "CPU"))
+    result = compare(args.arch, args.batch_size, args.image_size, modes, args.runs, args.warmup,
+                     kernel_impl=resolve_kernel_impl(args.kernel_impl, "CPU"), latency=not args.no_latency)
     print(report(result))
     return result
 

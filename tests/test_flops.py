@@ -49,10 +49,10 @@ def test_command_line_prints_a_row_per_model():
 
 
 def test_against_pytorch_prints_both_frameworks():
-    """A tiny input, one timed call: a row with both frameworks' figures and the exported models' latencies,
-    and both computed the same function on the same weights."""
+    """A tiny input of another height than width, one timed call: a row with both frameworks' figures and the
+    exported models' latencies, and both computed the same function on the same weights."""
     done = subprocess.run([sys.executable, "benchmark.py", "--against-pytorch", "--arch", "vig_ti_224_gelu",
-                           "--image_size", "32", "--batch_size", "2", "--runs", "1", "--mode", "infer"],
+                           "--image_size", "32", "48", "--batch_size", "2", "--runs", "1", "--mode", "infer"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -63,6 +63,13 @@ def test_against_pytorch_prints_both_frameworks():
     assert all(float(v) > 0 for v in cells[:-2])
     assert float(cells[-2]) < 1e-3
     assert any(line.startswith("machine: ") and "PyTorch" in line for line in lines)
+    assert any(line.startswith("batch 2, 32x48, float32") for line in lines)
+
+
+def test_a_height_and_width_are_for_the_side_by_side_benchmark_only():
+    done = subprocess.run([sys.executable, "benchmark.py", "--arch", "vig_ti_224_gelu", "--image_size", "32", "48"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--against-pytorch also takes H W" in done.stderr
 
 
 def test_against_pytorch_without_torch_is_one_clear_error(monkeypatch):

@@ -104,6 +104,16 @@ def _conv_s2_out(n: int) -> int:
     return (n - 1) // 2 + 1
 
 
+def _node_count(img_size: int | Sequence[int], convs: int) -> int:
+    """Nodes left of an img_size (side, or (height, width)) input after ``convs`` stride-2 convolutions."""
+    count = 1
+    for side in ((img_size, img_size) if isinstance(img_size, int) else img_size):
+        for _ in range(convs):
+            side = _conv_s2_out(side)
+        count *= side
+    return count
+
+
 def isotropic_schedule(k: int, depth: int, n_nodes: int) -> tuple[list[int], list[int]]:
     """Official isotropic rule: k from float32 linspace(k, 2k) truncated, d = min(i//4+1, N//max k)."""
     ks = [int(v) for v in torch.linspace(k, 2 * k, depth, dtype=torch.float32).tolist()]
@@ -746,28 +756,24 @@ class PyramidViG(_ViG):
 # --------------------------------------------------------------------------------------------
 
 def build_isotropic(channels: int = 192, depth: int = 12, k: int = 9, num_classes: int = 1000,
-                    conv: str = "mr", img_size: int = 224, drop_path_rate: float = 0.0,
+                    conv: str = "mr", img_size: int | Sequence[int] = 224, drop_path_rate: float = 0.0,
                     drop_rate: float = 0.0, ks: Sequence[int] | None = None,
                     dilations: Sequence[int] | None = None, block=_vig_block) -> IsotropicViG:
-    """Isotropic ViG; (k, d) per block from ``isotropic_schedule`` at ``img_size`` unless given."""
-    side = img_size
-    for _ in range(4):
-        side = _conv_s2_out(side)
-    rule_ks, rule_ds = isotropic_schedule(k, depth, side * side)
+    """Isotropic ViG; (k, d) per block from ``isotropic_schedule`` at ``img_size`` (a side or (height,
+    width)) unless given."""
+    rule_ks, rule_ds = isotropic_schedule(k, depth, _node_count(img_size, 4))
     return IsotropicViG(channels, list(ks or rule_ks), list(dilations or rule_ds), num_classes,
                         conv, drop_path_rate, drop_rate, block=block)
 
 
 def build_pyramid(channels: Sequence[int] = (48, 96, 240, 384), depths: Sequence[int] = (2, 2, 6, 2),
                   k: int = 9, reduce_ratios: Sequence[int] = (4, 2, 1, 1), num_classes: int = 1000,
-                  conv: str = "mr", img_size: int = 224, drop_path_rate: float = 0.0,
+                  conv: str = "mr", img_size: int | Sequence[int] = 224, drop_path_rate: float = 0.0,
                   ks: Sequence[int] | None = None,
                   dilations: Sequence[int] | None = None, block=_vig_block) -> PyramidViG:
-    """Pyramid ViG; (k, d) per block from ``pyramid_schedule`` at ``img_size`` unless given."""
-    side = _conv_s2_out(_conv_s2_out(img_size))
-    for _ in range(len(depths) - 1):
-        side = _conv_s2_out(side)
-    rule_ks, rule_ds = pyramid_schedule(k, depths, side * side)
+    """Pyramid ViG; (k, d) per block from ``pyramid_schedule`` at ``img_size`` (a side or (height,
+    width)) unless given."""
+    rule_ks, rule_ds = pyramid_schedule(k, depths, _node_count(img_size, 2 + len(depths) - 1))
     return PyramidViG(channels, depths, list(ks or rule_ks), list(dilations or rule_ds),
                       reduce_ratios, num_classes, conv, drop_path_rate, block=block)
 
@@ -814,7 +820,7 @@ SVIG_NAME = "svig_ti_224_gelu"
 NAMED_VARIANTS = (*OFFICIAL_CONFIGS, *GRAPHCONVNET_CONFIGS, SVIG_NAME)  # what ``build_named`` builds
 
 
-def build_named(name: str, img_size: int = 224, num_classes: int = 1000) -> IsotropicViG | PyramidViG:
+def build_named(name: str, img_size: int | Sequence[int] = 224, num_classes: int = 1000) -> IsotropicViG | PyramidViG:
     """A variant by its model name for ``img_size`` inputs: the ViG / Pyramid ViG variants
     (``OFFICIAL_CONFIGS``), the GraphConvNets (``GRAPHCONVNET_CONFIGS``) and SViG (``SVIG_NAME``:
     ViG-Ti with threshold graphs, start_thresh 0.89, dec 0.03). (k, d) per block follow the official
@@ -825,7 +831,7 @@ def build_named(name: str, img_size: int = 224, num_classes: int = 1000) -> Isot
     base = GRAPHCONVNET_CONFIGS.get(name, name)
     if base not in OFFICIAL_CONFIGS:
         raise KeyError(f"no reference model named {name!r}; expected one of {sorted(NAMED_VARIANTS)}")
-    if img_size == 224:
+    if img_size in (224, (224, 224), [224, 224]):
         return build_graphconvnet(name, num_classes) if graphconvnet else build_official(name, num_classes)
     cfg = OFFICIAL_CONFIGS[base]
     if cfg["kind"] == "isotropic":

@@ -22,7 +22,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -50,11 +50,13 @@ def reference_module():
     return module
 
 
-def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
-            runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
-            log: Callable[[str], None] = None) -> Dict[str, object]:
+def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tuple[int, int]] = 224,
+            modes=("infer", "train"), runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
+            latency: bool = True, log: Callable[[str], None] = None) -> Dict[str, object]:
     """Measure every model in ``archs`` in both frameworks; returns {"machine": str, "load": (before, after),
-    "settings": dict, "rows": [one dict per (model, mode)]}. ``log`` receives a line per finished row."""
+    "settings": dict, "rows": [one dict per (model, mode)]}. ``image_size`` is a side or (height, width);
+    ``latency``: export each model and time its batch-1 MINDIR and ONNX. ``log`` receives a line per
+    finished row."""
     check_requirements()
     from src.app.config import ConfigError
     from src.models import canonical_name
@@ -66,7 +68,8 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, mo
                           f"{', '.join(supported)}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     load_before, rows, versions, threads = os.getloadavg()[0], [], {}, None
-    settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl)
+    settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl,
+                    latency=latency)
     with tempfile.TemporaryDirectory(prefix="vig_against_pytorch_") as work:
         for arch in archs:
             files = {name: os.path.join(work, f"{arch}_{name}") for name in
@@ -81,7 +84,7 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: int = 224, mo
                 versions.update(theirs["versions"])
                 row = {"arch": arch, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
                        "difference": relative_difference(ours["first"], theirs["first"])}
-                if mode == "infer":
+                if mode == "infer" and latency:
                     row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
                     onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads)
                     versions.update(onnx["versions"])
@@ -126,26 +129,39 @@ def report(result: dict) -> str:
         f"machine: {result['machine']}",
         "load average (1 min): {:.2f} before, {:.2f} after (column load: when the row's first measurement "
         "started)".format(*result["load"]),
-        f"batch {settings['batch_size']}, {settings['image_size']}x{settings['image_size']}, float32; images/s: median "
+        f"batch {settings['batch_size']}, {size_text(settings['image_size'])}, float32; images/s: median "
         f"of {settings['runs']} timed calls after {settings['warmup']} warm-up calls; ratio: ours / PyTorch; output "
         f"difference: max |ours - PyTorch| / max |PyTorch| of the first output (logits; training: the first "
-        f"step's loss)",
+        f"step's loss)" + ("" if size_text(settings["image_size"]) == "224x224" else RESIZED_NOTE),
         format_comparison(result["rows"]),
         "",
         "resident memory (MB) of each measuring process after each stage:",
         format_memory(result["rows"])])
 
 
+RESIZED_NOTE = ("; at this size the relative-position terms are resized, bicubically in both, with each "
+                "framework's rounding: where two candidate distances of a node lie within that rounding (smooth "
+                "images have such near-ties), the two take different neighbours, and the outputs differ by more "
+                "than float32 rounding")
+
+
+def size_text(image_size) -> str:
+    """224 -> '224x224'; [800, 1344] (as JSON keeps a pair) -> '800x1344'."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return f"{height}x{width}"
+
+
 def format_comparison(rows: List[dict]) -> str:
     """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is).
-    Times keep three significant digits: PyTorch's first call on a small input takes milliseconds."""
+    Rates and times keep three significant digits: PyTorch's first call on a small input takes milliseconds,
+    a batch of one image at a detection size takes seconds."""
     header = ("| model | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
               "first call s ours | PyTorch | batch-1 ms MINDIR | ONNX | output difference | load |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         ours, theirs = r["ours"], r["pytorch"]
         latency = (f"{r['mindir_ms']:.3g} | {r['onnx_ms']:.3g}" if "mindir_ms" in r else "– | –")
-        lines.append(f"| {r['arch']} | {r['mode']} | {ours['img_s']:.1f} | {theirs['img_s']:.1f} | "
+        lines.append(f"| {r['arch']} | {r['mode']} | {ours['img_s']:.3g} | {theirs['img_s']:.3g} | "
                      f"{ours['img_s'] / theirs['img_s']:.2f} | {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | "
                      f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.3g} | {theirs['first_s']:.3g} | "
                      f"{latency} | {r['difference']:.0e} | {r['load']:.1f} |")
@@ -181,13 +197,16 @@ def _prepare(spec: dict) -> dict:
 
     init_device("CPU")
     files, arch, size = spec["files"], spec["arch"], spec["image_size"]
-    images = structured_images(spec["batch_size"], size, seed=0)
-    net = calibrate(create_model(arch, img_size=size, kernel_impl=spec["kernel_impl"]), images)
+    # at least two calibration images: the head's BatchNorm sees one value per image and channel, and the
+    # moving (unbiased) variance of a single value is NaN
+    calibration = structured_images(max(2, spec["batch_size"]), size, seed=0)
+    images = calibration[:spec["batch_size"]]
+    net = calibrate(create_model(arch, img_size=size, kernel_impl=spec["kernel_impl"]), calibration)
     weights = {p.name: p.asnumpy() for p in net.get_parameters()}
     save_checkpoint(weights, files["weights.ckpt"])
     np.savez(files["official.npz"], **to_official_names(weights))
     np.save(files["images.npy"], images)
-    for file_format, impl in (("MINDIR", spec["kernel_impl"]), ("ONNX", "native")):
+    for file_format, impl in (("MINDIR", spec["kernel_impl"]), ("ONNX", "native")) if spec["latency"] else ():
         exported = create_model(arch, img_size=size, kernel_impl=export_formulation(impl, file_format))
         load_model_weights(exported, files["weights.ckpt"], arch=arch)
         name = files[f"batch1.{file_format.lower()}"]
@@ -282,6 +301,8 @@ WORKERS = {"prepare": _prepare, "ours": _ours, "pytorch": _pytorch, "mindir": _m
 def run_worker(spec_path: str) -> None:
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
+    if isinstance(spec["image_size"], list):  # JSON keeps a (height, width) pair as a list
+        spec["image_size"] = tuple(spec["image_size"])
     result = WORKERS[spec["role"]](spec)
     with open(spec["result"], "w", encoding="utf-8") as handle:
         json.dump(result, handle)

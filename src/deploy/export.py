@@ -11,6 +11,7 @@ an export interrupted before (a kill, a full disk) left such a temporary, which 
 into the folder removes once its process is gone.
 """
 import os
+from typing import Tuple, Union
 
 import numpy as np
 import mindspore as ms
@@ -23,9 +24,10 @@ EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
-def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: int, image_size: int) -> str:
+def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: int,
+                   image_size: Union[int, Tuple[int, int]]) -> str:
     """Write ``net`` (built in its export formulation) for a (batch_size, 3, image_size, image_size)
-    float32 input; returns the file path.
+    float32 input (or (batch_size, 3, height, width) for a pair); returns the file path.
 
     The folder must be writable with room for the weights (checked first); the file is written under a
     temporary name and renamed, and an existing file is never replaced.
@@ -44,7 +46,8 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     check_free_space(folder, sum(p.nbytes for p in net.get_parameters()), "export folder", "file_name",
                      f"the {file_format} file")
     tmp = temporary_path(path)[:-len(EXTENSIONS[file_format])]  # the exporters add the extension
-    dummy = Tensor(np.zeros((batch_size, 3, image_size, image_size), np.float32))
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    dummy = Tensor(np.zeros((batch_size, 3, height, width), np.float32))
     net.set_train(False)
     try:
         if file_format == "ONNX":
