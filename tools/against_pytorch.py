@@ -90,7 +90,7 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
                     versions.update(onnx["versions"])
                     row["onnx_ms"] = onnx["ms"]
                 rows.append(row)
-                log(f"{arch} {mode}: {ours['img_s']:.1f} images/s (PyTorch {theirs['img_s']:.1f}), peak "
+                log(f"{arch} {mode}: {ours['img_s']:.3g} images/s (PyTorch {theirs['img_s']:.3g}), peak "
                     f"{ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
     machine = (f"{cpu_name()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) +
                f", Python {platform.python_version()}; PyTorch and onnxruntime with {threads} threads, as many as "
@@ -132,17 +132,12 @@ def report(result: dict) -> str:
         f"batch {settings['batch_size']}, {size_text(settings['image_size'])}, float32; images/s: median "
         f"of {settings['runs']} timed calls after {settings['warmup']} warm-up calls; ratio: ours / PyTorch; output "
         f"difference: max |ours - PyTorch| / max |PyTorch| of the first output (logits; training: the first "
-        f"step's loss)" + ("" if size_text(settings["image_size"]) == "224x224" else RESIZED_NOTE),
+        f"step's loss): ~1 means another function; kNN models on these calibrated random weights drift by up to "
+        f"~0.3 through float32 near-ties in the neighbour ranking (docs/performance.md)",
         format_comparison(result["rows"]),
         "",
         "resident memory (MB) of each measuring process after each stage:",
         format_memory(result["rows"])])
-
-
-RESIZED_NOTE = ("; at this size the relative-position terms are resized, bicubically in both, with each "
-                "framework's rounding: where two candidate distances of a node lie within that rounding (smooth "
-                "images have such near-ties), the two take different neighbours, and the outputs differ by more "
-                "than float32 rounding")
 
 
 def size_text(image_size) -> str:
