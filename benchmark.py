@@ -42,7 +42,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if len(args.image_size) > 2 or (len(args.image_size) == 2 and not args.against_pytorch):
         parser.error("--image_size takes one side (a square input); --against-pytorch also takes H W")
-    if not args.against_pytorch and (args.no_latency or args.warmup != 4):
+    if not args.against_pytorch and (args.no_latency or args.warmup != parser.get_default("warmup")):
         parser.error("--warmup and --no_latency belong to --against-pytorch")
     args.image_size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
     if args.flops:

@@ -188,13 +188,11 @@ def _prepare(spec: dict) -> dict:
     from src.models import create_model, export_formulation
     from src.weights.checkpoint import load_model_weights, save_checkpoint
     from src.weights.convert import to_official_names
-    from tools.calibrate import calibrate, structured_images
+    from tools.calibrate import calibrate, calibration_images
 
     init_device("CPU")
     files, arch, size = spec["files"], spec["arch"], spec["image_size"]
-    # at least two calibration images: the head's BatchNorm sees one value per image and channel, and the
-    # moving (unbiased) variance of a single value is NaN
-    calibration = structured_images(max(2, spec["batch_size"]), size, seed=0)
+    calibration = calibration_images(spec["batch_size"], size)
     images = calibration[:spec["batch_size"]]
     net = calibrate(create_model(arch, img_size=size, kernel_impl=spec["kernel_impl"]), calibration)
     weights = {p.name: p.asnumpy() for p in net.get_parameters()}

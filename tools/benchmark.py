@@ -16,7 +16,7 @@ from mindspore import Tensor, nn, ops
 
 from src.models import create_model
 from src.models.layers import Grapher
-from tools.calibrate import calibrate, structured_images
+from tools.calibrate import calibrate, calibration_images
 from tools.timing import cpu_name, measure, peak_memory_mb, time_calls
 from src.weights.checkpoint import load_model_weights
 from src.engine.optim import create_optimizer
@@ -82,11 +82,12 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
     """Measure ``arch`` and return one result row per mode. Peak memory is the process's after that mode's
     timed calls (so a second mode's includes the first's), before the graph part is timed alone."""
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)
-    images = structured_images(batch_size, image_size, seed=0)
+    calibration = calibration_images(batch_size, image_size)
+    images = calibration[:batch_size]
     if pretrained:
         load_model_weights(net, pretrained, arch=arch)
     else:
-        calibrate(net, images)
+        calibrate(net, calibration)
     rows = []
     for mode in modes:
         call = mode_call(net, images, mode, amp_level, warmup + runs + 2, num_classes)

@@ -10,10 +10,12 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from src.models.base import to_2tuple
+
 
 def structured_images(count: int, size, seed: int = 0, channels: int = 3) -> np.ndarray:
     """Smooth float32 NCHW images in [-1, 1]: low-frequency cosines plus soft-edged blobs."""
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = to_2tuple(size)
     rng = np.random.default_rng(seed)
     yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
     images = np.zeros((count, channels, height, width))
@@ -42,6 +44,13 @@ def randomize_affine(net: nn.Cell, seed: int = 0) -> None:
             param.set_data(Tensor(0.1 * rng.standard_normal(param.shape), ms.float32))
         elif leaf == "pos_embed":
             param.set_data(Tensor(0.02 * rng.standard_normal(param.shape), ms.float32))
+
+
+def calibration_images(batch_size: int, size, seed: int = 0) -> np.ndarray:
+    """Images to calibrate on, of which a measurement uses the first ``batch_size``: at least two, since the
+    head's BatchNorm sees one value per image and channel, and the moving (unbiased) variance of one value
+    is NaN."""
+    return structured_images(max(2, batch_size), size, seed=seed)
 
 
 def calibrate(net: nn.Cell, images: np.ndarray, seed: int = 0) -> nn.Cell:

@@ -17,6 +17,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from ..models.base import to_2tuple
 from ..weights.files import check_free_space, check_writable, remove_stale_temporaries, temporary_path
 from .errors import DeployError
 
@@ -46,7 +47,7 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     check_free_space(folder, sum(p.nbytes for p in net.get_parameters()), "export folder", "file_name",
                      f"the {file_format} file")
     tmp = temporary_path(path)[:-len(EXTENSIONS[file_format])]  # the exporters add the extension
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    height, width = to_2tuple(image_size)
     dummy = Tensor(np.zeros((batch_size, 3, height, width), np.float32))
     net.set_train(False)
     try:
