@@ -35,7 +35,7 @@ def graph_part(grapher: Grapher, with_grad: bool):
     max-relative gather (with its backward when ``with_grad``). A closure, so that the model's
     cells are not re-parented (which would rename their parameters)."""
     def aggregate(x):
-        _, keys, idx = grapher.graph_conv.graph(x, grapher.position_bias())
+        _, keys, idx = grapher.graph_conv.graph(x, grapher.position_table())
         return grapher.graph_conv.gconv.aggregate(keys, idx)
 
     return ms.jit(ops.grad(aggregate) if with_grad else aggregate)
