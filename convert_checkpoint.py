@@ -31,7 +31,10 @@ def main(argv=None) -> None:
         src = fetch_release(args.arch)
         print(f"official checkpoint: {src}")
     info = convert_official_checkpoint(src, args.dst, args.arch, use_ema=args.ema, overwrite=args.overwrite)
-    print(f"wrote {args.dst}: {info['tensors']} tensors, {info['num_classes']} classes, fits {args.arch}")
+    transform = info["transform"]
+    print(f"wrote {args.dst}: {info['tensors']} tensors, {info['num_classes']} classes, fits {args.arch}; recorded "
+          f"evaluation transform: image_size {transform['image_size']}, mean {transform['mean']}, std "
+          f"{transform['std']}, crop_pct {transform['crop_pct']}")
     if "graph_args" in info:  # SViG: evaluate with the thresholds it was trained with
         flags = " ".join(f"--{key} {value:g}" for key, value in info["graph_args"].items())
         print(f"the checkpoint was trained with {flags}: evaluate it with the same")

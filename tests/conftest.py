@@ -171,6 +171,23 @@ def assert_same_checkpoints(got, expected):
             np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
 
 
+# The evaluation normalisation of the official models (their repositories' eval transforms): ViG, Pyramid ViG and
+# SViG use timm's inception values, GraphConvNet ImageNet's statistics.
+OFFICIAL_NORMALISATION = {"vig": (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
+                          "graphconvnet": (0.485, 0.456, 0.406, 0.229, 0.224, 0.225)}
+
+
+def assert_evaluated_as_officially(ckpt, arch, family, crop_pct=0.9, image_size=224):
+    """A converted checkpoint makes eval.py without a config file use the official evaluation transform."""
+    from src.app.builders import resolve_transform
+    from src.app.config import load_config
+
+    cfg, sources = resolve_transform(load_config(["--arch", arch, "--pretrained", ckpt], entry="eval"), ckpt)
+    assert cfg.mean + cfg.std == OFFICIAL_NORMALISATION[family], arch
+    assert (cfg.crop_pct, cfg.image_size) == (crop_pct, image_size), arch
+    assert set(sources.values()) == {ckpt}, sources
+
+
 class NoBadImages:
     """The bad-image policy (``bad_image_policy``) of a pipeline in which every image is readable."""
 

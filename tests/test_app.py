@@ -102,3 +102,66 @@ def test_best_weights_are_the_recorded_ones(tmp_path, recorded):
     np.testing.assert_array_equal(stem(), plain + 1.0 if recorded else plain)
     assert not load_model_weights(target, str(tmp_path / "best.ckpt"), use_ema=False).ema
     np.testing.assert_array_equal(stem(), plain)
+
+
+def _record_only_checkpoint(path, **record):
+    """A checkpoint holding only a ``meta.data`` record (what resolution reads)."""
+    import json
+    from src.weights.checkpoint import DATA_KEY
+
+    save_checkpoint({DATA_KEY: json.dumps(record), "meta.epoch": 0}, str(path))
+    return str(path)
+
+
+def test_the_evaluation_transform_is_resolved_key_by_key(tmp_path):
+    """Command line, then config file, then the checkpoint's record, then the ModelZoo value (with a file) or the
+    model's default cfg (without one)."""
+    from src.app.builders import resolve_transform
+
+    ckpt = _record_only_checkpoint(tmp_path / "w.ckpt", image_size=64, mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6],
+                                   crop_pct=0.8)
+    # no file, no checkpoint: the model's own default cfg (vig_ti: mean = std = 0.5, crop 0.9, 224)
+    cfg, sources = resolve_transform(load_config(["--arch", "vig_ti_224_gelu"], entry="eval"))
+    assert (cfg.image_size, cfg.mean, cfg.std, cfg.crop_pct) == (224, (0.5,) * 3, (0.5,) * 3, 0.9)
+    assert sources["mean"] == "vig_ti_224_gelu default cfg"
+    assert resolve_transform(load_config(["--arch", "graphconvnet_ti"], entry="eval"))[0].mean == (0.485, 0.456, 0.406)
+    assert resolve_transform(load_config(["--arch", "pvig_b_224_gelu"], entry="eval"))[0].crop_pct == 0.95
+    # the checkpoint's record wins over both defaults, the command line over the record
+    cfg, sources = resolve_transform(load_config(["--arch", "vig_ti_224_gelu", "--crop_pct", "0.7"], entry="eval"),
+                                     ckpt)
+    assert (cfg.image_size, cfg.mean, cfg.std, cfg.crop_pct) == (64, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 0.7)
+    assert sources == {"image_size": ckpt, "mean": ckpt, "std": ckpt, "crop_pct": "command line"}
+    # a config file: what it writes wins over the record; what it leaves out takes the record, else the ModelZoo's
+    config = tmp_path / "modelzoo.yaml"
+    config.write_text("arch: vig_ti_224_gelu\nmean: [0.3, 0.3, 0.3]\ncrop_pct: null\n")
+    cfg, sources = resolve_transform(load_config(["--config", str(config)], entry="eval"), ckpt)
+    assert (cfg.mean, cfg.std, cfg.crop_pct, sources["mean"]) == ((0.3,) * 3, (0.4, 0.5, 0.6), 0.8, str(config))
+    cfg, sources = resolve_transform(load_config(["--config", str(config)], entry="eval"))
+    assert (cfg.std, cfg.crop_pct, cfg.image_size) == ((0.229, 0.224, 0.225), 0.9, 224)  # ModelZoo; null: the model's
+    assert sources["std"] == "ModelZoo src/data/imagenet.py" and sources["crop_pct"] == "vig_ti_224_gelu default cfg"
+
+
+def test_eval_without_a_config_uses_what_the_converted_checkpoint_records(tmp_path, image_folder, capsys):
+    """A converted checkpoint of a model whose official transform is not the ModelZoo's (mean = std = 0.5):
+    eval.py with neither --config nor --mean evaluates it that way, the same as spelling it out."""
+    torch = pytest.importorskip("torch")
+    import eval as eval_entry
+    from src.models import create_model
+    from src.weights.convert import convert_official_checkpoint, to_official_names
+
+    net = create_model("vig_nano_gelu", num_classes=3)
+    official = to_official_names({p.name: p.asnumpy() for p in net.get_parameters()})
+    torch.save({name: torch.from_numpy(value) for name, value in official.items()}, tmp_path / "w.pth")
+    ckpt = str(tmp_path / "w.ckpt")
+    convert_official_checkpoint(str(tmp_path / "w.pth"), ckpt, "vig_nano_gelu")
+    common = ["--arch", "vig_nano_gelu", "--num_classes", "3", "--pretrained", ckpt, "--data_url", image_folder,
+              "--batch_size", "6", "--num_parallel_workers", "1", "--graph_mode", "1"]
+    implicit = eval_entry.main(common)
+    printed = capsys.readouterr().out
+    assert f"mean 0.5,0.5,0.5 ({ckpt})" in printed and f"image_size 64 ({ckpt})" in printed
+    assert "=> eval results:{'Loss': " in printed
+    explicit = eval_entry.main(common + ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop_pct", "0.9",
+                                         "--image_size", "64"])
+    assert (implicit["top1"], implicit["loss"]) == (explicit["top1"], explicit["loss"])
+    with pytest.raises(CheckpointError, match=r"mean \[0.5, 0.5, 0.5\] \(here \[0.485, 0.456, 0.406\]\)"):
+        eval_entry.main(common + ["--mean", "0.485,0.456,0.406"])

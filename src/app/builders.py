@@ -1,11 +1,11 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mindspore import nn
 
-from .config import Config, ConfigError, read_yaml
+from .config import OPTIONS, Config, ConfigError, read_yaml
 from ..data import (DatasetError, DatasetParams, EvalTransformParams, MixParams, TrainTransformParams, class_names,
                     create_dataset, find_digits_dataset, write_digits_dataset)
 from ..data.digits import MARKER as DIGITS_MARKER
@@ -14,7 +14,7 @@ from ..engine.loss import create_loss
 from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
 from ..engine.train_step import build_train_step, create_loss_scale, mixed_precision
-from ..models import create_model, model_cfg, resolve_kernel_impl
+from ..models import canonical_name, create_model, model_cfg, resolve_kernel_impl
 from ..weights.checkpoint import read_checkpoint, stored_data
 
 DIGITS_WAIT_SECONDS = 600
@@ -83,9 +83,53 @@ def inference_net(cfg: Config, net: nn.Cell) -> nn.Cell:
     return mixed_precision(net, cfg.eval_amp_level, cfg.keep_bn_fp32)
 
 
+# The evaluation transform's config keys, and the names of the same settings in a model's default cfg.
+TRANSFORM_KEYS = {"image_size": "input_size", "mean": "mean", "std": "std", "crop_pct": "crop_pct"}
+
+
+def resolve_transform(cfg: Config, checkpoint: Optional[str] = None) -> Tuple[Config, Dict[str, str]]:
+    """``cfg`` with the evaluation transform's keys (image_size, mean, std, crop_pct) resolved, and where each
+    value came from. The one rule, key by key, first match wins:
+
+    1. the command line;
+    2. the config file, where it writes the key (``crop_pct: null`` reads as not written);
+    3. the checkpoint's record (``meta.data``: what its weights were trained or converted for);
+    4. with a config file, the ModelZoo's value (a key absent from a file takes the ModelZoo's, so a ModelZoo
+       YAML trains and evaluates the ModelZoo recipe); without one, the model's own default cfg (as timm's
+       ``resolve_data_config``), e.g. mean = std = 0.5 and crop 0.9 for the official ViG weights.
+    """
+    given = {key: "command line" if key in cfg.command_line_keys else cfg.config for key in TRANSFORM_KEYS
+             if key in cfg.command_line_keys or (key in cfg.file_keys and cfg[key] is not None)}
+    recorded = {}
+    if checkpoint and len(given) < len(TRANSFORM_KEYS):  # the record is read only when it can matter
+        recorded = stored_data(read_checkpoint(checkpoint, meta_only=True)) or {}
+    defaults = model_cfg(cfg.arch)
+    resolved, sources = Config(cfg), {}
+    for key, cfg_name in TRANSFORM_KEYS.items():
+        if key in given:
+            sources[key] = given[key]
+        elif key in recorded:
+            value = recorded[key]
+            resolved[key] = tuple(value) if isinstance(value, list) else value
+            sources[key] = checkpoint
+        elif cfg.config and key not in cfg.file_keys:
+            sources[key] = OPTIONS[key].origin
+        else:
+            resolved[key] = defaults[cfg_name]
+            sources[key] = f"{canonical_name(cfg.arch)} default cfg"
+    return resolved, sources
+
+
+def describe_transform(cfg: Config, sources: Dict[str, str]) -> str:
+    """The evaluation transform in one line, with where each value came from."""
+    def shown(value):
+        return ",".join(f"{v:g}" for v in value) if isinstance(value, (list, tuple)) else f"{value:g}"
+    return ", ".join(f"{key} {shown(cfg[key])} ({sources[key]})" for key in TRANSFORM_KEYS)
+
+
 def eval_transform(cfg: Config) -> EvalTransformParams:
-    """The evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct (null: the model's
-    default), centre crop."""
+    """The evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct, centre crop (the keys as
+    ``resolve_transform`` resolved them; a crop_pct left null is the model's default)."""
     if cfg.in_channel != 3:
         raise ConfigError(f"in_channel {cfg.in_channel}: the image pipeline decodes RGB images, so models that read "
                           f"images take in_channel 3 (other values only for export)")

@@ -1,10 +1,13 @@
-"""The data pipeline's settings as small frozen objects; each default is written here and nowhere else.
+"""The data pipeline's settings as small frozen objects, with the pipeline's defaults.
 
 ``EvalTransformParams``: the evaluation transform (training shares its image_size, mean and std);
 ``TrainTransformParams``: training's random steps; ``MixParams``: mixup/cutmix and the targets they
 make; ``DatasetParams``: how a split's files are read. The defaults are the ModelZoo ViG recipe's
-(research/cv/ViG: ``src/configs/vig_s_patch16_224.yaml``, ``src/data/imagenet.py``); the run
-configuration (``src/app/config.py``) takes its defaults for the keys of the same names from here.
+(research/cv/ViG: ``src/configs/vig_s_patch16_224.yaml``, ``src/data/imagenet.py``), written here once:
+the run configuration (``src/app/config.py``) takes its defaults for the keys of the same names from
+here, as what a key absent from a config file means. A model's own evaluation settings (the official
+mean/std and crop) are its default cfg (``src/models/registry.py``); which of the two an evaluation
+uses is decided in one place, ``src/app/builders.py:resolve_transform``.
 Values are checked where they are used (``create_transforms``, ``Mixup``, ``create_dataset``).
 """
 from dataclasses import dataclass

@@ -14,9 +14,7 @@ from mindspore import nn
 
 from . import pyramid_vig, vig
 from .layers import FFN, NATIVE, Bottleneck, Formulation, Grapher
-from .registry import default_cfg, register_model
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from .registry import IMAGENET_MEAN, IMAGENET_STD, default_cfg, register_model
 
 
 class GraphConvBlock(nn.Cell):

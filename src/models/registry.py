@@ -9,18 +9,24 @@ from .base import CLASSIFIER, FIRST_CONV, backbone_options
 from .errors import ModelError
 from .layers import Formulation
 
+# The input normalisations of the official models: ViG/Pyramid ViG/SViG used timm's "inception" values, GraphConvNet
+# ImageNet's statistics.
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 _BUILDERS: Dict[str, Callable[..., nn.Cell]] = {}
 _ALIASES: Dict[str, str] = {}
 _DEFAULT_CFGS: Dict[str, dict] = {}
 
 
 def default_cfg(**overrides) -> dict:
-    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9), the
+    """Evaluation settings of the official ViG models (mean = std = 0.5, bicubic, crop 0.9; evaluation uses
+    them where neither the command line, a config file nor the checkpoint says otherwise), the
     names of their first convolution and classifier (what fine-tuning and conversion look for), and
     the model's graph: 'knn' (options k, conv, stochastic, epsilon) or 'threshold' (start_thresh, dec), and
     the released weights: ``url`` of the official checkpoint file (None: none is downloadable), with
     its ``sha256`` (hex digest or prefix) and ``num_bytes`` where known."""
-    cfg = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+    cfg = {"input_size": 224, "mean": INCEPTION_MEAN, "std": INCEPTION_STD,
            "crop_pct": 0.9, "interpolation": "bicubic", "first_conv": FIRST_CONV, "classifier": CLASSIFIER,
            "graph": "knn", "url": None, "sha256": None, "num_bytes": None}
     cfg.update(overrides)

@@ -6,7 +6,8 @@ train step's state (optimizer moments and step, loss scale) under ``train_state.
 metadata (epoch, step, best accuracy and whether it came from the EMA) under ``meta.<name>``.
 ``meta.data`` is a JSON text: the class names in label order and the evaluation transform
 (image_size, mean, std, crop_pct) the weights were trained for. Converted official checkpoints hold
-model parameters only (ImageNet-1k classes in the official order).
+the model parameters and, in ``meta.data``, the official evaluation transform only (no class list:
+ImageNet-1k in the official order).
 """
 import json
 import os

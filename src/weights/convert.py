@@ -4,13 +4,15 @@ Our module tree mirrors the official one, so the names map one-to-one; only Batc
 renamed (weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance) and
 ``num_batches_tracked`` is dropped. The file is read by ``pth_reader`` (no PyTorch, no code run).
 """
+import json
 import os
 from typing import Dict
 
 import numpy as np
 
+from ..data.params import EvalTransformParams
 from ..models import canonical_name, create_model, model_cfg
-from .checkpoint import CheckpointError, check_fits, save_checkpoint
+from .checkpoint import DATA_KEY, CheckpointError, check_fits, save_checkpoint
 from .download import download
 from .pth_reader import read_pth
 
@@ -81,10 +83,20 @@ def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = F
     num_classes = int(weights[classifier_bias].shape[0]) if classifier_bias in weights else 1000
     net = create_model(arch, num_classes=num_classes, kernel_impl="native")
     check_fits(net, weights, f"checkpoint {src!r}", arch)
-    save_checkpoint(weights, dst)
-    info = {"tensors": len(weights), "num_classes": num_classes}
+    transform = official_transform(arch)
+    save_checkpoint({**weights, DATA_KEY: json.dumps(transform)}, dst)
+    info = {"tensors": len(weights), "num_classes": num_classes, "transform": transform}
     graph_args = training_graph_args(content)
     return {**info, "graph_args": graph_args} if graph_args else info
+
+
+def official_transform(arch: str) -> dict:
+    """The evaluation transform the official weights of ``arch`` were evaluated with (its default cfg), as a
+    checkpoint records it (``meta.data``): evaluation then uses it unless the command line or config file says
+    otherwise."""
+    cfg = model_cfg(arch)
+    return EvalTransformParams(image_size=cfg["input_size"], mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                               crop_pct=cfg["crop_pct"]).record()
 
 
 def training_graph_args(content) -> Dict[str, float]:
