@@ -1,5 +1,6 @@
 """ModelArts jobs (run_modelarts) against the stand-in moxing of tests/stubs: data and weights in, outputs
 out after every checkpoint, resume from the object store, and the errors at start."""
+import json
 import os
 import shutil
 import sys
@@ -42,18 +43,24 @@ def test_job_copies_in_uploads_each_checkpoint_and_resumes_from_the_store(obs, t
     assert (tmp_path / "cache1" / "data.done").read_text() == "obs://bucket/data"
     out = obs / "bucket" / "out"
     assert {"last.ckpt", "best.ckpt", "epoch_0002.ckpt", "train.log", "config.yaml"} <= set(os.listdir(out))
-    # uploaded after each save, not only at the end: the first upload already held epoch 1's checkpoint
-    saved = [files for url, files in moxing.file.UPLOADS if url == "obs://bucket/out"]
-    assert any("epoch_0001.ckpt" in files and "epoch_0002.ckpt" not in files for files in saved)
-    assert any("epoch_0002.ckpt" in files for files in saved)
+    # uploaded after each save, not only at the end: epoch 1's checkpoint went up before epoch 2's existed
+    uploads = {url.rsplit("/", 1)[1]: names for url, names in reversed(moxing.file.UPLOADS)}
+    assert "epoch_0002.ckpt" not in uploads["epoch_0001.ckpt"]
+    assert "epoch_0001.ckpt" not in os.listdir(out)  # keep_last 1: pruned here and on the store alike
+    segment = (out / "train.log").read_text()
 
     # a new job (new machine, empty cache) refuses to train over the stored run, and continues it when asked
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train_entry.main(modelarts_args(tmp_path / "cache2", "--epochs", "3"))
     train_entry.main(modelarts_args(tmp_path / "cache3", "--epochs", "3", "--resume", "auto"))
     log = (out / "train.log").read_text()
-    assert "resumed from" in log and "epoch 3/3" in log
-    assert "epoch_0003.ckpt" in os.listdir(out)
+    assert log.startswith(segment) and "resumed from" in log and "epoch 3/3" in log  # the whole history
+    assert log.rstrip().endswith("in obs://bucket/out (local copy %s)" % (tmp_path / "cache3" / "train"))
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["type"] == "epoch"]
+    assert epochs == [1, 2, 3]
+    internal = [name for name in os.listdir(out) if name.startswith(".") or name.endswith((".lock", ".done"))]
+    assert not internal and "training_curves.png" in os.listdir(out)  # the run's lock and copy markers stay local
 
 
 def test_pretrained_weights_come_from_the_store(obs, tmp_path):
@@ -84,3 +91,22 @@ def test_object_store_paths_need_run_modelarts(tmp_path):
     path.write_text("arch: vig_nano_gelu\ndata_url: s3://b/data\n")
     with pytest.raises(ConfigError, match="data_url 's3://b/data'"):
         load_config(["--config", str(path)])
+
+
+def test_an_evaluation_job_writes_its_results_to_the_output_location(obs, tmp_path, image_folder):
+    """ModelArts passes --train_url to every job; an evaluation job's results go there as JSON, never replacing
+    an earlier one."""
+    import eval as eval_entry
+    import moxing
+
+    train_entry.main(modelarts_args(tmp_path / "cache1", "--epochs", "1"))
+    args = modelarts_args(tmp_path / "cache2", "--pretrained", "obs://bucket/out/best.ckpt", "--train_url",
+                          "obs://bucket/results")
+    first = eval_entry.main(args)
+    second = eval_entry.main(args)
+    assert (first["results_file"], second["results_file"]) == ("obs://bucket/results/eval_results.json",
+                                                               "obs://bucket/results/eval_results-2.json")
+    record = json.loads((obs / "bucket" / "results" / "eval_results.json").read_text())
+    assert record["checkpoint"] == "obs://bucket/out/best.ckpt" and record["top1"] == first["top1"]
+    assert {"top5", "loss", "images", "weights", "transform"} <= set(record)
+    assert moxing.file.UPLOADS[-1][0] == "obs://bucket/results/eval_results-2.json"

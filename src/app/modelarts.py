@@ -4,12 +4,18 @@ Object-store paths (``obs://...``) go through ``moxing``, which ModelArts images
 PyPI): the config file is read through it; ``data_url``, ``pretrained`` and an explicit ``resume`` are
 copied once per server to ``cache_dir`` (the first process to take a lock file copies, the others of the
 server wait for its ``.done`` marker); ``train_url`` is written locally in ``cache_dir/train`` and rank 0
-copies that folder to the object store after every checkpoint (a stop by SIGTERM saves and uploads one
-too) and at the end, so a preempted job loses at most one checkpoint interval. ``--resume auto`` continues from the ``last.ckpt`` of the remote train_url.
+copies the files that changed to the object store after every checkpoint (a stop by SIGTERM saves and
+uploads one too) and at the end, so a preempted job loses at most one checkpoint interval. ``--resume
+auto`` continues from the ``last.ckpt`` of the remote train_url, and brings its ``train.log`` and
+``metrics.jsonl`` along, which the new segment appends to: the job's history survives a new container.
+The folder's internal files (its run lock, temporaries, the copy markers) never leave the local cache.
+An evaluation job writes its results as JSON to ``train_url`` (ModelArts passes the job's output location).
 """
+import itertools
+import json
 import os
 import time
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .config import Config, ConfigError, is_remote
 from ..engine.run_checkpoints import RunCheckpoints
@@ -34,10 +40,14 @@ def read_text(url: str) -> str:
     return text.decode("utf-8") if isinstance(text, bytes) else text
 
 
-def sync_in(url: str, local: str, is_file: bool = False, wait_seconds: float = SYNC_WAIT_SECONDS) -> str:
+def sync_in(url: str, local: str, is_file: bool = False, wait_seconds: float = SYNC_WAIT_SECONDS,
+            marker: Optional[str] = None) -> str:
     """``url`` copied to ``local`` once per server; returns ``local``. The process that creates
-    ``local.lock`` copies and then writes ``local.done`` (holding the url); the others wait for it."""
-    done, lock = local.rstrip("/") + ".done", local.rstrip("/") + ".lock"
+    ``<marker>.lock`` copies and then writes ``<marker>.done`` (holding the url); the others wait for it.
+    ``marker`` defaults to ``local`` itself; files that go into the run's output folder keep their markers
+    outside it, so that they are never uploaded."""
+    marker = (marker or local).rstrip("/")
+    done, lock = marker + ".done", marker + ".lock"
     os.makedirs(os.path.dirname(done) or ".", exist_ok=True)
     if not os.path.exists(done):
         try:
@@ -85,17 +95,47 @@ def localise(cfg: Config, training: bool) -> Config:
     return out
 
 
+# What a resumed job brings from the remote train_url into its local folder: the checkpoint it continues from,
+# and the history the new segment appends to (training_curves.png is drawn from metrics.jsonl at the end).
+RESUMED_FILES = ("last.ckpt", "train.log", "metrics.jsonl")
+
+
 def _check_remote_run(cfg: Config, local: str) -> None:
     """A remote train_url that holds checkpoints is continued only with resume; with ``resume auto`` its
-    last.ckpt comes into the local folder, where the run finds it."""
+    last.ckpt, train.log and metrics.jsonl come into the local folder (unless an earlier segment in this
+    container left them there), where the run finds and continues them. The local folder serves one
+    remote train_url only."""
     mox = require_moxing()
     url = cfg.train_url.rstrip("/")
+    source = os.path.join(cfg.cache_dir, "train.source")
+    if os.path.exists(source):
+        with open(source, encoding="utf-8") as handle:
+            owner = handle.read()
+        if owner != url:
+            raise ConfigError(f"{local} holds the outputs of {owner}, not of {url}: use another cache_dir")
+    else:
+        with open(source + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write(url)
+        os.replace(source + ".tmp", source)
     names = mox.file.list_directory(url) if mox.file.exists(url) else []
     if cfg.resume is None and any(name.endswith(".ckpt") for name in names):
         raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run or "
                           f"choose another train_url")
     if cfg.resume == "auto" and "last.ckpt" in names:
-        sync_in(f"{url}/last.ckpt", os.path.join(local, "last.ckpt"), is_file=True)
+        for name in RESUMED_FILES:
+            if name in names and not os.path.exists(os.path.join(local, name)):
+                sync_in(f"{url}/{name}", os.path.join(local, name), is_file=True,
+                        marker=os.path.join(cfg.cache_dir, "train.sync", name))
+
+
+def uploaded_files(folder: str):
+    """The files of a local output folder that belong on the object store: all but the hidden ones (the run
+    lock, temporaries of interrupted writes, write probes)."""
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith("."):
+                yield os.path.relpath(os.path.join(root, name), folder)
 
 
 class UploadingCheckpoints(RunCheckpoints):
@@ -103,11 +143,30 @@ class UploadingCheckpoints(RunCheckpoints):
 
     def __init__(self, folder: str, keep_last: int, writer: bool, remote: str):
         super().__init__(folder, keep_last, writer)
-        self.remote = remote
+        self.remote = remote.rstrip("/")
+        self.sent: Dict[str, Tuple[int, int]] = {}  # relative path -> (size, mtime_ns) when uploaded
+
+    @property
+    def location(self) -> str:
+        return f"{self.remote} (local copy {self.folder})"
 
     def upload(self) -> None:
-        if self.writer:
-            require_moxing().file.copy_parallel(self.folder, self.remote)
+        """Copy the files that changed since the last upload; remove from the object store the checkpoints this
+        job uploaded and has since pruned locally (``keep_last``), so the store keeps what the folder keeps."""
+        if not self.writer:
+            return
+        mox = require_moxing()
+        present = set()
+        for name in uploaded_files(self.folder):
+            present.add(name)
+            stat = os.stat(os.path.join(self.folder, name))
+            if self.sent.get(name) != (stat.st_size, stat.st_mtime_ns):
+                mox.file.copy(os.path.join(self.folder, name), f"{self.remote}/{name}")
+                self.sent[name] = (stat.st_size, stat.st_mtime_ns)
+        for name in sorted(set(self.sent) - present):
+            if name.endswith(".ckpt"):
+                mox.file.remove(f"{self.remote}/{name}")
+            del self.sent[name]
 
     def save_best(self, *args, **kwargs) -> None:
         super().save_best(*args, **kwargs)
@@ -129,3 +188,28 @@ def run_checkpoints(cfg: Config, rank: int) -> Tuple[RunCheckpoints, Optional[Up
         checkpoints = UploadingCheckpoints(cfg.train_url, cfg.keep_last, rank == 0, cfg.remote_train_url)
         return checkpoints, checkpoints
     return RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0), None
+
+
+def write_results(folder: str, record: dict, cache_dir: str, stem: str = "eval_results") -> str:
+    """``record`` as ``<stem>.json`` in ``folder`` (an object-store URL goes through a local copy under
+    ``cache_dir``); an existing file is never replaced: the next free name ``<stem>-2.json``, ... is taken.
+    Returns where it was written."""
+    text = json.dumps(record, indent=1) + "\n"
+    if not is_remote(folder):
+        os.makedirs(folder, exist_ok=True)
+        for n in itertools.count(1):
+            path = os.path.join(folder, f"{stem}{'' if n == 1 else f'-{n}'}.json")
+            try:
+                with open(path, "x", encoding="utf-8") as handle:
+                    handle.write(text)
+                return path
+            except FileExistsError:
+                continue
+    mox = require_moxing()
+    local = write_results(os.path.join(cache_dir, "results"), record, cache_dir, stem)
+    url = folder.rstrip("/")
+    for n in itertools.count(1):
+        target = f"{url}/{stem}{'' if n == 1 else f'-{n}'}.json"
+        if not mox.file.exists(target):
+            mox.file.copy(local, target)
+            return target

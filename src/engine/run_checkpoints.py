@@ -49,6 +49,11 @@ class RunCheckpoints:
         self.data: Optional[dict] = None
         self.unreadable: List[Tuple[str, str]] = []  # (path, reason) skipped by the last find_resume
 
+    @property
+    def location(self) -> str:
+        """Where the run's outputs are, in the words of its last log line."""
+        return self.folder
+
     def record_data(self, data: dict) -> None:
         """The classes and evaluation transform of the run, recorded in every checkpoint and checked on resume."""
         self.data = json.loads(json.dumps(data))  # as it reads back: lists, not tuples

@@ -2,7 +2,7 @@
 import os
 import shutil
 
-UPLOADS = []  # (destination url, sorted relative paths copied) of every copy_parallel to obs://
+UPLOADS = []  # every copy to obs://: (destination url, sorted names in the source's folder at that moment)
 
 
 def _local(url: str) -> str:
@@ -29,12 +29,18 @@ def list_directory(url):
 def copy(src_url, dst_url):
     os.makedirs(os.path.dirname(_local(dst_url)) or ".", exist_ok=True)
     shutil.copyfile(_local(src_url), _local(dst_url))
+    if dst_url.startswith("obs://"):
+        UPLOADS.append((dst_url, sorted(os.listdir(os.path.dirname(_local(src_url)) or "."))))
+
+
+def remove(url, recursive=False):
+    path = _local(url)
+    if recursive:
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
 
 
 def copy_parallel(src_url, dst_url, threads=16):
     src, dst = _local(src_url), _local(dst_url)
     shutil.copytree(src, dst, dirs_exist_ok=True)
-    if dst_url.startswith("obs://"):
-        copied = sorted(os.path.relpath(os.path.join(root, name), src) for root, _, names in os.walk(src)
-                        for name in names)
-        UPLOADS.append((dst_url, copied))
