@@ -9,10 +9,19 @@ labels.json mapping ids to labels and files.
 from src.app.cli import run_cli
 
 
+# The ModelZoo's preprocess.py flag: the one dataset it knew, an ImageNet-style tree (set ImageNet here).
+DATASET_NAME = (("--dataset_name",), {"choices": ["imagenet2012"], "default": None,
+                                      "help": "the ModelZoo's flag: imagenet2012 reads an ImageNet-style tree at "
+                                              "--data_url (alias --data_path), as set ImageNet does"})
+
+
 def main(argv=None) -> dict:
-    from src.app.config import load_config
+    from src.app.config import ConfigError, load_config
     from src.app.jobs import run_preprocess
-    cfg = load_config(argv, description=__doc__, entry="preprocess")
+    cfg = load_config(argv, description=__doc__, entry="preprocess", arguments=[DATASET_NAME])
+    if cfg.dataset_name and cfg.set != "ImageNet":
+        raise ConfigError(f"--dataset_name {cfg.dataset_name} reads an ImageNet-style tree, but set is {cfg.set!r}: "
+                          f"drop one of them")
     counts = run_preprocess(cfg)
     verb = "reused" if counts["reused"] else "wrote"
     print(f"{verb} {counts['images']} inputs of {counts['classes']} classes in {cfg.preprocess_path}")

@@ -38,15 +38,43 @@ abspath() {
     realpath -m -s -- "$1" # -s: keep symlinks (a venv's python is a symlink to the base interpreter)
 }
 
-# resolve_config CONFIG: the YAML file's absolute path, relative to the current directory or the repository.
-resolve_config() {
-    if [[ -f $1 ]]; then
-        abspath "$1"
-    elif [[ $1 != /* && -f $REPO_ROOT/$1 ]]; then
-        abspath "$REPO_ROOT/$1"
-    else
-        die "config file '$1' not found (looked in $(pwd) and $REPO_ROOT)"
+# find_file WHAT PATH DIR...: the absolute path of the file PATH. A relative PATH is looked up from the current
+# folder first, then from each DIR: the ModelZoo scripts cd into their job folder (./train_standalone, ...) before
+# they read CONFIG_PATH / CHECKPOINT_PATH, so a path written for them is relative to that folder. The error names
+# each folder tried once, then FIND_HINT if set.
+find_file() {
+    local what="$1" path="$2" dir candidate tried="" seen=$'\n'
+    shift 2
+    if [[ $path == /* ]]; then
+        [[ -f $path ]] || die "$what '$path' does not exist${FIND_HINT:+.$FIND_HINT}"
+        abspath "$path"
+        return 0
     fi
+    for dir in "$(pwd)" "$@"; do
+        dir="$(abspath "$dir")"
+        [[ $seen != *$'\n'"$dir"$'\n'* ]] || continue
+        seen+="$dir"$'\n'
+        tried+="${tried:+, }$dir"
+        candidate="$(abspath "$dir/$path")" # lexically: the job folder need not exist yet
+        if [[ -f $candidate ]]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    die "$what '$path' not found (looked in $tried)${FIND_HINT:+.$FIND_HINT}"
+}
+
+# resolve_config CONFIG [JOB_DIR]: the YAML file's absolute path, from the current folder, the job folder, then the
+# repository (configs/x.yaml works from anywhere). A missing file names the configs this repository ships.
+resolve_config() {
+    local name dir hint
+    name="$(basename -- "$1")"
+    hint=" This repository ships configs/<model>.yaml (the official recipe: EMA, repeated augmentation, total batch \
+1024, cooldown) and configs/modelzoo/vig_{ti,s,b}_patch16_224.yaml (the MindSpore ModelZoo's recipe)"
+    for dir in configs configs/modelzoo; do
+        [[ ! -f $REPO_ROOT/$dir/$name ]] || hint=" Did you mean $dir/$name?$hint"
+    done
+    FIND_HINT="$hint" find_file "config file" "$1" "${@:2}" "$REPO_ROOT"
 }
 
 # find_python: sets PYTHON to an absolute interpreter path and puts its directory first on PATH.
@@ -209,7 +237,7 @@ one_device_job() {
     check_count DEVICE_ID "$1" 0
     export DEVICE_ID="$((10#$1))" RANK_SIZE=1 DEVICE_NUM=1
     unset RANK_TABLE_FILE RANK_ID
-    CONFIG="$(resolve_config "$2")"
+    CONFIG="$(resolve_config "$2" "$3")"
     # shellcheck disable=SC2034  # read by the caller
     WORK_DIR="$3"
     shift 3
@@ -380,10 +408,12 @@ launch_rank_table() {
 
 # launch_msrun DIR WORKER_NUM LOCAL_WORKER_NUM MASTER_ADDR MASTER_PORT NODE_RANK ARG...: msrun starts this
 # node's LOCAL_WORKER_NUM of the WORKER_NUM ranks of `train.py ARG...` (the node whose address is
-# MASTER_ADDR also runs the scheduler); working directory DIR, one log per rank in DIR/msrun_log.
+# MASTER_ADDR also runs the scheduler); working directory DIR, one log per rank in DIR/msrun_log (several
+# nodes: DIR/msrun_log_node<NODE_RANK>, so that nodes sharing a folder keep their own logs).
 launch_msrun() {
     local dir="$1" workers="$2" local_workers="$3" addr="$4" port="$5" node="$6" log_dir=msrun_log interrupted=0 rc=0
     shift 6
+    ((local_workers == workers)) || log_dir="msrun_log_node$node"
     local cmd=(msrun "--worker_num=$workers" "--local_worker_num=$local_workers" "--master_addr=$addr"
         "--master_port=$port" "--node_rank=$node" --join=True "--log_dir=$log_dir"
         "--cluster_time_out=${MSRUN_TIMEOUT:-600}" --tail_worker_log=0 "$REPO_ROOT/train.py" "$@")
@@ -398,6 +428,16 @@ launch_msrun() {
     if ! python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("mindspore") is None)' 2>/dev/null; then
         die "msrun starts its workers as 'python' from PATH (here: $(command -v python || echo none)), which has no \
 mindspore: set PYTHON to the 'python' of an environment with mindspore"
+    fi
+    # msrun starts a scheduler wherever MASTER_ADDR is an address of the host (MindSpore 2.10,
+    # mindspore/parallel/cluster/process_entity/_api.py: `if self.is_master ...: self.start_scheduler()`), so a node
+    # above 0 on the master's host starts a second one, which cannot bind the port: say so before it happens.
+    if ((node > 0)) && "$PYTHON" -c 'import socket, sys; socket.socket().bind((socket.gethostbyname(sys.argv[1]), 0))' \
+        "$addr" 2>/dev/null; then
+        echo "warning: MASTER_ADDR $addr is an address of this host, so msrun starts a second scheduler for node $node \
+here, which fails beside node 0's and makes this launcher exit 1 even when its workers train; run node ranks above 0 \
+on other servers, or every rank of this host as one node: bash scripts/run_distribute_train.sh CONFIG DATA_PATH \
+RANK_SIZE" >&2
     fi
     unset RANK_TABLE_FILE RANK_ID # msrun assigns ranks and devices itself
     mkdir -p "$dir"
@@ -414,7 +454,10 @@ mindspore: set PYTHON to the 'python' of an environment with mindspore"
         echo "interrupted" >&2
         return 130
     fi
-    if ((rc != 0)); then
+    if ((rc != 0 && node > 0)) && [[ -f $log_dir/scheduler.log ]]; then
+        echo "msrun exit status $rc comes from the scheduler it started for node $node: MASTER_ADDR $addr is an \
+address of this host (see the warning above); the workers' own results are in $dir/$log_dir/worker_<i>.log" >&2
+    elif ((rc != 0)); then
         echo "distributed training failed (msrun exit status $rc): see $dir/$log_dir/worker_<i>.log" >&2
     fi
     return "$rc"

@@ -9,7 +9,9 @@ usage() {
 Usage: bash scripts/run_distribute_train_ascend.sh [RANK_TABLE_FILE] [CONFIG_PATH] [RANK_SIZE] [RANK_START] [--key value ...]
 
   RANK_TABLE_FILE  HCCL rank table (JSON) of the job
-  CONFIG_PATH      YAML file, e.g. the ModelZoo's src/configs/vig_s_patch16_224.yaml or configs/vig_s_224_gelu.yaml
+  CONFIG_PATH      YAML file, e.g. configs/modelzoo/vig_s_patch16_224.yaml (the ModelZoo recipe) or
+                   configs/vig_s_224_gelu.yaml (the official one); relative paths from the current folder, else
+                   (as the ModelZoo's) from ./train_parallel<RANK_START>, else from the repository
   RANK_SIZE        ranks in the table, all servers (default: as many as the table lists)
   RANK_START       first rank of this server in a table spanning several servers (default 0); this server
                    runs ranks RANK_START..RANK_START+devices-1, its devices as the table lists them
@@ -24,9 +26,8 @@ EOT
 }
 
 check_usage 2 "$@"
-TABLE="$(abspath "$1")"
-[[ -f $TABLE ]] || die "rank table '$1' does not exist"
-CONFIG="$(resolve_config "$2")"
+TABLE="$(find_file "rank table" "$1")"
+CONFIG_ARG="$2"
 shift 2
 RANK_SIZE=""
 RANK_START=0
@@ -36,6 +37,7 @@ if [[ -n $RANK_SIZE ]]; then
     optional_count RANK_START 0 "$@"
     shift "$TAKEN"
 fi
+CONFIG="$(resolve_config "$CONFIG_ARG" "$(pwd)/train_parallel$RANK_START")"
 normalise_extras "$@"
 find_python
 require_modules yaml
@@ -51,6 +53,8 @@ paths_from_yaml "$(pwd)/train_parallel$RANK_START" data_url train_url pretrained
 ARGS+=("${PATHS[@]}")
 read_config "${ARGS[@]}"
 check_data "$CFG_data_url" train val
+[[ $CFG_device_target == Ascend ]] || die "an HCCL rank table starts Ascend ranks, but device_target is \
+$CFG_device_target: train on Ascend, or on $CFG_device_target with msrun (scripts/run_distribute_train.sh)"
 refuse_to_overwrite
 dry_run || mkdir -p "$CFG_train_url"
 echo "training $CONFIG on ranks $RANK_START.. of $RANK_SIZE x $CFG_device_target; outputs in $CFG_train_url"

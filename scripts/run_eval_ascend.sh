@@ -9,8 +9,10 @@ usage() {
 Usage: bash scripts/run_eval_ascend.sh [DEVICE_ID] [CONFIG_PATH] [CHECKPOINT_PATH] [--key value ...]
 
   DEVICE_ID        device to evaluate on
-  CONFIG_PATH      YAML file of the checkpoint's model
-  CHECKPOINT_PATH  .ckpt file of this project (ModelZoo ViG checkpoints cannot load: see README)
+  CONFIG_PATH      YAML file of the checkpoint's model; relative paths from the current folder, else (as the
+                   ModelZoo's) from ./evaluation_ascend, else from the repository
+  CHECKPOINT_PATH  .ckpt file of this project (ModelZoo ViG checkpoints cannot load: see README); relative paths
+                   from the current folder, else (as the ModelZoo's) from ./evaluation_ascend
   --key value      overrides of config keys, e.g. --device_target CPU --use_ema true
 
 As the ModelZoo script: runs eval.py --device_target Ascend in ./evaluation_ascend, output in
@@ -20,8 +22,7 @@ EOT
 }
 
 check_usage 3 "$@"
-CHECKPOINT="$(abspath "$3")"
-[[ -f $CHECKPOINT ]] || die "checkpoint '$3' does not exist"
+CHECKPOINT="$(find_file checkpoint "$3" "$(pwd)/evaluation_ascend")"
 one_device_job "$1" "$2" "$(pwd)/evaluation_ascend" "${@:4}"
 paths_from_yaml "$WORK_DIR" data_url
 ARGS+=("${PATHS[@]}" --pretrained "$CHECKPOINT")

@@ -21,7 +21,8 @@ Needs an Ascend 310 host with the CANN toolkit and the MindSpore Lite cloud-side
 (mindspore-lite-<version>-linux-<arch>, the version of the MindSpore that exported the model, from
 https://www.mindspore.cn/lite/docs/en/master/use/downloads.html); elsewhere run `python infer.py` between
 preprocess.py and postprocess.py.
-Environment: ASCEND_HOME (default /usr/local/Ascend), PYTHON, PREPROCESS_PATH, LITE_HOME (the unpacked
+Environment: DRY_RUN=1 (print the plan only, on any host), ASCEND_HOME (default /usr/local/Ascend), PYTHON,
+PREPROCESS_PATH, LITE_HOME (the unpacked
 MindSpore Lite package), MS_INFER_API (lite, or legacy with MINDSPORE_PATH for a MindSpore <= 2.1 Ascend 310
 package) and MS_CXX11_ABI (see ascend310_infer/build.sh).
 EOT
@@ -64,6 +65,29 @@ check_count DEVICE_ID "$device_id" 0
 [[ -d "$data/val" ]] || die "DATA_PATH $2 has no val/ folder (expected DATA_PATH/val/<class>/<image>)"
 find_python
 
+app="$REPO_ROOT/ascend310_infer/out/main"
+# DRY_RUN=1: the plan of the three stages, on any host; nothing is built, written or run.
+if dry_run; then
+    work="$PWD/infer_310_$(date +%Y%m%d_%H%M%S)_XXXX"
+    preprocess_path="$(abspath "${PREPROCESS_PATH:-$work/preprocess_Result}")"
+    echo "model: $model"
+    echo "data: $data/val, config: $config, device: $device_id, outputs: $work (a new folder)"
+    [[ -d ${ASCEND_HOME:-/usr/local/Ascend} ]] || echo "note: no Ascend environment here (${ASCEND_HOME:-/usr/local/Ascend} \
+missing; set ASCEND_HOME): a real run stops before the build"
+    printf 'plan: build %q (log %s)\n' "$REPO_ROOT/ascend310_infer/build.sh" "$work/build.log"
+    printf 'plan: preprocess (log %s):' "$work/preprocess.log"
+    printf ' %q' "$PYTHON" "$REPO_ROOT/preprocess.py" --config "$config" --data_url "$data" --preprocess_path \
+        "$preprocess_path"
+    printf '\nplan: inference (log %s):' "$work/infer.log"
+    printf ' %q' "$app" "--mindir_path=$model" "--input_path=$preprocess_path" "--result_path=$work/result_Files" \
+        "--device_id=$device_id"
+    printf '\nplan: accuracy (log %s):' "$work/acc.log"
+    printf ' %q' "$PYTHON" "$REPO_ROOT/postprocess.py" --preprocess_path "$preprocess_path" --result_path \
+        "$work/result_Files"
+    echo
+    exit 0
+fi
+
 # Check for Ascend before anything slow: without it the C++ step can neither build nor run.
 ascend_home="${ASCEND_HOME:-/usr/local/Ascend}"
 if [[ ! -d "$ascend_home" ]]; then
@@ -84,7 +108,6 @@ for env_script in "$ascend_home/set_env.sh" "$ascend_home/ascend-toolkit/set_env
     fi
 done
 
-app="$REPO_ROOT/ascend310_infer/out/main"
 stamp="$REPO_ROOT/ascend310_infer/out/source.sha256"
 work="$(mktemp -d "$PWD/infer_310_$(date +%Y%m%d_%H%M%S)_XXXX")"
 echo "model: $model"

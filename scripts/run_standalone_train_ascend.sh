@@ -9,7 +9,9 @@ usage() {
 Usage: bash scripts/run_standalone_train_ascend.sh [DEVICE_ID] [CONFIG_PATH] [--key value ...]
 
   DEVICE_ID    device to train on
-  CONFIG_PATH  YAML file, e.g. the ModelZoo's src/configs/vig_s_patch16_224.yaml or configs/vig_s_224_gelu.yaml
+  CONFIG_PATH  YAML file, e.g. configs/modelzoo/vig_s_patch16_224.yaml (the ModelZoo recipe) or
+               configs/vig_s_224_gelu.yaml (the official one); relative paths from the current folder, else (as
+               the ModelZoo's) from ./train_standalone, else from the repository
   --key value  overrides of config keys, e.g. --epochs 10 --device_target CPU
 
 As the ModelZoo script: runs train.py --device_target Ascend in ./train_standalone with DEVICE_ID, RANK_SIZE=1

@@ -207,7 +207,7 @@ def test_two_msrun_nodes_train_as_one(image_folder, one_node_run, tmp_path):
         process = subprocess.Popen(_launch_args(shim, image_folder, "1", "127.0.0.1", port, str(node)), cwd=work,
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)
-        nodes.append((process, work / "train_distribute" / "msrun_log"))
+        nodes.append((process, work / "train_distribute" / f"msrun_log_node{node}"))
     outputs = []
     for process, _ in nodes:
         try:

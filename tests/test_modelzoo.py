@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -80,7 +81,9 @@ def test_their_yaml_trains_their_recipe(modelzoo_yaml):
     assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225) and cfg.crop_pct == 0.875
     # the whole schedule is scaled by the total batch / 512: 8 devices x 16 -> x 0.25
     lrs = learning_rates(cfg, updates_per_epoch=10, world=8)
-    assert lrs[0] == pytest.approx(7e-8 * 0.25) and lrs.max() == pytest.approx(0.002 * 0.25, rel=1e-6)
+    assert lrs.max() == pytest.approx(0.002 * 0.25, rel=1e-6)
+    # their warm-up from warmup_lr, but floored at min_lr as the rest (np.clip of the whole array)
+    assert lrs[0] == pytest.approx(6e-6 * 0.25) and lrs[100] == pytest.approx((7e-8 + (0.002 - 7e-8) / 2) * 0.25)
     assert lrs[-1] == pytest.approx(6e-6 * 0.25) and len(lrs) == 300 * 10
     # their cosine: from base_lr after the warm-up, floored at min_lr
     assert lrs[200] == pytest.approx(0.0005, rel=1e-6) and lrs[1600] == pytest.approx(0.00025, rel=1e-5)
@@ -190,8 +193,13 @@ def test_their_scripts_check_arguments_and_print_usage(tmp_path, modelzoo_yaml):
         (("run_standalone_train_ascend.sh", "0", "nope.yaml"), "config file 'nope.yaml' not found"),
         (("run_standalone_train_ascend.sh", "0", modelzoo_yaml, "--epoch", "1"), "unknown config key 'epoch'"),
         (("run_standalone_train_ascend.sh", "0", modelzoo_yaml), "has no train/ folder"),  # ../data/imagenet
-        (("run_distribute_train_ascend.sh", "missing.json", modelzoo_yaml), "rank table 'missing.json' does not"),
-        (("run_eval_ascend.sh", "0", modelzoo_yaml, "missing.ckpt"), "checkpoint 'missing.ckpt' does not exist"),
+        (("run_distribute_train_ascend.sh", "missing.json", modelzoo_yaml),
+         f"rank table 'missing.json' not found (looked in {tmp_path})\n"),
+        (("run_eval_ascend.sh", "0", modelzoo_yaml, "missing.ckpt"),  # their scripts read it from their job folder
+         f"checkpoint 'missing.ckpt' not found (looked in {tmp_path}, {tmp_path / 'evaluation_ascend'})\n"),
+        (("run_standalone_train_ascend.sh", "0", "src/configs/vig_s_patch16_224.yaml"),
+         f"not found (looked in {tmp_path}, {tmp_path / 'train_standalone'}, {ROOT}). Did you mean "
+         f"configs/modelzoo/vig_s_patch16_224.yaml? This repository ships configs/<model>.yaml (the official recipe"),
         (("run_distribute_train.sh", modelzoo_yaml, "d", "2", "1", "127.0.0.1"), "several msrun nodes need"),
         (("run_distribute_train.sh", modelzoo_yaml, "d", "2", "2", "127.0.0.1", "8000", "1"), "does not fit"),
     ]
@@ -232,10 +240,11 @@ def test_rank_table_plan_of_the_second_of_two_servers(tmp_path, modelzoo_yaml, i
 
 def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, image_folder):
     """bash scripts/run_standalone_train_ascend.sh [DEVICE_ID] [CONFIG_PATH], then run_eval_ascend.sh, with
-    data_url relative to the working folder as in their YAML; accumulation of 2 micro-batches per update."""
+    data_url, CONFIG_PATH and CHECKPOINT_PATH relative to the job folders as their users write them;
+    accumulation of 2 micro-batches per update."""
     os.symlink(image_folder, tmp_path / "data")  # their data_url ../data/imagenet, seen from ./train_standalone
     (tmp_path / "vig.yaml").write_text(MODELZOO_YAML.replace("../data/imagenet", "../data"))
-    trained = _script("run_standalone_train_ascend.sh", "0", "vig.yaml", *TINY, "--accumulation_step", "2",
+    trained = _script("run_standalone_train_ascend.sh", "0", "../vig.yaml", *TINY, "--accumulation_step", "2",
                       cwd=tmp_path)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     out = tmp_path / "train_standalone" / "outputs"
@@ -245,11 +254,11 @@ def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, i
     assert "ModelZoo src/data/imagenet.py: crop_pct=0.875, mean=[0.485, 0.456, 0.406]" in log
     steps = [json.loads(line) for line in open(out / "metrics.jsonl") if '"step"' in line]
     assert steps and steps[-1]["lr"] > 0
-    evaluated = _script("run_eval_ascend.sh", "0", "vig.yaml", str(out / "best.ckpt"), "-a", "vig_nano_gelu",
-                        "--image_size", "32", "--num_classes", "3", "--batch_size", "6", "-j", "1", "--device_target",
-                        "CPU", cwd=tmp_path)  # the model and data keys: eval.py takes no training keys
+    evaluated = _script("run_eval_ascend.sh", "0", "vig.yaml", "../train_standalone/outputs/best.ckpt", "-a",
+                        "vig_nano_gelu", "--image_size", "32", "--num_classes", "3", "--batch_size", "6", "-j", "1",
+                        "--device_target", "CPU", cwd=tmp_path)  # the model and data keys: eval.py takes no training keys
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert "top1" in (tmp_path / "evaluation_ascend" / "eval.log").read_text()
+    assert "=> eval results:{'Loss': " in (tmp_path / "evaluation_ascend" / "eval.log").read_text()
     assert np.isfinite(float(evaluated.stdout.split("loss ")[-1].split()[0]))
 
 
@@ -278,3 +287,32 @@ def test_start_epoch_begins_a_new_run_there(tmp_path, modelzoo_yaml, image_folde
     steps = [json.loads(line) for line in open(out / "metrics.jsonl") if '"step"' in line]
     # the schedule continues after its warm-up: the constant base_lr x 6 / 512, not a warm-up value
     assert steps[0]["lr"] == pytest.approx(0.002 * 6 / 512, rel=1e-5)
+
+
+def test_launches_that_cannot_work_here_say_so_and_plans_still_print(tmp_path, modelzoo_yaml, image_folder):
+    """A rank table with device_target CPU is refused before any rank starts; run_infer_310.sh without an Ascend
+    environment refuses a run in one line but prints its plan under DRY_RUN=1, writing nothing."""
+    from src.app.device import DeviceError, init_device
+
+    table = _rank_table(tmp_path / "hccl_2p.json", 1, 2)
+    refused = _script("run_distribute_train_ascend.sh", table, modelzoo_yaml, "--data_url", image_folder,
+                      "--device_target", "CPU", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: an HCCL rank table starts Ascend ranks, but "
+                                                                 "device_target is CPU"), refused.stderr
+    assert not (tmp_path / "train_parallel0").exists()
+    with mock.patch.dict(os.environ, {"RANK_TABLE_FILE": table, "RANK_SIZE": "2"}):
+        with pytest.raises(DeviceError, match="an HCCL rank table .* but device_target is CPU: train on Ascend"):
+            init_device("CPU", distribute=True)
+
+    (tmp_path / "m.mindir").write_bytes(b"exported")
+    nowhere = str(tmp_path / "no_ascend")
+    args = ("run_infer_310.sh", "m.mindir", image_folder, modelzoo_yaml)
+    run = _script(*args, cwd=tmp_path, ASCEND_HOME=nowhere)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: no Ascend environment ({nowhere} missing")
+    plan = _script(*args, cwd=tmp_path, ASCEND_HOME=nowhere, DRY_RUN="1")
+    assert plan.returncode == 0, plan.stderr
+    assert [line.split(" ")[1] for line in plan.stdout.splitlines() if line.startswith("plan:")] == \
+        ["build", "preprocess", "inference", "accuracy"]
+    assert f"note: no Ascend environment here ({nowhere} missing" in plan.stdout
+    assert f"--preprocess_path {tmp_path}/infer_310_" in plan.stdout
+    assert sorted(os.listdir(tmp_path)) == ["hccl_2p.json", "m.mindir", "vig_s_patch16_224.yaml"]

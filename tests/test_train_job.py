@@ -43,7 +43,7 @@ def test_job_writes_logs_checkpoints_and_curves(first_run):
                                              "crop_pct": defaults["crop_pct"]}
     assert ".run.lock" not in names
     skipped = sum(r["overflow_steps"] for r in epochs)
-    assert f"{skipped} of 12 steps skipped for overflow" in log and int(ckpt["meta.overflow_steps"].asnumpy()) == skipped
+    assert f"{skipped} of 12 updates skipped for overflow" in log and int(ckpt["meta.overflow_steps"].asnumpy()) == skipped
     assert "pos_embed" in ckpt and "ema.pos_embed" in ckpt
     assert any(k.startswith("train_state.exp_avg.") for k in ckpt) and "train_state.scale_sense" in ckpt
     assert "train_state.global_step" in ckpt

@@ -154,6 +154,8 @@ MZ_DATA = "ModelZoo src/data/imagenet.py"
 MZ_OPTIM = "ModelZoo src/tools/optimizer.py, schedulers.py"
 MZ_STEP = "ModelZoo src/tools/get_misc.py"
 MZ_NONE = "ModelZoo: no such step (off)"
+# Its train.py saved a checkpoint every epoch and kept save_every (default 2) of them.
+MZ_TRAIN = "ModelZoo train.py (a checkpoint every epoch, the newest 2 kept)"
 # Defaults of the data keys: the data package's parameter objects (the ModelZoo recipe's values).
 _EVAL, _TRAIN, _MIX, _READ = EvalTransformParams(), TrainTransformParams(), MixParams(), DatasetParams()
 
@@ -201,7 +203,8 @@ OPTIONS: Dict[str, Option] = {
     "dec": Option(None, _optional(_float), "SViG: decrement of the edge probability threshold per block (null: "
                                            "0.03)"),
     # ----- data
-    "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders"),
+    "data_url": Option("./data/imagenet", _str, "dataset root holding train/ and val/ class folders",
+                       flags=("--data_path",)),
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
                                     "scikit-learn's bundled digits, written to data_url on first use",
                   SETS, origin=MZ_YAML),
@@ -291,11 +294,13 @@ OPTIONS: Dict[str, Option] = {
     "overflow_window": Option(100, _int, "steps over which max_overflow_fraction is counted", check=POSITIVE),
     "seed": Option(0, _int, "random seed", check=NON_NEGATIVE, origin=MZ_ARGS),
     # ----- run
-    "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves"),
+    "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves (eval.py: given "
+                                           "on the command line, as ModelArts passes it, the folder of the results "
+                                           "JSON)"),
     "resume": Option(None, _optional(str), "checkpoint to continue from, or 'auto' for the newest in train_url"),
-    "save_every": Option(2, _int, "save a checkpoint every N epochs", check=POSITIVE, origin=MZ_ARGS),
-    "keep_last": Option(20, _int, "periodic checkpoints to keep (best.ckpt and last.ckpt are kept too)",
-                        check=POSITIVE, origin=MZ_ARGS, flags=("--keep_checkpoint_max",)),
+    "save_every": Option(1, _int, "save a checkpoint every N epochs", check=POSITIVE, origin=MZ_TRAIN),
+    "keep_last": Option(2, _int, "periodic checkpoints to keep (best.ckpt and last.ckpt are kept too)",
+                        check=POSITIVE, origin=MZ_TRAIN, flags=("--keep_checkpoint_max",)),
     "eval_every": Option(1, _int, "validate every N epochs", check=POSITIVE),
     "log_every": Option(20, _int, "log every N steps", check=POSITIVE),
     "device_target": Option("CPU", _str, "device", DEVICE_TARGETS),
@@ -316,7 +321,8 @@ OPTIONS: Dict[str, Option] = {
     "file_name": Option(None, _optional(str), "export file name without extension (default: the arch)"),
     "preprocess_path": Option("./preprocess_Result", _str, "offline inference inputs: one .bin per validation "
                                                             "image and labels.json"),
-    "result_path": Option("./result_Files", _str, "offline inference outputs: one <id>_0.bin of logits per input"),
+    "result_path": Option("./result_Files", _str, "offline inference outputs: one <id>_0.bin of logits per input",
+                         flags=("--result_dir",)),
 }
 
 _MODEL = ("arch", "num_classes", "in_channel", "mlp_ratio", "image_size", "kernel_impl", "pretrained", "use_ema",
@@ -337,7 +343,7 @@ _TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "inter
 # The keys each entry point reads (and so accepts on its command line).
 ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
     "train": _MODEL + _DATA + _DEVICE + _MODELARTS + _TRAINING + ("eval_amp_level",),
-    "eval": _MODEL + _DATA + _DEVICE + _MODELARTS + ("distribute", "eval_amp_level"),
+    "eval": _MODEL + _DATA + _DEVICE + _MODELARTS + ("distribute", "eval_amp_level", "train_url"),
     "export": _MODEL + _DEVICE + ("batch_size", "eval_amp_level", "file_format", "file_name"),
     "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "mean", "std", "data_url", "set", "seed",
                    "preprocess_path") + _IMAGES,
@@ -410,7 +416,7 @@ def read_yaml(path: str, remote: bool = False) -> Dict[str, Any]:
         text = read_text(path)
     else:
         if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} does not exist; pass --config configs/<model>.yaml")
+            raise ConfigError(f"config file {path!r} does not exist.{shipped_configs_hint(path)}")
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     try:
@@ -420,6 +426,22 @@ def read_yaml(path: str, remote: bool = False) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path!r} must be a mapping of keys to values")
     return data
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def shipped_configs_hint(path: str) -> str:
+    """What to pass instead of a config file that does not exist: the shipped file of the same name, if any, and
+    the two recipes this repository ships (a ModelZoo user's ./src/configs/vig_s_patch16_224.yaml lives in
+    configs/modelzoo/ here)."""
+    name = os.path.basename(path)
+    same = [os.path.join(folder, name) for folder in ("configs", os.path.join("configs", "modelzoo"))
+            if os.path.isfile(os.path.join(REPO_ROOT, folder, name))]
+    found = f" Did you mean {same[0]}?" if same else ""
+    return (f"{found} This repository ships configs/<model>.yaml (the official recipe: EMA, repeated augmentation, "
+            f"total batch 1024, cooldown) and configs/modelzoo/vig_{{ti,s,b}}_patch16_224.yaml (the MindSpore "
+            f"ModelZoo's recipe)")
 
 
 def _config_location(path: str, modelarts: bool) -> Tuple[str, bool]:
@@ -520,14 +542,16 @@ def _check_combinations(values: Dict[str, Any]) -> None:
                           f"{values['epochs'] + values['cooldown_epochs']} epochs to train")
 
 
-def effective_recipe(cfg: Config, entry: str = "train") -> Dict[str, List[str]]:
+def effective_recipe(cfg: Config, entry: str = "train", sources: Optional[Dict[str, str]] = None
+                     ) -> Dict[str, List[str]]:
     """The values of ``entry``'s keys that the config file does not write, grouped by where they come
-    from (the command line, a ModelZoo file, this project): what a run logs at its start."""
+    from (the command line, a ModelZoo file, this project, or as ``sources`` says for keys resolved
+    elsewhere): what a run logs at its start."""
     groups: Dict[str, List[str]] = {}
     for key in ENTRY_KEYS[entry]:
         if key in cfg.file_keys:
             continue
-        source = "command line" if key in cfg.command_line_keys else OPTIONS[key].origin
+        source = "command line" if key in cfg.command_line_keys else (sources or {}).get(key, OPTIONS[key].origin)
         value = cfg[key]
         groups.setdefault(source, []).append(f"{key}={list(value) if isinstance(value, tuple) else value}")
     return groups

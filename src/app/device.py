@@ -51,6 +51,10 @@ def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.G
         raise DeviceError(f"device_target {device_target!r} is not available in this MindSpore installation "
                           f"(no {device_target} device or driver found); pass --device_target CPU")
     join = data_parallel(distribute, device_num)
+    if join and "RANK_TABLE_FILE" in os.environ and "MS_WORKER_NUM" not in os.environ and device_target != "Ascend":
+        raise DeviceError(f"an HCCL rank table (RANK_TABLE_FILE) starts Ascend ranks, but device_target is "
+                          f"{device_target}: train on Ascend, or on {device_target} with msrun "
+                          f"(scripts/run_distribute_train.sh)")
     device_id = _env_int(os.environ, "DEVICE_ID", device_id)
     if device_target == "CPU":
         ms.set_device(device_target)
@@ -60,7 +64,13 @@ def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.G
     if not join:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
-    init()
+    try:
+        init()
+    except RuntimeError as err:  # MindSpore's reason is its first lines; the rest is its C++ stack
+        reason = " ".join(line.strip() for line in str(err).splitlines()[:3] if line.strip())
+        launcher = "the HCCL rank table" if "RANK_TABLE_FILE" in os.environ else "msrun"
+        raise DeviceError(f"cannot join the data-parallel group started by {launcher} (MindSpore: {reason[:400]}); "
+                          f"check the launcher's settings and that every rank can reach the others") from None
     world = get_group_size()
     expected = max(device_num, _env_int(os.environ, "DEVICE_NUM"))
     if expected > 1 and world != expected:

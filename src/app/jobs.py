@@ -15,10 +15,10 @@ import numpy as np
 import mindspore as ms
 
 from . import modelarts
-from .builders import (data_record, dataset_params, eval_dataset, eval_transform, inference_net, kernel_impl,
-                       learning_rates, model_from_config, prediction_class_names, prepare_data, train_dataset,
-                       train_step)
-from .config import Config, ConfigError, effective_recipe, save_config
+from .builders import (data_record, dataset_params, describe_transform, eval_dataset, eval_transform, inference_net,
+                       kernel_impl, learning_rates, model_from_config, prediction_class_names, prepare_data,
+                       resolve_transform, train_dataset, train_step)
+from .config import Config, ConfigError, effective_recipe, is_remote, save_config
 from .device import init_device
 from ..data import DatasetError
 from ..deploy.export import EXTENSIONS, export_network
@@ -46,16 +46,17 @@ def run_training(cfg: Config, stop: Optional[Callable[[], int]] = None) -> Dict[
     ms.set_seed(cfg.seed)
     if cfg.run_modelarts:
         cfg = modelarts.localise(cfg, training=True)
+    cfg, transform_sources = resolve_transform(cfg)
     with own_output_folder(cfg.train_url, rank, world):
         checkpoints, uploader = modelarts.run_checkpoints(cfg, rank)
         try:
-            return _train(cfg, rank, world, checkpoints, stop)
+            return _train(cfg, transform_sources, rank, world, checkpoints, stop)
         finally:
             if uploader:
                 uploader.upload()
 
 
-def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
+def _train(cfg: Config, transform_sources: Dict[str, str], rank: int, world: int, checkpoints: RunCheckpoints,
            stop: Optional[Callable[[], int]]) -> Dict[str, float]:
     removed = checkpoints.remove_stale_temporaries()
     resume_path = checkpoints.find_resume(cfg.resume)
@@ -70,7 +71,7 @@ def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
     if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
         name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
         save_config(cfg, os.path.join(cfg.train_url, name))
-    log_recipe(cfg, log)
+    log_recipe(cfg, log, transform_sources)
     job = build_train_job(cfg, rank, world, checkpoints, log, stop)
     if rank == 0:
         check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
@@ -161,10 +162,11 @@ def whole_updates(data, steps: int):
     return limited
 
 
-def log_recipe(cfg: Config, log) -> None:
-    """The effective recipe: every value the config file does not write, and where it comes from."""
+def log_recipe(cfg: Config, log, sources: Optional[Dict[str, str]] = None) -> None:
+    """The effective recipe: every value the config file does not write, and where it comes from (``sources``:
+    keys resolved from elsewhere than their schema origin, such as the transform from the model's default cfg)."""
     log.info("config %s; values not written in it:", cfg.config or "(none)")
-    for source, values in effective_recipe(cfg).items():
+    for source, values in effective_recipe(cfg, sources=sources).items():
         log.info("  %s: %s", source, ", ".join(values))
 
 
@@ -208,15 +210,28 @@ def run_evaluation(cfg: Config) -> Dict[str, float]:
     if cfg.run_modelarts:
         modelarts.require_moxing()
     rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
+    checkpoint = cfg.pretrained  # as given (an obs:// path on ModelArts)
+    results_to = cfg.train_url if "train_url" in cfg.command_line_keys else None
+    if results_to and rank == 0 and not is_remote(results_to):
+        check_writable(results_to, "results folder", "train_url")
     if cfg.run_modelarts:
         cfg = modelarts.localise(cfg, training=False)
+    cfg, sources = resolve_transform(cfg, cfg.pretrained)
     root = prepare_data(cfg, rank)
     columns = trained_for(cfg, root)
     net = model_from_config(cfg)
     loaded = load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     result = evaluate(inference_net(cfg, net), eval_dataset(cfg, root, rank, world), distributed=world > 1,
                       columns=columns)
-    return {**result, "ema": loaded.ema, "classes_by_name": columns is not None}
+    result = {**result, "ema": loaded.ema, "classes_by_name": columns is not None,
+              "transform": describe_transform(cfg, sources)}
+    if results_to and rank == 0:
+        record = {"arch": cfg.arch, "checkpoint": checkpoint, "weights": "EMA" if loaded.ema else "model",
+                  "top1": result["top1"], "top5": result["top5"], "loss": result["loss"], "images": result["count"],
+                  "eval_amp_level": cfg.eval_amp_level, "transform": result["transform"],
+                  "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        result["results_file"] = modelarts.write_results(results_to, record, cfg.cache_dir)
+    return result
 
 
 def run_export(cfg: Config) -> str:
@@ -228,6 +243,7 @@ def run_export(cfg: Config) -> str:
         raise _no_weights("export")
     form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id)
+    cfg, _ = resolve_transform(cfg, cfg.pretrained)
     trained_for(cfg)
     net = model_from_config(cfg, impl=form)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
@@ -238,6 +254,7 @@ def run_export(cfg: Config) -> str:
 
 def run_preprocess(cfg: Config) -> Dict[str, int]:
     """preprocess.py: the validation images through the model's evaluation transform, one file each."""
+    cfg, _ = resolve_transform(cfg)
     return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform(cfg), dataset_params(cfg))
 
 
@@ -269,6 +286,7 @@ def run_prediction(cfg: Config) -> Dict[str, object]:
     if cfg.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {cfg.topk}")
     paths, missing = find_images(cfg.images)
+    cfg, _ = resolve_transform(cfg, cfg.pretrained)
     init_device(cfg.device_target, cfg.device_id, cfg.graph_mode)
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
@@ -285,6 +303,7 @@ def run_visualization(cfg: Config) -> dict:
     last block of each quarter of the network) for ``cfg.image``, written to ``cfg.out``; returns the summary."""
     if not cfg.pretrained:
         raise _no_weights("visualise")
+    cfg, _ = resolve_transform(cfg, cfg.pretrained)
     init_device(cfg.device_target, cfg.device_id, mode=ms.PYNATIVE_MODE)  # hooks need PyNative mode
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)

@@ -22,8 +22,9 @@ def create_lr_schedule(name: str, base_lr: float, steps_per_epoch: int, epochs: 
     * ``exp_lr`` (ModelZoo): base_lr * lr_gamma ** epoch, never below ``min_lr``;
     * ``multistep_lr`` (ModelZoo, no warm-up): base_lr * lr_gamma ** (epoch / lr_adjust), never below ``min_lr``;
 
-    with epoch fractional (t / steps_per_epoch). The ``cooldown_epochs`` after ``epochs`` stay at the last
-    rule's floor (min_lr; base_lr for constant_lr).
+    with epoch fractional (t / steps_per_epoch). Every rule but timm's cosine is the ModelZoo's, which floors the
+    whole schedule at ``min_lr``, its warm-up included (a warmup_lr below min_lr starts at min_lr). The
+    ``cooldown_epochs`` after ``epochs`` stay at the last rule's floor (min_lr; base_lr for constant_lr).
     """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown lr_scheduler {name!r}; choose one of {SCHEDULERS}")
@@ -48,5 +49,7 @@ def create_lr_schedule(name: str, base_lr: float, steps_per_epoch: int, epochs: 
             lrs[t] = max(base_lr * lr_gamma ** (epoch / lr_adjust), min_lr)
         else:
             lrs[t] = base_lr
+    if not (name == "cosine_lr" and cosine_style == "timm"):
+        lrs[:total] = np.maximum(lrs[:total], min_lr)
     lrs[total:] = base_lr if name == "constant_lr" else min_lr
     return lrs.astype(np.float32)

@@ -123,10 +123,11 @@ def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
             _check_stop(job, meta, saved, where=f"after epoch {epoch + 1}")
     if job.metrics_path and job.curves_path:
         plot_training_curves(job.metrics_path, job.curves_path)
-    job.log.info("done: best top1 %.2f at epoch %d (%s weights); %d of %d steps skipped for overflow; checkpoints, "
+    updates = int(meta["step"]) // job.step.accumulation  # meta counts micro-batches
+    job.log.info("done: best top1 %.2f at epoch %d (%s weights); %d of %d updates skipped for overflow; checkpoints, "
                  "log and curves in %s", meta["best_top1"], meta["best_epoch"],
-                 "EMA" if meta["best_is_ema"] else "model", meta["overflow_steps"], meta["step"],
-                 job.checkpoints.folder)
+                 "EMA" if meta["best_is_ema"] else "model", meta["overflow_steps"], updates,
+                 job.checkpoints.location)
     return {**results, "best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"],
             "best_is_ema": bool(meta["best_is_ema"]), "overflow_steps": int(meta["overflow_steps"])}
 
