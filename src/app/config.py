@@ -288,7 +288,8 @@ OPTIONS: Dict[str, Option] = {
     "max_overflow_fraction": Option(0.5, _float, "stop the run when more than this share of the last overflow_window "
                                                  "steps were skipped for non-finite loss or gradients (1: never)",
                                     check=PROBABILITY),
-    "overflow_window": Option(100, _int, "steps over which max_overflow_fraction is counted", check=POSITIVE),
+    "overflow_window": Option(100, _int, "updates over which max_overflow_fraction is counted (a shorter run: all "
+                                         "its updates, once 10 are counted)", check=POSITIVE),
     "seed": Option(0, _int, "random seed", check=NON_NEGATIVE, origin=MZ_ARGS),
     # ----- run
     "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves"),

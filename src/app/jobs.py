@@ -30,7 +30,7 @@ from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.evaluate import evaluate
 from ..engine.logger import get_logger
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
-from ..engine.trainer import TrainJob, fit, sum_over_ranks
+from ..engine.trainer import TrainJob, fit, loss_bound, sum_over_ranks
 from ..models import export_formulation, model_cfg
 from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
 from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
@@ -148,7 +148,8 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
         eval_every=cfg.eval_every, save_every=cfg.save_every,
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
         curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None,
-        stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window)
+        stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window,
+        loss_bound=loss_bound(cfg.num_classes))
 
 
 def whole_updates(data, steps: int):
