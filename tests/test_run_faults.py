@@ -40,6 +40,7 @@ import pytest
 import eval as eval_entry
 import export as export_entry
 import infer as infer_entry
+import predict as predict_entry
 import train as train_entry
 from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
@@ -492,7 +493,7 @@ def test_eval_refuses_other_classes(trained_run, renamed_classes):
                    f"classes it was trained for {TRACEBACK_HINT}\n")
 
 
-def test_eval_and_export_refuse_another_transform(trained_run, image_folder, tmp_path):
+def test_eval_export_and_predict_refuse_another_transform(trained_run, image_folder, tmp_path):
     status, err = in_process(eval_entry.main, eval_args(image_folder, trained_run / "best.ckpt", "--crop_pct", "0.8"))
     assert status == 2
     assert err == (f"error: {str(trained_run / 'best.ckpt')!r} does not fit this configuration: it was trained for "
@@ -504,6 +505,9 @@ def test_eval_and_export_refuse_another_transform(trained_run, image_folder, tmp
     assert err == (f"error: {str(trained_run / 'best.ckpt')!r} does not fit this configuration: it was trained for "
                    f"image_size 32 (here 64); pass --image_size 32 {TRACEBACK_HINT}\n")
     assert os.listdir(tmp_path) == []
+    assert in_process(predict_entry.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "64",
+                                           "--pretrained", str(trained_run / "best.ckpt"), *TRANSFORM,
+                                           str(image_folder)]) == (status, err)
 
 
 def test_the_same_classes_in_another_order_are_matched_by_name(trained_run, image_folder, tmp_path):
@@ -534,6 +538,33 @@ def test_evaluation_scores_the_columns_of_the_dataset_labels(pynative):
     identity = nn.Identity()
     assert evaluate(identity, data)["top1"] == 0.0
     assert evaluate(identity, data, columns=[1, 2, 0])["top1"] == 100.0
+
+
+class SkipsAll:
+    """The bad-image policy of a pipeline whose every image is unreadable, skipped as allowed."""
+
+    def add(self, found):
+        pass
+
+    def summary(self):
+        pass
+
+
+def test_evaluation_over_no_readable_image_is_an_error(pynative):
+    """All images skipped (max_bad_image_fraction 1): an error, not top-1 0.00."""
+    import mindspore.dataset as ds
+    from mindspore import nn
+    from src.data import DatasetError
+    from src.engine.evaluate import evaluate
+
+    logits = np.zeros((3, 3), np.float32)
+    unreadable = np.full(3, -1, np.int32)
+    data = ds.NumpySlicesDataset((logits, unreadable, np.arange(3, dtype=np.int32)),
+                                 column_names=["image", "label", "bad"], shuffle=False).batch(3)
+    data.bad_image_policy = SkipsAll()
+    with pytest.raises(DatasetError, match=r"^no image could be evaluated: every image of the validation split was "
+                                           r"skipped as unreadable"):
+        evaluate(nn.Identity(), data)
 
 
 @pytest.mark.parametrize("suffix", [".mindir", ".onnx"])

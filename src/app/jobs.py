@@ -262,13 +262,14 @@ PREDICT_BATCH = 8
 
 def run_prediction(cfg: Config) -> Dict[str, object]:
     """predict.py: the top-k classes of each image named by ``cfg.images`` (files, folders, glob patterns)
-    with the ``pretrained`` weights. Returns {"classes_from", "results"}: one result per file (see
+    with the ``pretrained`` weights, at the evaluation transform they were trained for (``trained_for``). Returns {"classes_from", "results"}: one result per file (see
     ``deploy.predict.classify_files``), plus one with an error for each name that matches no file.
     Batches of 8 unless --batch_size is on the command line."""
     if not cfg.pretrained:
         raise _no_weights("predict with")
     if cfg.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {cfg.topk}")
+    trained_for(cfg)
     paths, missing = find_images(cfg.images)
     init_device(cfg.device_target, cfg.device_id, cfg.graph_mode)
     net = model_from_config(cfg)
