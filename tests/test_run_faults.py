@@ -21,7 +21,6 @@ The processes share MindSpore's compile cache, so only the first compiles the gr
 """
 import ctypes
 import errno
-import io
 import json
 import os
 import re
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import redirect_stderr
 
 import numpy as np
 import pytest
@@ -42,7 +40,7 @@ import export as export_entry
 import infer as infer_entry
 import predict as predict_entry
 import train as train_entry
-from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, job_args, write_image_folder
+from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from src.weights.files import FolderLock, OutputFolderError, remove_stale_temporaries
@@ -83,12 +81,19 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
 
+def default_sigint():
+    """SIGINT as a terminal delivers it, even where the tests run as a background job (SIGINT ignored, which
+    train.py keeps)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """A train.py process in a session of its own; its stdout and stderr collected line by line."""
 
     def __init__(self, script, args, env):
         self.process = subprocess.Popen([sys.executable, script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                        stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                        preexec_fn=default_sigint)
         self.pid = self.process.pid
         self.out, self.err = [], []
         self.readers = [threading.Thread(target=lambda s=s, d=d: d.extend(s), daemon=True)
@@ -152,14 +157,6 @@ def metas(folder):
             meta = read_checkpoint(os.path.join(folder, name), meta_only=True)
             out[name] = tuple(int(meta[f"meta.{k}"].asnumpy()) for k in ("epoch", "batch", "step"))
     return out
-
-
-def in_process(main, argv):
-    """An entry point through run_cli in this process: (exit status, stderr)."""
-    err = io.StringIO()
-    with redirect_stderr(err), pytest.raises(SystemExit) as done:
-        run_cli(lambda: main(argv))
-    return done.value.code, err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +266,10 @@ def test_ctrl_c_saves_the_step_exits_130_and_leaves_no_worker(chain):
 def test_the_resumed_chain_ends_with_the_uninterrupted_runs_checkpoint(chain):
     run, names = chain["finished"]
     assert run.returncode == 0, run.text()
+    with open(chain["out"] / "metrics.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]  # each record once, though the runs were killed
+    assert [r["step"] for r in records if r["type"] == "step"] == list(range(1, 2 * STEPS + 1))
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
     for name in ("last.ckpt", "best.ckpt"):
         assert_same_checkpoints(read_checkpoint(str(chain["out"] / name)),
                                 read_checkpoint(str(chain["uninterrupted"] / name)))
@@ -421,15 +422,17 @@ def no_room(monkeypatch):
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage._replace(free=2 ** 20))
 
 
-def test_a_full_train_url_is_refused_before_training(image_folder, tmp_path, monkeypatch):
+def test_a_full_train_url_is_refused_before_writing_anything(image_folder, tmp_path, monkeypatch):
+    """save_every 1 and keep_last 1 keep three checkpoints: room for three is asked. The refused run leaves
+    no train_url behind (no config.yaml, no train.log)."""
     no_room(monkeypatch)
     out = tmp_path / "out"
     status, err = in_process(train_entry.main, job_args(image_folder, out))
     assert status == 2
-    assert re.fullmatch(rf"error: the output folder {re.escape(repr(str(out)))} has 1.0 MiB free but one checkpoint "
-                        rf"needs about \d+\.\d MiB; free some space or choose another --train_url "
-                        rf"{re.escape(TRACEBACK_HINT)}\n", err), err
-    assert not [n for n in os.listdir(out) if n.endswith(".ckpt") or n.startswith(".")]
+    assert re.fullmatch(rf"error: the output folder {re.escape(repr(str(out)))} has 1.0 MiB free but keeping 3 "
+                        rf"checkpoints \(1 epoch_NNNN.ckpt, last.ckpt, best.ckpt\) needs about \d+\.\d MiB; free some "
+                        rf"space or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
+    assert not out.exists()
 
 
 def test_a_full_export_folder_is_refused(trained_run, tmp_path, monkeypatch, graph_mode):
@@ -636,7 +639,7 @@ def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored(tmp_path
         child = int(done.stdout.split("\n")[0].split()[-1])
         return done, child
 
-    done, child = run("signal.SIGINT", "signal.SIGINT", False)
+    done, child = run("signal.SIGINT", "signal.SIGINT", False, preexec_fn=default_sigint)
     assert (done.returncode, done.stdout) == (130, f"[2, 15] {child}\n2\n")
     assert done.stderr == ("SIGINT: training stops after the current step and saves a checkpoint (send it again to "
                            "stop at once)\nSIGINT again: stopping now, without saving\n")

@@ -28,7 +28,7 @@ from ..deploy.visualize import visualize
 from ..data.files import find_images
 from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.evaluate import evaluate
-from ..engine.logger import get_logger
+from ..engine.logger import get_logger, start_log_file
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
 from ..engine.trainer import TrainJob, fit, loss_bound, sum_over_ranks
 from ..models import export_formulation, model_cfg
@@ -62,19 +62,18 @@ def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
     if resume_path is None and checkpoints.existing():  # every rank stops alike
         raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that "
                           f"run or choose another --train_url")
-    log = get_logger("train", cfg.train_url, rank)
+    log = get_logger("train", cfg.train_url, rank, hold_file=True)  # train.log appears once the start is accepted
     for path in removed:
         log.info("removed %s, left by an interrupted checkpoint write", path)
     for path, reason in checkpoints.unreadable:
         log.info("--resume auto skips %s: %s", path, reason)
-    if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
-        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
-        save_config(cfg, os.path.join(cfg.train_url, name))
     log_recipe(cfg, log)
     job = build_train_job(cfg, rank, world, checkpoints, log, stop)
     if rank == 0:
-        check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
-                         "train_url", "one checkpoint")
+        periodic = min(cfg.keep_last, -(-job.total_epochs // cfg.save_every))
+        check_free_space(cfg.train_url, checkpoints.room_needed(job.step, job.model, periodic + 2), "output folder",
+                         "train_url", f"keeping {periodic + 2} checkpoints ({periodic} epoch_NNNN.ckpt, last.ckpt, "
+                                      f"best.ckpt)")
     meta = new_run_meta()
     if cfg.resume == "auto" and resume_path is None:
         log.info("--resume auto: no checkpoint in %s, starting a new run", cfg.train_url)
@@ -89,6 +88,11 @@ def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
                                                           ms.int32))
         log.info("start_epoch %d: a new run starting at epoch %d of the schedule", cfg.start_epoch,
                  cfg.start_epoch + 1)
+    if rank == 0:  # the start is accepted: the first write into train_url. A resumed run keeps the first run's
+        # config.yaml and records its own beside it
+        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
+        save_config(cfg, os.path.join(cfg.train_url, name))
+    start_log_file(log)
     if meta["epoch"] >= job.total_epochs:
         log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
                  job.total_epochs)
@@ -101,8 +105,9 @@ def _train(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoints,
 
 @contextlib.contextmanager
 def own_output_folder(folder: str, rank: int, world: int):
-    """Rank 0 proves ``folder`` writable and holds its lock for the run; if it cannot, every rank stops."""
-    lock, problem = None, None
+    """Rank 0 proves ``folder`` writable and holds its lock for the run; if it cannot, every rank stops.
+    A folder this created is removed again when the run stops before writing into it (a refused start)."""
+    lock, problem, created = None, None, not os.path.isdir(folder)
     if rank == 0:
         try:
             check_writable(folder, "output folder", "train_url")
@@ -113,6 +118,14 @@ def own_output_folder(folder: str, rank: int, world: int):
         raise problem or OutputFolderError(f"rank 0 cannot use the output folder {folder!r}; see its log")
     try:
         yield
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+            if created:
+                with contextlib.suppress(OSError):  # only an empty folder goes
+                    os.rmdir(folder)
+        raise
     finally:
         if lock is not None:
             lock.release()

@@ -20,6 +20,7 @@ import collections
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from .plot import plot_training_curves
 from .run_checkpoints import RunCheckpoints
 from .train_step import TrainOneStep
 from ..weights.checkpoint import EMA_PREFIX
+from ..weights.files import temporary_path
 
 
 @dataclass
@@ -134,6 +136,7 @@ def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
     results = {}
     clock = _StepClock()
     window = overflow_watch(job)
+    _keep_metrics_until(job.metrics_path, meta)
     _check_stop(job, meta, saved=True, where="before training started (nothing trained, nothing saved)")
     for epoch in range(int(meta["epoch"]), job.total_epochs):
         record = train_epoch(job, epoch, meta, clock, window)
@@ -271,6 +274,29 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
             _check_stop(job, meta, saved=False, where=where)
     return {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
             "overflow_steps": overflows, "time_s": time.time() - start}
+
+
+def _keep_metrics_until(path: Optional[str], meta: Dict[str, float]) -> None:
+    """``metrics.jsonl`` continues from the run's checkpoint (``meta``): the records that a killed run wrote
+    after its newest checkpoint, which the resumed run writes again, are dropped (as is a line cut short)."""
+    if not path or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line if line.endswith("\n") else line + "\n" for line in lines if _before(line, meta)]
+    if kept != lines:
+        tmp = temporary_path(path)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
+        os.replace(tmp, path)
+
+
+def _before(line: str, meta: Dict[str, float]) -> bool:
+    try:
+        record = json.loads(line)
+        return record["step"] <= meta["step"] if record["type"] == "step" else record["epoch"] <= meta["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _append_json(path: Optional[str], record: dict) -> None:
