@@ -465,11 +465,35 @@ def _config_location(path: str, modelarts: bool) -> Tuple[str, bool]:
     return path, False
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that a command-line mistake is a ConfigError (one line through ``cli.run_cli``)
+    instead of the usage text and a message."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (--help shows the usage)")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an entry point's own count: an integer in [low, high] (config keys have
+    ``Option.check``)."""
+    def parse(text: str) -> int:
+        try:
+            value = _int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        problem = in_range(low, high)(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{value} {problem}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
 def build_parser(description: str, entry: str = "train", arguments: Sequence[Argument] = ()) -> argparse.ArgumentParser:
     """The command line of ``entry``: --config, the entry point's own ``arguments`` (not config keys: inputs
     such as image files) and the keys that entry point reads."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=description, allow_abbrev=False,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--vig_config", dest="config", help="YAML file (configs/<model>.yaml)")
     if arguments:
         own = parser.add_argument_group(f"{entry}.py arguments")

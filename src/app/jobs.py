@@ -275,7 +275,7 @@ PREDICT_BATCH = 8
 
 def run_prediction(cfg: Config) -> Dict[str, object]:
     """predict.py: the top-k classes of each image named by ``cfg.images`` (files, folders, glob patterns)
-    with the ``pretrained`` weights, at the evaluation transform they were trained for (``trained_for``). Returns {"classes_from", "results"}: one result per file (see
+    with the ``pretrained`` weights. Returns {"classes_from", "results"}: one result per file (see
     ``deploy.predict.classify_files``), plus one with an error for each name that matches no file.
     Batches of 8 unless --batch_size is on the command line."""
     if not cfg.pretrained:
@@ -303,6 +303,7 @@ def run_visualization(cfg: Config) -> dict:
     init_device(cfg.device_target, cfg.device_id, mode=ms.PYNATIVE_MODE)  # hooks need PyNative mode
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    check_writable(cfg.out, "output folder", "out")
     params = eval_transform(cfg)
     (transform,) = create_transforms(params, max_image_pixels=cfg.max_image_pixels)
     try:
