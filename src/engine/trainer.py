@@ -262,10 +262,16 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
                                             "loss": loss_value, "lr": lr, "loss_scale": float(scale.asnumpy()),
                                             "images_per_s": speed})
         where = f"at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}"
-        if not math.isfinite(loss_value) or loss_value > job.loss_bound:
-            _diverged(job, where, f"the training loss is {loss_value:.4g}" + (
-                "" if not math.isfinite(loss_value) else
-                f", above {job.loss_bound:.4g} = {LOSS_BOUND_FACTOR} x ln(num_classes)"))
+        exploded = not math.isfinite(loss_value) or loss_value > job.loss_bound
+        bound = f"{job.loss_bound:.4g} = {LOSS_BOUND_FACTOR} x ln(num_classes)"
+        if job.world > 1:  # every rank stops at the same step
+            anywhere = bool(sum_over_ranks([exploded], job.world)[0])
+        else:
+            anywhere = exploded
+        if anywhere:
+            own = f"the training loss is {loss_value:.4g}" + (f", above {bound}" if math.isfinite(loss_value) else "")
+            _diverged(job, where, own if exploded else f"the training loss of another rank is not finite or above "
+                                                       f"{bound}")
         if window.exceeded():
             _diverged(job, where, f"{sum(window.flags)} of the last {len(window.flags)} updates were skipped for "
                                   f"non-finite loss or gradients, more than max_overflow_fraction "
