@@ -19,21 +19,23 @@ make denormal floats that slow CPUs several-fold).
 import argparse
 
 from src.app.cli import run_cli
+from src.app.config import ArgumentParser, int_in
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", help="registered model name(s); --flops without it: every model")
     parser.add_argument("--flops", action="store_true", help="print parameters and MACs per image instead of speed")
     parser.add_argument("--against-pytorch", action="store_true",
                         help="measure side by side with the PyTorch reference (needs torch, a test requirement)")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--image_size", type=int, nargs="+", default=[224], metavar="SIZE",
-                        help="side of the square input; --against-pytorch also takes H W")
+    parser.add_argument("--batch_size", type=int_in(1, 4096), default=8, help="images per call (1 to 4096)")
+    parser.add_argument("--image_size", type=int_in(16, 4096), nargs="+", default=[224], metavar="SIZE",
+                        help="side of the square input (16 to 4096); --against-pytorch also takes H W")
     parser.add_argument("--mode", choices=("infer", "train", "both"), default="both")
     parser.add_argument("--amp_level", choices=("O0", "O2", "O3"), default="O0")
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=4, help="--against-pytorch: untimed calls before the runs")
+    parser.add_argument("--runs", type=int_in(1, 10000), default=10, help="timed calls (1 to 10000)")
+    parser.add_argument("--warmup", type=int_in(0, 1000), default=4,
+                        help="--against-pytorch: untimed calls before the runs (0 to 1000)")
     parser.add_argument("--no_latency", action="store_true",
                         help="--against-pytorch: leave out the exported models' batch-1 latency")
     parser.add_argument("--kernel_impl", choices=("auto", "native", "cpu"), default="auto")

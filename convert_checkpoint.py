@@ -11,10 +11,11 @@ the file is executed: only tensor data is accepted.
 import argparse
 
 from src.app.cli import run_cli
+from src.app.config import ArgumentParser
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, help="registered model name, e.g. vig_ti_224_gelu")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--src", help="official checkpoint (.pth / .pth.tar)")

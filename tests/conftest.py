@@ -1,6 +1,7 @@
 """Shared pytest setup: every test runs MindSpore on the CPU from the repository root."""
 import contextlib
 import hashlib
+import io
 import os
 import sys
 
@@ -196,3 +197,13 @@ class NoBadImages:
 
     def summary(self):
         pass
+
+
+def in_process(main, argv):
+    """An entry point through run_cli in this process: (exit status, stderr)."""
+    from src.app.cli import run_cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as done:
+        run_cli(lambda: main(argv))
+    return done.value.code, err.getvalue()

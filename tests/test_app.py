@@ -47,11 +47,18 @@ def test_other_ranks_say_when_the_digits_never_come(tmp_path):
         prepare_data(cfg, rank=1, wait_seconds=0.2)
 
 
-def test_an_unreadable_checkpoint_names_mindspores_reason(tmp_path):
+def test_an_unreadable_checkpoint_names_mindspores_reason_and_an_empty_one_says_so(tmp_path):
     path = tmp_path / "broken.ckpt"
     path.write_bytes(b"\x00\x01 not a checkpoint")
     with pytest.raises(CheckpointError, match=r"cannot read .*broken.ckpt.*\(MindSpore: .+\)"):
         read_checkpoint(str(path))
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    for meta_only in (False, True):
+        with pytest.raises(CheckpointError) as refused:
+            read_checkpoint(str(empty), meta_only=meta_only)
+        assert str(refused.value) == (f"cannot read {str(empty)!r} as a MindSpore checkpoint: the file is empty or "
+                                      f"truncated (0 bytes, no complete entry); write or copy it again")
 
 
 def test_library_warnings_reach_the_run_log(tmp_path):

@@ -63,7 +63,7 @@ def test_bad_feature_indices_are_refused():
         create_model("pvig_ti_224_gelu", img_size=64, features_only=True, out_indices=(0, 4))
     with pytest.raises(ModelError, match="pass features_only=True"):
         create_model("vig_nano_gelu", img_size=64, out_indices=(0,))
-    with pytest.raises(ModelError, match=r"frozen_stages must be in 0\.\.4"):
+    with pytest.raises(ModelError, match=r"frozen_stages must be an integer in 0\.\.4"):
         create_model("pvig_ti_224_gelu", img_size=64, frozen_stages=5)
 
 

@@ -53,6 +53,25 @@ def test_bad_values_are_refused():
         load_config([])
 
 
+def test_a_key_written_twice_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("arch: vig_nano_gelu\nbase_lr: 0.1\nepochs: 3\nbase_lr: 0.2\n")
+    with pytest.raises(ConfigError) as twice:
+        load_config(["--config", str(path)])
+    assert str(twice.value) == f"config file {str(path)!r} sets 'base_lr' twice (lines 2 and 4); keep one"
+
+
+def test_a_schedule_too_long_to_hold_is_refused_before_it_is_made():
+    from src.app.builders import learning_rates
+
+    cfg = load_config(["--arch", "vig_nano_gelu", "--epochs", "10000", "--cooldown_epochs", "10"])
+    with pytest.raises(ConfigError, match=r"^10010 epochs \(epochs \+ cooldown_epochs\) of 1000000 updates make "
+                                          r"10,010,000,000 optimizer updates, more than the 100,000,000 a "
+                                          r"learning-rate schedule may hold; lower epochs"):
+        learning_rates(cfg, updates_per_epoch=10 ** 6, world=1)
+    assert len(learning_rates(cfg, updates_per_epoch=1, world=1)) == 10010
+
+
 def test_saved_config_reloads_identically(tmp_path):
     cfg = load_config(["--arch", "pvig_s_224_gelu", "--beta", "0.8,0.9", "--crop_scale", "[0.3, 1.0]"])
     out = tmp_path / "saved.yaml"
@@ -83,7 +102,7 @@ def test_no_dead_keys():
 
 @pytest.mark.parametrize("key, value, problem", [
     ("log_every", 0, "0 must be >= 1"), ("save_every", 0, "0 must be >= 1"), ("eval_every", 0, "0 must be >= 1"),
-    ("image_size", 0, "0 must be >= 16"), ("crop_pct", 0, "0 must be in (0.0, 1.0]"),
+    ("image_size", 0, "0 must be in [16, 4096]"), ("crop_pct", 0, "0 must be in (0.0, 1.0]"),
     ("base_lr", -0.1, "-0.1 must be in (0.0, inf]"), ("ema_decay", 1, "1 must be in [0.0, 1.0)"),
     ("ema_decay", -0.5, "-0.5 must be in [0.0, 1.0)"), ("re_prob", 1.5, "1.5 must be in [0.0, 1.0]"),
     ("max_overflow_fraction", 1.5, "1.5 must be in [0.0, 1.0]"), ("overflow_window", 0, "0 must be >= 1"),

@@ -67,11 +67,23 @@ def test_blocks_follow_schedules():
     assert rates[0] == 0.0 and abs(rates[-1] - 0.1) < 1e-7 and rates == sorted(rates)
 
 
-def test_bad_sizes_are_refused():
-    with pytest.raises(ValueError, match="multiple of the stem stride 16"):
-        create_model("vig_ti_224_gelu", img_size=200)
-    with pytest.raises(ValueError, match="multiple of the total stride 32"):
-        create_model("pvig_ti_224_gelu", img_size=240)
+def test_bad_arguments_are_refused_naming_the_argument_and_what_it_takes():
+    from src.models import ModelError
+
+    for name, img_size, stride in (("vig_nano_gelu", 200, "stem stride 16"), ("pvig_ti_224_gelu", 240,
+                                                                             "total stride 32"),
+                                   ("vig_nano_gelu", 0, "stem stride 16"), ("vig_nano_gelu", "224", "stem stride 16"),
+                                   ("vig_nano_gelu", (32, 32.0), "stem stride 16")):
+        with pytest.raises(ModelError) as refused:
+            create_model(name, img_size=img_size)
+        assert str(refused.value) == (f"img_size must be a positive multiple of the {stride} (an int, or (height, "
+                                      f"width)), got {img_size!r}")
+    with pytest.raises(ModelError, match=r"^out_indices takes None \(all feature points\), an int n \(the last n\) "
+                                         r"or a sequence of ints \(those points, 0\.\.5\), got 'abc'$"):
+        create_model("vig_nano_gelu", img_size=32, features_only=True, out_indices="abc")
+    with pytest.raises(ModelError, match=r"^frozen_stages must be an integer in 0\.\.6 for this model \(6 blocks\), "
+                                         r"got 2\.5$"):
+        create_model("vig_nano_gelu", img_size=32, frozen_stages=2.5)
 
 
 def tiny_isotropic(**kwargs):

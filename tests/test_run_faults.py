@@ -21,7 +21,6 @@ The processes share MindSpore's compile cache, so only the first compiles the gr
 """
 import ctypes
 import errno
-import io
 import json
 import os
 import re
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import redirect_stderr
 
 import numpy as np
 import pytest
@@ -40,8 +38,9 @@ import pytest
 import eval as eval_entry
 import export as export_entry
 import infer as infer_entry
+import predict as predict_entry
 import train as train_entry
-from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, job_args, write_image_folder
+from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from src.weights.files import FolderLock, OutputFolderError, remove_stale_temporaries
@@ -82,12 +81,19 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
 
+def default_sigint():
+    """SIGINT as a terminal delivers it, even where the tests run as a background job (SIGINT ignored, which
+    train.py keeps)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """A train.py process in a session of its own; its stdout and stderr collected line by line."""
 
     def __init__(self, script, args, env):
         self.process = subprocess.Popen([sys.executable, script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                        stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                        preexec_fn=default_sigint)
         self.pid = self.process.pid
         self.out, self.err = [], []
         self.readers = [threading.Thread(target=lambda s=s, d=d: d.extend(s), daemon=True)
@@ -151,14 +157,6 @@ def metas(folder):
             meta = read_checkpoint(os.path.join(folder, name), meta_only=True)
             out[name] = tuple(int(meta[f"meta.{k}"].asnumpy()) for k in ("epoch", "batch", "step"))
     return out
-
-
-def in_process(main, argv):
-    """An entry point through run_cli in this process: (exit status, stderr)."""
-    err = io.StringIO()
-    with redirect_stderr(err), pytest.raises(SystemExit) as done:
-        run_cli(lambda: main(argv))
-    return done.value.code, err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +266,10 @@ def test_ctrl_c_saves_the_step_exits_130_and_leaves_no_worker(chain):
 def test_the_resumed_chain_ends_with_the_uninterrupted_runs_checkpoint(chain):
     run, names = chain["finished"]
     assert run.returncode == 0, run.text()
+    with open(chain["out"] / "metrics.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]  # each record once, though the runs were killed
+    assert [r["step"] for r in records if r["type"] == "step"] == list(range(1, 2 * STEPS + 1))
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
     for name in ("last.ckpt", "best.ckpt"):
         assert_same_checkpoints(read_checkpoint(str(chain["out"] / name)),
                                 read_checkpoint(str(chain["uninterrupted"] / name)))
@@ -420,15 +422,17 @@ def no_room(monkeypatch):
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage._replace(free=2 ** 20))
 
 
-def test_a_full_train_url_is_refused_before_training(image_folder, tmp_path, monkeypatch):
+def test_a_full_train_url_is_refused_before_writing_anything(image_folder, tmp_path, monkeypatch):
+    """save_every 1 and keep_last 1 keep three checkpoints: room for three is asked. The refused run leaves
+    no train_url behind (no config.yaml, no train.log)."""
     no_room(monkeypatch)
     out = tmp_path / "out"
     status, err = in_process(train_entry.main, job_args(image_folder, out))
     assert status == 2
-    assert re.fullmatch(rf"error: the output folder {re.escape(repr(str(out)))} has 1.0 MiB free but one checkpoint "
-                        rf"needs about \d+\.\d MiB; free some space or choose another --train_url "
-                        rf"{re.escape(TRACEBACK_HINT)}\n", err), err
-    assert not [n for n in os.listdir(out) if n.endswith(".ckpt") or n.startswith(".")]
+    assert re.fullmatch(rf"error: the output folder {re.escape(repr(str(out)))} has 1.0 MiB free but keeping 3 "
+                        rf"checkpoints \(1 epoch_NNNN.ckpt, last.ckpt, best.ckpt\) needs about \d+\.\d MiB; free some "
+                        rf"space or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
+    assert not out.exists()
 
 
 def test_a_full_export_folder_is_refused(trained_run, tmp_path, monkeypatch, graph_mode):
@@ -443,31 +447,25 @@ def test_a_full_export_folder_is_refused(trained_run, tmp_path, monkeypatch, gra
     assert os.listdir(tmp_path) == []
 
 
-def test_a_diverging_run_stops_with_its_last_good_checkpoint(image_folder, tmp_path, capsys):
-    """base_lr 1e3: after the second step's update every step overflows. The skipped steps leave the
-    BatchNorm statistics (and their EMA) finite in the epoch-1 checkpoints; in epoch 2 more than half of
-    the last 12 steps were skipped and the run stops, keeping those checkpoints (no validation before:
-    eval_every 2)."""
-    out = tmp_path / "out"
+DIVERGED = (r"; the run diverged\. The checkpoints saved so far are kept and nothing more was saved\. Lower base_lr or "
+            r"check the data, then start again \(--resume auto continues from the newest checkpoint\)$")
+
+
+def diverging_run(image_folder, out, capsys, *extra):
+    """A job_args run that must stop as diverged: (its last log line, the checkpoints it left)."""
     with pytest.raises(SystemExit) as done:
-        run_cli(lambda: train_entry.main(job_args(image_folder, out, "--base_lr", "1e3", "--overflow_window", "12",
-                                                  "--max_overflow_fraction", "0.5", "--eval_every", "2")))
+        run_cli(lambda: train_entry.main(job_args(image_folder, out, *extra)))
     assert done.value.code == 1
-    lines = capsys.readouterr().out.splitlines()
-    found = re.search(r"training stopped at epoch 2 step (\d)/6: (\d+) of the last (\d+) steps were skipped for "
-                      r"non-finite loss or gradients \(more than max_overflow_fraction 0.5 of overflow_window 12; loss "
-                      r"scale now [0-9.e+-]+\); the checkpoints saved so far are kept and nothing more was saved\. "
-                      r"Lower base_lr or check the data, then start again \(--resume auto continues from the newest "
-                      r"checkpoint\)$", lines[-1])
-    assert found, lines[-3:]
-    assert int(found.group(2)) == 7 and int(found.group(3)) == STEPS + int(found.group(1))
-    assert sorted(n for n in os.listdir(out) if n.endswith(".ckpt")) == ["epoch_0001.ckpt", "last.ckpt"]
-    last = read_checkpoint(str(out / "last.ckpt"))
-    assert int(last["meta.epoch"].asnumpy()) == 1 and int(last["meta.overflow_steps"].asnumpy()) >= 3
-    statistics = [k for k in last if k.endswith(("moving_mean", "moving_variance"))]
-    assert statistics and any(k.startswith("ema.") for k in statistics)
-    for name in statistics:
-        assert np.isfinite(last[name].asnumpy()).all(), name
+    return capsys.readouterr().out.splitlines()[-1], sorted(n for n in os.listdir(out) if n.endswith(".ckpt"))
+
+
+def test_an_exploding_training_loss_stops_the_run(image_folder, tmp_path, capsys):
+    """base_lr 1e3 makes the loss explode after the first update; the run stops there, before any
+    checkpoint (the other ways a run diverges: tests/test_training.py)."""
+    line, checkpoints = diverging_run(image_folder, tmp_path / "out", capsys, "--base_lr", "1e3")
+    assert re.search(rf"training stopped at epoch 1 step [2-6]/6: the training loss is (nan|inf|[0-9.e+]+, above "
+                     rf"109\.9 = 100 x ln\(num_classes\)){DIVERGED}", line), line
+    assert checkpoints == []
 
 
 # ----- classes and evaluation transform recorded in checkpoints
@@ -498,7 +496,7 @@ def test_eval_refuses_other_classes(trained_run, renamed_classes):
                    f"classes it was trained for {TRACEBACK_HINT}\n")
 
 
-def test_eval_and_export_refuse_another_transform(trained_run, image_folder, tmp_path):
+def test_eval_export_and_predict_refuse_another_transform(trained_run, image_folder, tmp_path):
     status, err = in_process(eval_entry.main, eval_args(image_folder, trained_run / "best.ckpt", "--crop_pct", "0.8"))
     assert status == 2
     assert err == (f"error: {str(trained_run / 'best.ckpt')!r} does not fit this configuration: it was trained for "
@@ -510,6 +508,9 @@ def test_eval_and_export_refuse_another_transform(trained_run, image_folder, tmp
     assert err == (f"error: {str(trained_run / 'best.ckpt')!r} does not fit this configuration: it was trained for "
                    f"image_size 32 (here 64); pass --image_size 32 {TRACEBACK_HINT}\n")
     assert os.listdir(tmp_path) == []
+    assert in_process(predict_entry.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "64",
+                                           "--pretrained", str(trained_run / "best.ckpt"), *TRANSFORM,
+                                           str(image_folder)]) == (status, err)
 
 
 def test_the_same_classes_in_another_order_are_matched_by_name(trained_run, image_folder, tmp_path):
@@ -542,6 +543,33 @@ def test_evaluation_scores_the_columns_of_the_dataset_labels(pynative):
     assert evaluate(identity, data, columns=[1, 2, 0])["top1"] == 100.0
 
 
+class SkipsAll:
+    """The bad-image policy of a pipeline whose every image is unreadable, skipped as allowed."""
+
+    def add(self, found):
+        pass
+
+    def summary(self):
+        pass
+
+
+def test_evaluation_over_no_readable_image_is_an_error(pynative):
+    """All images skipped (max_bad_image_fraction 1): an error, not top-1 0.00."""
+    import mindspore.dataset as ds
+    from mindspore import nn
+    from src.data import DatasetError
+    from src.engine.evaluate import evaluate
+
+    logits = np.zeros((3, 3), np.float32)
+    unreadable = np.full(3, -1, np.int32)
+    data = ds.NumpySlicesDataset((logits, unreadable, np.arange(3, dtype=np.int32)),
+                                 column_names=["image", "label", "bad"], shuffle=False).batch(3)
+    data.bad_image_policy = SkipsAll()
+    with pytest.raises(DatasetError, match=r"^no image could be evaluated: every image of the validation split was "
+                                           r"skipped as unreadable"):
+        evaluate(nn.Identity(), data)
+
+
 @pytest.mark.parametrize("suffix", [".mindir", ".onnx"])
 def test_a_damaged_export_is_one_line_in_infer(tmp_path, suffix, graph_mode):
     (tmp_path / f"model{suffix}").write_bytes(b"\x08\x07 half of a model file")
@@ -557,20 +585,66 @@ def test_a_damaged_export_is_one_line_in_infer(tmp_path, suffix, graph_mode):
     assert not (tmp_path / "res").exists()
 
 
-def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored():
-    """The first SIGINT becomes a request; the second ends the process (130, one line). A process started
-    with SIGINT ignored (nohup, a background job) keeps ignoring it and still takes SIGTERM."""
-    script = ("import os, signal, time; from src.app.signals import StopSignals; stop = StopSignals.install(); "
-              "print([int(s) for s in stop.signals], flush=True); os.kill(os.getpid(), {first}); "
-              "deadline = time.time() + 10\n"
-              "while not stop() and time.time() < deadline: time.sleep(0.01)\n"
-              "print(stop(), flush=True); os.kill(os.getpid(), {second}); time.sleep(2); print('still here')")
-    done = subprocess.run([sys.executable, "-c", script.format(first="signal.SIGINT", second="signal.SIGINT")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout) == (130, "[2, 15]\n2\n")
+SIGNAL_SCRIPT = """import multiprocessing, os, signal, sys, time
+sys.path.insert(0, {root!r})
+from src.app.signals import StopSignals
+stop = StopSignals.install()
+child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=True)
+child.start()
+print([int(s) for s in stop.signals], child.pid, flush=True)
+step = lambda: None
+if {compiled}:  # MindSpore's runtime handles SIGINT while (and after) it runs a compiled graph
+    import mindspore as ms
+    ms.set_device("CPU")
+
+    @ms.jit
+    def work(x):
+        for _ in range(10):
+            x = ms.ops.matmul(x, x) * 0.01
+        return x
+
+    x = ms.ops.ones((200, 200), ms.float32)
+    step = lambda: work(x).asnumpy()
+
+
+def wait(seconds):  # until the stop request changes, at most ``seconds``
+    before, deadline = stop(), time.time() + seconds
+    while stop() == before and time.time() < deadline:
+        time.sleep(0.01)
+
+
+for _ in range(30):
+    step()
+os.kill(os.getpid(), {first})
+for _ in range(30):
+    step()
+wait(1)
+print(stop(), flush=True)
+os.kill(os.getpid(), {second})
+wait(2)
+print(stop(), "still here", flush=True)
+"""
+
+
+def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored(tmp_path):
+    """The first SIGINT becomes a request; the second ends the process (130, one line) and its child
+    processes with it. A process started with SIGINT ignored (nohup, a background job) keeps ignoring it,
+    also while MindSpore runs compiled graphs, and still takes SIGTERM."""
+    script = tmp_path / "signals.py"
+
+    def run(first, second, compiled, **options):
+        script.write_text(SIGNAL_SCRIPT.format(root=ROOT, first=first, second=second, compiled=compiled))
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, **options)
+        child = int(done.stdout.split("\n")[0].split()[-1])
+        return done, child
+
+    done, child = run("signal.SIGINT", "signal.SIGINT", False, preexec_fn=default_sigint)
+    assert (done.returncode, done.stdout) == (130, f"[2, 15] {child}\n2\n")
     assert done.stderr == ("SIGINT: training stops after the current step and saves a checkpoint (send it again to "
                            "stop at once)\nSIGINT again: stopping now, without saving\n")
-    done = subprocess.run([sys.executable, "-c", script.format(first="signal.SIGTERM", second="signal.SIGINT")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    assert (done.returncode, done.stdout) == (0, "[15]\n15\nstill here\n")
+    with pytest.raises(ProcessLookupError):  # ended and reaped before the process exited
+        os.kill(child, 0)
+    done, child = run("signal.SIGINT", "signal.SIGTERM", True,
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert (done.returncode, done.stdout) == (0, f"[15] {child}\n0\n15 still here\n"), done.stderr

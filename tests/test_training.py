@@ -1,6 +1,7 @@
 """Learning-rate schedule, AdamW, the train step (overflow, clipping, EMA), and training end to end."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -215,6 +216,73 @@ def test_logged_lr_is_the_applied_one_after_skipped_steps(tmp_path, pynative):
     # with SGD (no momentum) the weights moved by the applied rates only: w = 1000 (1 - prod(1 - 2 lr_i))
     expected = 1000 * (1 - (1 - 2 * 0.1) * (1 - 2 * 0.2))
     np.testing.assert_allclose(net.w.asnumpy(), np.full(4, expected), rtol=1e-5)
+
+
+def quadratic_job(tmp_path, step, steps, **options):
+    """A ``TrainJob`` of ``PairQuadratic`` over ``steps`` batches of target 1 per epoch (rank 0 writes)."""
+    import logging
+    from src.engine.run_checkpoints import RunCheckpoints
+    from src.engine.trainer import TrainJob
+
+    batch = (Tensor(np.ones(4, np.float32)), Tensor(np.zeros(1, np.float32)))
+    return TrainJob(model=step.network, step=step, eval_net=step.network, val_data=None,
+                    train_data=lambda epoch: _Batches([batch] * steps), lrs=np.full(100, 0.1, np.float32),
+                    steps_per_epoch=steps, checkpoints=RunCheckpoints(str(tmp_path), 1, True),
+                    log=logging.getLogger("test.fit"), images_per_step=1, **options)
+
+
+def test_a_run_shorter_than_the_overflow_window_is_judged(tmp_path, pynative):
+    """A fixed loss scale that overflows every gradient: every update is skipped. The run has 18 steps,
+    the window 100: it is judged once 10 updates are counted, and stops with one line before any checkpoint."""
+    from src.engine.run_checkpoints import new_run_meta
+    from src.engine.trainer import TrainingDiverged, fit
+
+    step = make_step(PairQuadratic(), loss_scale=Tensor(3.0e38, ms.float32))
+    job = quadratic_job(tmp_path, step, 18, total_epochs=1, overflow_window=100)
+    with pytest.raises(TrainingDiverged, match=r"^training stopped at epoch 1 step 10/18: 10 of the last 10 updates "
+                                               r"were skipped for non-finite loss or gradients, more than "
+                                               r"max_overflow_fraction 0\.5 \(loss scale now 3e\+38\); the run "
+                                               r"diverged\. .* Lower base_lr"):
+        fit(job, new_run_meta())
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_first_skips_of_a_dynamic_loss_scale_are_not_counted():
+    from src.engine.trainer import OverflowWatch
+
+    settling = OverflowWatch(0.5, 100, dynamic=True)
+    for halvings in range(1, 10):  # halving on each skip from 2^24, before any update
+        settling.add(True, 2.0 ** (24 - halvings))
+    assert not settling.flags
+    for skipped in (False, True, False, False, True, False, False, False, False, True):
+        settling.add(skipped, 2.0 ** 14)
+    assert list(settling.flags)[:2] == [False, True] and not settling.exceeded()  # 3 of 10
+    never_fits = OverflowWatch(0.5, 100, dynamic=True)
+    for scale in [2.0] + [1.0] * 10:  # the scale reached 1 and the gradients still overflow
+        never_fits.add(True, scale)
+    assert len(never_fits.flags) == 10 and never_fits.exceeded()
+    fixed = OverflowWatch(0.5, 4, dynamic=False)
+    for skipped in (True, True, False):
+        fixed.add(skipped, 1024.0)
+    assert not fixed.exceeded()  # 3 counted: fewer than min(window 4, 10)
+    fixed.add(True, 1024.0)
+    assert fixed.exceeded()  # 3 of 4
+
+
+def test_a_non_finite_validation_stops_the_run_and_never_becomes_best(tmp_path, pynative, monkeypatch):
+    """The EMA validates with a NaN loss and a top-1 that would win: the run stops with one line before
+    writing best.ckpt or an epoch checkpoint."""
+    import src.engine.trainer as trainer
+    from src.engine.run_checkpoints import new_run_meta
+
+    monkeypatch.setattr(trainer, "validate", lambda *args: {"top1": 50.0, "top5": 100.0, "loss": 1.0,
+                                                            "ema_top1": 100.0, "ema_top5": 100.0,
+                                                            "ema_loss": float("nan")})
+    job = quadratic_job(tmp_path, make_step(PairQuadratic(), ema=0.5), 2, total_epochs=2, with_ema=True)
+    with pytest.raises(trainer.TrainingDiverged, match=r"^training stopped after epoch 1: the EMA validation loss is "
+                                                       r"nan; the run diverged\."):
+        trainer.fit(job, new_run_meta())
+    assert os.listdir(tmp_path) == []
 
 
 class BatchNormQuadratic(nn.Cell):

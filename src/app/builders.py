@@ -199,10 +199,18 @@ def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
                           num_classes=cfg.num_classes, num_shards=world, shard_id=rank)
 
 
+MAX_SCHEDULE_UPDATES = 10 ** 8  # the schedule holds a learning rate per update in memory (float32: 400 MB)
+
+
 def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):
-    """The learning rate of every optimizer update. With ``lr_batch_size`` the whole schedule (base_lr,
-    warmup_lr, min_lr) is scaled by the total batch of an update over lr_batch_size, as the ModelZoo
-    scales it by total / 512."""
+    """The learning rate of every optimizer update (at most ``MAX_SCHEDULE_UPDATES``). With ``lr_batch_size``
+    the whole schedule (base_lr, warmup_lr, min_lr) is scaled by the total batch of an update over
+    lr_batch_size, as the ModelZoo scales it by total / 512."""
+    updates = (cfg.epochs + cfg.cooldown_epochs) * updates_per_epoch
+    if updates > MAX_SCHEDULE_UPDATES:
+        raise ConfigError(f"{cfg.epochs + cfg.cooldown_epochs} epochs (epochs + cooldown_epochs) of "
+                          f"{updates_per_epoch} updates make {updates:,} optimizer updates, more than the {MAX_SCHEDULE_UPDATES:,} a "
+                          f"learning-rate schedule may hold; lower epochs, or raise batch_size or accumulation_step")
     total = cfg.batch_size * world * cfg.accumulation_step
     factor = total / cfg.lr_batch_size if cfg.lr_batch_size else 1.0
     if log and cfg.lr_batch_size:

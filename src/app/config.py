@@ -162,15 +162,17 @@ _EVAL, _TRAIN, _MIX, _READ = EvalTransformParams(), TrainTransformParams(), MixP
 
 _str = str
 POSITIVE, NON_NEGATIVE, PROBABILITY = at_least(1), at_least(0), in_range(0.0, 1.0)
+MAX_EPOCHS = 10_000
 OPTIONS: Dict[str, Option] = {
     # ----- model
     "arch": Option(None, _str, "registered model name, e.g. vig_ti_224_gelu (see src/models)", flags=("-a",)),
-    "num_classes": Option(1000, _int, "number of classes", check=POSITIVE, origin=MZ_YAML),
+    "num_classes": Option(1000, _int, "number of classes (at most 100000)", check=in_range(1, 100_000),
+                          origin=MZ_YAML),
     "in_channel": Option(3, _int, "input channels of the model (the image pipeline decodes RGB: 3)", check=POSITIVE,
                          origin=MZ_ARGS),
     "mlp_ratio": Option(4.0, _float, "FFN hidden width / channels (4 in every ViG architecture)", origin=MZ_ARGS),
-    "image_size": Option(_EVAL.image_size, _int, "input side in pixels (multiple of 16 for ViG, 32 for Pyramid ViG)",
-                         check=at_least(16), origin=MZ_YAML),
+    "image_size": Option(_EVAL.image_size, _int, "input side in pixels (multiple of 16 for ViG, 32 for Pyramid ViG; "
+                                                 "at most 4096)", check=in_range(16, 4096), origin=MZ_YAML),
     "drop_path_rate": Option(0.1, _float, "stochastic depth rate of the last block (linear from 0)",
                              check=in_range(0.0, 1.0, high_open=True), origin=MZ_YAML),
     "drop_rate": Option(0.0, _float, "dropout before the classifier's last layer",
@@ -208,10 +210,11 @@ OPTIONS: Dict[str, Option] = {
     "set": Option("ImageNet", _str, "ImageNet: an ImageNet-style folder tree at data_url; digits: "
                                     "scikit-learn's bundled digits, written to data_url on first use",
                   SETS, origin=MZ_YAML),
-    "batch_size": Option(16, _int, "batch size per device (per micro-batch with accumulation_step)", check=POSITIVE,
-                         origin=MZ_YAML),
-    "num_parallel_workers": Option(_READ.num_parallel_workers, _int, "data-loading worker processes per device",
-                                   check=POSITIVE, origin=MZ_YAML, flags=("-j",)),
+    "batch_size": Option(16, _int, "batch size per device (per micro-batch with accumulation_step; at most 4096)",
+                         check=in_range(1, 4096), origin=MZ_YAML),
+    "num_parallel_workers": Option(_READ.num_parallel_workers, _int, "data-loading worker processes per device (at "
+                                                                     "most 256)",
+                                   check=in_range(1, 256), origin=MZ_YAML, flags=("-j",)),
     "interpolation": Option(_TRAIN.interpolation, _str, "training resize interpolation", INTERPOLATIONS,
                             origin=MZ_YAML),
     "crop_scale": Option(_TRAIN.crop_scale, _floats, "area range of the random resized crop",
@@ -233,7 +236,7 @@ OPTIONS: Dict[str, Option] = {
     "label_smoothing": Option(_MIX.label_smoothing, _float, "label smoothing", check=in_range(0.0, 1.0, high_open=True),
                               origin=MZ_YAML),
     "repeated_aug": Option(_READ.repeated_aug, _int, "repeated augmentation: copies of each image per epoch (0 or 1: "
-                                                     "off)", check=NON_NEGATIVE, origin=MZ_NONE),
+                                                     "off; at most 16)", check=in_range(0, 16), origin=MZ_NONE),
     "max_bad_image_fraction": Option(_READ.max_bad_image_fraction, _float,
                                      "unreadable images (damaged, truncated, not images) are skipped with a warning "
                                      "each; a run stops when more than this share of a split's images are unreadable",
@@ -261,11 +264,13 @@ OPTIONS: Dict[str, Option] = {
                         check=in_range(0.0, math.inf, low_open=True), origin=MZ_ARGS),
     "lr_gamma": Option(0.97, _float, "multistep_lr / exp_lr decay factor", check=in_range(0.0, 1.0, low_open=True),
                        origin=MZ_ARGS),
-    "warmup_length": Option(20, _int, "warm-up epochs", check=NON_NEGATIVE, origin=MZ_YAML),
-    "epochs": Option(300, _int, "epochs of the schedule", check=POSITIVE, origin=MZ_YAML),
+    "warmup_length": Option(20, _int, "warm-up epochs (at most 10000)", check=in_range(0, MAX_EPOCHS), origin=MZ_YAML),
+    "epochs": Option(300, _int, "epochs of the schedule (at most 10000)", check=in_range(1, MAX_EPOCHS),
+                     origin=MZ_YAML),
     "start_epoch": Option(0, _int, "first epoch of a new run (the schedule starts there; not with resume)",
                           check=NON_NEGATIVE, origin=MZ_ARGS),
-    "cooldown_epochs": Option(0, _int, "epochs at min_lr after the schedule", check=NON_NEGATIVE, origin=MZ_NONE),
+    "cooldown_epochs": Option(0, _int, "epochs at min_lr after the schedule (at most 10000)",
+                              check=in_range(0, MAX_EPOCHS), origin=MZ_NONE),
     "weight_decay": Option(0.05, _float, "decoupled weight decay (AdamW) / L2 (SGD); none on 1-D and position "
                                          "parameters", check=NON_NEGATIVE, origin=MZ_YAML, flags=("--wd",)),
     "beta": Option((0.9, 0.999), _floats, "AdamW betas", check=each(in_range(0.0, 1.0, high_open=True), 2),
@@ -284,15 +289,16 @@ OPTIONS: Dict[str, Option] = {
                                 origin=MZ_STEP),
     "clip_global_norm_value": Option(5.0, _float, "clip gradients to this global norm (0: off)", check=NON_NEGATIVE,
                                      origin=MZ_YAML),
-    "accumulation_step": Option(1, _int, "micro-batches accumulated into one optimizer update", check=POSITIVE,
-                                origin=MZ_ARGS),
+    "accumulation_step": Option(1, _int, "micro-batches accumulated into one optimizer update (at most 1024)",
+                                check=in_range(1, 1024), origin=MZ_ARGS),
     "ema_decay": Option(0.0, _float, "EMA of the weights (0: off)", check=in_range(0.0, 1.0, high_open=True),
                         origin=MZ_NONE),
     "max_overflow_fraction": Option(0.5, _float, "stop the run when more than this share of the last overflow_window "
                                                  "steps were skipped for non-finite loss or gradients (1: never)",
                                     check=PROBABILITY),
-    "overflow_window": Option(100, _int, "steps over which max_overflow_fraction is counted", check=POSITIVE),
-    "seed": Option(0, _int, "random seed", check=NON_NEGATIVE, origin=MZ_ARGS),
+    "overflow_window": Option(100, _int, "updates over which max_overflow_fraction is counted (a shorter run: all "
+                                         "its updates, once 10 are counted)", check=POSITIVE),
+    "seed": Option(0, _int, "random seed (0 to 2^32 - 1)", check=in_range(0, 2 ** 32 - 1), origin=MZ_ARGS),
     # ----- run
     "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves (eval.py: given "
                                            "on the command line, as ModelArts passes it, the folder of the results "
@@ -409,8 +415,29 @@ def _convert(key: str, value: Any, where: str) -> Any:
     return converted
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, lines: Tuple[int, int]):
+        super().__init__(key)
+        self.key, self.lines = key, lines
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping writing a key twice is refused (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if key_node.value in seen:
+                    raise _DuplicateKey(key_node.value, (seen[key_node.value], line))
+                seen[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str, remote: bool = False) -> Dict[str, Any]:
-    """A YAML mapping from a local file, or with ``remote`` through moxing (ModelArts)."""
+    """A YAML mapping from a local file, or with ``remote`` through moxing (ModelArts); a key written twice is
+    an error."""
     if remote:
         from .modelarts import read_text
         text = read_text(path)
@@ -420,9 +447,12 @@ def read_yaml(path: str, remote: bool = False) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_StrictLoader) or {}
+    except _DuplicateKey as twice:
+        raise ConfigError(f"config file {path!r} sets {twice.key!r} twice (lines {twice.lines[0]} and "
+                          f"{twice.lines[1]}); keep one") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path!r} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path!r} must be a mapping of keys to values")
     return data
@@ -457,11 +487,35 @@ def _config_location(path: str, modelarts: bool) -> Tuple[str, bool]:
     return path, False
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that a command-line mistake is a ConfigError (one line through ``cli.run_cli``)
+    instead of the usage text and a message."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (--help shows the usage)")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an entry point's own count: an integer in [low, high] (config keys have
+    ``Option.check``)."""
+    def parse(text: str) -> int:
+        try:
+            value = _int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        problem = in_range(low, high)(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{value} {problem}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
 def build_parser(description: str, entry: str = "train", arguments: Sequence[Argument] = ()) -> argparse.ArgumentParser:
     """The command line of ``entry``: --config, the entry point's own ``arguments`` (not config keys: inputs
     such as image files) and the keys that entry point reads."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=description, allow_abbrev=False,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--vig_config", dest="config", help="YAML file (configs/<model>.yaml)")
     if arguments:
         own = parser.add_argument_group(f"{entry}.py arguments")

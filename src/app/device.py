@@ -1,5 +1,6 @@
 """Device, execution mode and data-parallel setup: the first thing every entry point does."""
 import os
+import tempfile
 from typing import Dict, Tuple
 
 import mindspore as ms
@@ -8,6 +9,10 @@ DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 MODES = {"GRAPH_MODE": ms.GRAPH_MODE, "PYNATIVE_MODE": ms.PYNATIVE_MODE}  # execution modes by name: 0 and 1
 # A process started by a launcher: msrun sets MS_WORKER_NUM/MS_ROLE; HCCL rank-table launches set RANK_TABLE_FILE.
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE")
+# MindSpore 2.10 writes the report of a failed graph compilation to <MS_OM_PATH>/rank_<id>/om/analyze_fail.ir,
+# MS_OM_PATH defaulting to the working folder (libmindspore_frontend.so, read when a compilation fails): unless the
+# environment sets it, it goes to a folder of this user's in the temporary folder, not into the caller's folder.
+MINDSPORE_REPORTS = os.path.join(tempfile.gettempdir(), f"vig_mindspore_reports-{os.getuid()}")
 
 
 class DeviceError(ValueError):
@@ -46,7 +51,9 @@ def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.G
                 device_num: int = 1) -> Tuple[int, int]:
     """Select the device (DEVICE_ID from the environment wins over ``device_id``) and the mode (MindSpore's
     constant: 0 GRAPH_MODE, 1 PYNATIVE_MODE) before any kernel runs; join the data-parallel group when
-    ``data_parallel`` says so. Returns (rank, number of ranks)."""
+    ``data_parallel`` says so. Returns (rank, number of ranks). MindSpore's reports of failed graph compilations
+    go to ``MINDSPORE_REPORTS`` (the error message names the file)."""
+    os.environ.setdefault("MS_OM_PATH", MINDSPORE_REPORTS)
     if device_target != "CPU" and not ms.hal.is_available(device_target):
         raise DeviceError(f"device_target {device_target!r} is not available in this MindSpore installation "
                           f"(no {device_target} device or driver found); pass --device_target CPU")

@@ -28,9 +28,9 @@ from ..deploy.visualize import visualize
 from ..data.files import find_images
 from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.evaluate import evaluate
-from ..engine.logger import get_logger
+from ..engine.logger import get_logger, start_log_file
 from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
-from ..engine.trainer import TrainJob, fit, sum_over_ranks
+from ..engine.trainer import TrainJob, fit, loss_bound, sum_over_ranks
 from ..models import export_formulation, model_cfg
 from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
 from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
@@ -63,19 +63,18 @@ def _train(cfg: Config, transform_sources: Dict[str, str], rank: int, world: int
     if resume_path is None and checkpoints.existing():  # every rank stops alike
         raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that "
                           f"run or choose another --train_url")
-    log = get_logger("train", cfg.train_url, rank)
+    log = get_logger("train", cfg.train_url, rank, hold_file=True)  # train.log appears once the start is accepted
     for path in removed:
         log.info("removed %s, left by an interrupted checkpoint write", path)
     for path, reason in checkpoints.unreadable:
         log.info("--resume auto skips %s: %s", path, reason)
-    if rank == 0:  # a resumed run keeps the first run's config.yaml and records its own beside it
-        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
-        save_config(cfg, os.path.join(cfg.train_url, name))
     log_recipe(cfg, log, transform_sources)
     job = build_train_job(cfg, rank, world, checkpoints, log, stop)
     if rank == 0:
-        check_free_space(cfg.train_url, checkpoints.size_bytes(job.step, job.model), "output folder",
-                         "train_url", "one checkpoint")
+        periodic = min(cfg.keep_last, -(-job.total_epochs // cfg.save_every))
+        check_free_space(cfg.train_url, checkpoints.room_needed(job.step, job.model, periodic + 2), "output folder",
+                         "train_url", f"keeping {periodic + 2} checkpoints ({periodic} epoch_NNNN.ckpt, last.ckpt, "
+                                      f"best.ckpt)")
     meta = new_run_meta()
     if cfg.resume == "auto" and resume_path is None:
         log.info("--resume auto: no checkpoint in %s, starting a new run", cfg.train_url)
@@ -90,6 +89,11 @@ def _train(cfg: Config, transform_sources: Dict[str, str], rank: int, world: int
                                                           ms.int32))
         log.info("start_epoch %d: a new run starting at epoch %d of the schedule", cfg.start_epoch,
                  cfg.start_epoch + 1)
+    if rank == 0:  # the start is accepted: the first write into train_url. A resumed run keeps the first run's
+        # config.yaml and records its own beside it
+        name = "config.yaml" if resume_path is None else time.strftime("config-resumed-%Y%m%d-%H%M%S.yaml")
+        save_config(cfg, os.path.join(cfg.train_url, name))
+    start_log_file(log)
     if meta["epoch"] >= job.total_epochs:
         log.info("the run in %s already finished its %d epochs: nothing left to train", cfg.train_url,
                  job.total_epochs)
@@ -102,8 +106,9 @@ def _train(cfg: Config, transform_sources: Dict[str, str], rank: int, world: int
 
 @contextlib.contextmanager
 def own_output_folder(folder: str, rank: int, world: int):
-    """Rank 0 proves ``folder`` writable and holds its lock for the run; if it cannot, every rank stops."""
-    lock, problem = None, None
+    """Rank 0 proves ``folder`` writable and holds its lock for the run; if it cannot, every rank stops.
+    A folder this created is removed again when the run stops before writing into it (a refused start)."""
+    lock, problem, created = None, None, not os.path.isdir(folder)
     if rank == 0:
         try:
             check_writable(folder, "output folder", "train_url")
@@ -114,6 +119,14 @@ def own_output_folder(folder: str, rank: int, world: int):
         raise problem or OutputFolderError(f"rank 0 cannot use the output folder {folder!r}; see its log")
     try:
         yield
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+            if created:
+                with contextlib.suppress(OSError):  # only an empty folder goes
+                    os.rmdir(folder)
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -149,7 +162,8 @@ def build_train_job(cfg: Config, rank: int, world: int, checkpoints: RunCheckpoi
         eval_every=cfg.eval_every, save_every=cfg.save_every,
         metrics_path=os.path.join(cfg.train_url, "metrics.jsonl") if main else None,
         curves_path=os.path.join(cfg.train_url, "training_curves.png") if main else None,
-        stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window)
+        stop=stop, max_overflow_fraction=cfg.max_overflow_fraction, overflow_window=cfg.overflow_window,
+        loss_bound=loss_bound(cfg.num_classes))
 
 
 def whole_updates(data, steps: int):
@@ -285,8 +299,9 @@ def run_prediction(cfg: Config) -> Dict[str, object]:
         raise _no_weights("predict with")
     if cfg.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {cfg.topk}")
-    paths, missing = find_images(cfg.images)
     cfg, _ = resolve_transform(cfg, cfg.pretrained)
+    trained_for(cfg)
+    paths, missing = find_images(cfg.images)
     init_device(cfg.device_target, cfg.device_id, cfg.graph_mode)
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
@@ -307,6 +322,7 @@ def run_visualization(cfg: Config) -> dict:
     init_device(cfg.device_target, cfg.device_id, mode=ms.PYNATIVE_MODE)  # hooks need PyNative mode
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
+    check_writable(cfg.out, "output folder", "out")
     params = eval_transform(cfg)
     (transform,) = create_transforms(params, max_image_pixels=cfg.max_image_pixels)
     try:

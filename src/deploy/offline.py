@@ -21,6 +21,7 @@ from ..data.staging import StagedDir
 from ..data.params import DatasetParams, EvalTransformParams
 from ..data.transforms import UndecodableImage, create_transforms
 from ..engine.metrics import topk_correct
+from ..weights.files import check_writable
 from .errors import DeployError
 
 LABELS = "labels.json"
@@ -45,6 +46,7 @@ def preprocess(data_root: str, preprocess_path: str, params: EvalTransformParams
     if os.path.exists(out) and (not os.path.isdir(out) or any(os.scandir(out))):
         raise DeployError(f"{out!r} is not empty and holds no {LABELS} written by preprocess.py; nothing was changed: "
                          f"choose a new or empty --preprocess_path")
+    check_writable(os.path.dirname(out), "parent folder", "preprocess_path")
     reasons: Dict[int, str] = {}
     policy = BadImagePolicy(files, options.max_bad_image_fraction, reasons.get)
     images, skipped = {}, []
@@ -123,7 +125,7 @@ def run_inference(model_file: str, preprocess_path: str, result_path: str) -> in
     labels = read_labels(preprocess_path)
     size = labels["image_size"]
     runner = load_runner(model_file)
-    os.makedirs(result_path, exist_ok=True)
+    check_writable(result_path, "result folder", "result_path")
     for key in labels["images"]:
         x = np.fromfile(os.path.join(preprocess_path, f"{key}.bin"), "<f4").reshape(1, 3, size, size)
         try:

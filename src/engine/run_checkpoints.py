@@ -115,6 +115,12 @@ class RunCheckpoints:
         """About the size of one checkpoint file of this run."""
         return sum(p.nbytes for p in self.entries(step, model, {}).values() if isinstance(p, Tensor))
 
+    def room_needed(self, step: nn.Cell, model: nn.Cell, files: int) -> int:
+        """Free bytes the run needs for ``files`` checkpoints, less what the folder's checkpoints take (a
+        resumed run replaces them); one checkpoint at least (the temporary of an atomic write)."""
+        size = self.size_bytes(step, model)
+        return max(files * size - sum(os.path.getsize(path) for path in self.existing()), size)
+
     def restore(self, step: nn.Cell, model: nn.Cell, path: str) -> Dict[str, float]:
         """Put a checkpoint's model, EMA and training state back into ``step``; returns its metadata."""
         checkpoint = read_checkpoint(path)

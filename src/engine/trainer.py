@@ -10,14 +10,17 @@ augmentation streams in step).
 A run ends early in two ways, each with one line in the log and an exit status (``RunStopped``):
 * a stop request (``TrainJob.stop``: SIGINT/SIGTERM, see ``app.signals``) is taken between two
   steps: ``last.ckpt`` records the state and the position in the epoch, exit status 128 + signal;
-* training that is no longer learning: more than ``max_overflow_fraction`` of the last
-  ``overflow_window`` steps skipped for non-finite loss or gradients (a dynamic loss scale
-  legitimately skips a few steps while it settles). Nothing more is saved: the checkpoints written
-  so far are the last good ones; exit status 1.
+* a diverged run: a training loss that is not finite or above ``TrainJob.loss_bound`` (see
+  ``loss_bound``), a validation loss that is not finite, or too many updates skipped for
+  non-finite loss or gradients (``OverflowWatch``). Nothing more is saved: the checkpoints written
+  so far are the last good ones (``best.ckpt`` is never one whose validation was not finite);
+  exit status 1.
 """
 import collections
 import json
 import logging
+import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from .plot import plot_training_curves
 from .run_checkpoints import RunCheckpoints
 from .train_step import TrainOneStep
 from ..weights.checkpoint import EMA_PREFIX
+from ..weights.files import temporary_path
 
 
 @dataclass
@@ -58,6 +62,7 @@ class TrainJob:
     stop: Optional[Callable[[], int]] = None   # the signal number of a pending stop request, else 0
     max_overflow_fraction: float = 0.5         # stop when more of the last overflow_window steps were skipped
     overflow_window: int = 100
+    loss_bound: float = math.inf               # stop when a training loss is above it (``loss_bound``)
 
 
 class RunStopped(Exception):
@@ -74,7 +79,43 @@ class RunInterrupted(RunStopped):
 
 
 class TrainingDiverged(RunStopped):
-    """Too many skipped (non-finite) steps in the overflow window."""
+    """A non-finite or exploding loss, or too many skipped (non-finite) steps."""
+
+
+LOSS_BOUND_FACTOR = 100
+MIN_JUDGED_UPDATES = 10  # the overflow rule judges a run once it has counted this many updates (or overflow_window)
+
+
+def loss_bound(num_classes: int) -> float:
+    """The training loss past which a run has diverged: ``LOSS_BOUND_FACTOR`` times the cross-entropy of a
+    uniform guess, ln(num_classes) (ln 2 at least). A learning model's mean loss stays far below it: it
+    would need its true-class probability at num_classes ** -100 on average."""
+    return LOSS_BOUND_FACTOR * math.log(max(num_classes, 2))
+
+
+class OverflowWatch:
+    """The overflow rule: the run has diverged when more than ``max_fraction`` of the latest ``window``
+    updates were skipped for non-finite loss or gradients, judged as soon as min(window,
+    ``MIN_JUDGED_UPDATES``) updates are counted, so that a run shorter than its window is judged too.
+    A dynamic loss scale's first skips, while it halves from its initial value to one the gradients
+    fit (before this process's first applied update, at a scale still above 1), are not counted: from
+    the ModelZoo's 2^24 that takes about ten steps of a healthy run."""
+
+    def __init__(self, max_fraction: float, window: int, dynamic: bool):
+        self.max_fraction = max_fraction
+        self.flags = collections.deque(maxlen=window)
+        self.settled = not dynamic
+
+    def add(self, skipped: bool, scale: float) -> None:
+        """One update: whether it was skipped, and the loss scale after it."""
+        self.settled = self.settled or not skipped or scale <= 1
+        if self.settled:
+            self.flags.append(skipped)
+
+    def exceeded(self) -> bool:
+        counted = len(self.flags)
+        return (counted >= min(self.flags.maxlen, MIN_JUDGED_UPDATES)
+                and sum(self.flags) > self.max_fraction * counted)
 
 
 def format_eta(seconds: float) -> str:
@@ -94,7 +135,8 @@ def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
     returns the last validation and the best result."""
     results = {}
     clock = _StepClock()
-    window = collections.deque(maxlen=job.overflow_window)
+    window = overflow_watch(job)
+    _keep_metrics_until(job.metrics_path, meta)
     _check_stop(job, meta, saved=True, where="before training started (nothing trained, nothing saved)")
     for epoch in range(int(meta["epoch"]), job.total_epochs):
         record = train_epoch(job, epoch, meta, clock, window)
@@ -103,6 +145,10 @@ def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
             average_batchnorm_statistics(job.step, job.world)
         if (epoch + 1) % job.eval_every == 0 or epoch + 1 == job.total_epochs:
             record.update(validate(job.step, job.model, job.eval_net, job.val_data, job.world > 1, job.with_ema))
+            bad = [f"the {'EMA' if k.startswith('ema') else 'model'} validation loss is {record[k]}"
+                   for k in ("loss", "ema_loss") if k in record and not math.isfinite(record[k])]
+            if bad:
+                _diverged(job, f"after epoch {epoch + 1}", " and ".join(bad))
             ema_better = record.get("ema_top1", -1.0) > record["top1"]
             top1 = record["ema_top1"] if ema_better else record["top1"]
             if top1 > meta["best_top1"]:
@@ -130,6 +176,19 @@ def fit(job: TrainJob, meta: Dict[str, float]) -> Dict[str, float]:
                  job.checkpoints.location)
     return {**results, "best_top1": meta["best_top1"], "best_epoch": meta["best_epoch"],
             "best_is_ema": bool(meta["best_is_ema"]), "overflow_steps": int(meta["overflow_steps"])}
+
+
+def overflow_watch(job: TrainJob) -> OverflowWatch:
+    return OverflowWatch(job.max_overflow_fraction, job.overflow_window, job.step.loss_scaling_manager is not None)
+
+
+def _diverged(job: TrainJob, where: str, what: str) -> None:
+    """Log the one line of a diverged run and raise TrainingDiverged."""
+    message = (f"training stopped {where}: {what}; the run diverged. The checkpoints saved so far are kept and "
+               f"nothing more was saved. Lower base_lr or check the data, then start again (--resume auto "
+               f"continues from the newest checkpoint)")
+    job.log.info(message)
+    raise TrainingDiverged(message)
 
 
 def _check_stop(job: TrainJob, meta: Dict[str, float], saved: bool, where: str) -> None:
@@ -171,11 +230,11 @@ class _StepClock:
 
 
 def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepClock,
-                window: Optional[collections.deque] = None) -> dict:
+                window: Optional[OverflowWatch] = None) -> dict:
     """One pass over this epoch's training data from batch ``meta['batch']`` on; returns the epoch
-    record (loss and overflow count of the batches trained here, time). ``window``: the skipped-step
-    flags of the latest steps, carried over from the previous epochs."""
-    window = collections.deque(maxlen=job.overflow_window) if window is None else window
+    record (loss and overflow count of the batches trained here, time). ``window``: the overflow rule's
+    record of the latest updates, carried over from the previous epochs."""
+    window = overflow_watch(job) if window is None else window
     job.model.set_train(True)
     start, overflows, losses, first = time.time(), 0, [], int(meta["batch"])
     batches_left = job.steps_per_epoch - first
@@ -187,7 +246,7 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
         skipped = bool(overflow.asnumpy())
         overflows += skipped
         if job.step.update_done:  # with gradient accumulation: once per update, at its last micro-batch
-            window.append(skipped)
+            window.add(skipped, float(scale.asnumpy()))
         losses.append(loss_value)
         meta["step"] += 1
         meta["batch"] = i + 1
@@ -203,19 +262,48 @@ def train_epoch(job: TrainJob, epoch: int, meta: Dict[str, float], clock: _StepC
             _append_json(job.metrics_path, {"type": "step", "epoch": epoch + 1, "step": meta["step"],
                                             "loss": loss_value, "lr": lr, "loss_scale": float(scale.asnumpy()),
                                             "images_per_s": speed})
-        if sum(window) > job.max_overflow_fraction * job.overflow_window:
-            message = (f"training stopped at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}: {sum(window)} of "
-                       f"the last {len(window)} steps were skipped for non-finite loss or gradients (more than "
-                       f"max_overflow_fraction {job.max_overflow_fraction:g} of overflow_window "
-                       f"{job.overflow_window}; loss scale now {float(scale.asnumpy()):g}); the checkpoints saved "
-                       f"so far are kept and nothing more was saved. Lower base_lr or check the data, then start "
-                       f"again (--resume auto continues from the newest checkpoint)")
-            job.log.info(message)
-            raise TrainingDiverged(message)
+        where = f"at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}"
+        exploded = not math.isfinite(loss_value) or loss_value > job.loss_bound
+        bound = f"{job.loss_bound:.4g} = {LOSS_BOUND_FACTOR} x ln(num_classes)"
+        if job.world > 1:  # every rank stops at the same step
+            anywhere = bool(sum_over_ranks([exploded], job.world)[0])
+        else:
+            anywhere = exploded
+        if anywhere:
+            own = f"the training loss is {loss_value:.4g}" + (f", above {bound}" if math.isfinite(loss_value) else "")
+            _diverged(job, where, own if exploded else f"the training loss of another rank is not finite or above "
+                                                       f"{bound}")
+        if window.exceeded():
+            _diverged(job, where, f"{sum(window.flags)} of the last {len(window.flags)} updates were skipped for "
+                                  f"non-finite loss or gradients, more than max_overflow_fraction "
+                                  f"{job.max_overflow_fraction:g} (loss scale now {float(scale.asnumpy()):g})")
         if i + 1 < job.steps_per_epoch and job.step.update_done:  # never inside an accumulated update
-            _check_stop(job, meta, saved=False, where=f"at epoch {epoch + 1} step {i + 1}/{job.steps_per_epoch}")
+            _check_stop(job, meta, saved=False, where=where)
     return {"type": "epoch", "epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
             "overflow_steps": overflows, "time_s": time.time() - start}
+
+
+def _keep_metrics_until(path: Optional[str], meta: Dict[str, float]) -> None:
+    """``metrics.jsonl`` continues from the run's checkpoint (``meta``): the records that a killed run wrote
+    after its newest checkpoint, which the resumed run writes again, are dropped (as is a line cut short)."""
+    if not path or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line if line.endswith("\n") else line + "\n" for line in lines if _before(line, meta)]
+    if kept != lines:
+        tmp = temporary_path(path)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
+        os.replace(tmp, path)
+
+
+def _before(line: str, meta: Dict[str, float]) -> bool:
+    try:
+        record = json.loads(line)
+        return record["step"] <= meta["step"] if record["type"] == "step" else record["epoch"] <= meta["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _append_json(path: Optional[str], record: dict) -> None:

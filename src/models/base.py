@@ -7,6 +7,7 @@ their maps, ``set_features_only`` turns the model into a backbone whose forward 
 head and the blocks after the last chosen point are dropped), and ``freeze_stages`` /
 ``set_norm_eval`` prepare it for fine-tuning with mmpretrain's meaning.
 """
+import numbers
 from typing import List, Optional, Sequence, Tuple, Union
 
 import mindspore as ms
@@ -24,6 +25,21 @@ FIRST_CONV = "stem.convs.0"  # the conv that reads the image
 
 def to_2tuple(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def image_grid(img_size, stride: int, what: str) -> Tuple[int, int]:
+    """(height, width) of ``img_size`` (an int or a pair), refused unless both are positive multiples of
+    ``stride`` (``what`` names that stride)."""
+    pair = (img_size, img_size) if _is_int(img_size) else tuple(img_size) if isinstance(img_size, (tuple, list)) \
+        else ()
+    if len(pair) != 2 or not all(_is_int(side) and side > 0 and side % stride == 0 for side in pair):
+        raise ModelError(f"img_size must be a positive multiple of the {what} {stride} (an int, or (height, width)), "
+                         f"got {img_size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 class GraphClassifier(nn.Cell):
@@ -115,9 +131,13 @@ class GraphClassifier(nn.Cell):
         last n, a sequence = those points, negative values counting from the end)."""
         entries = [item["index"] for item in self.feature_info]
         count = len(entries)
+        if not (indices is None or _is_int(indices) or (isinstance(indices, (tuple, list))
+                                                         and all(_is_int(i) for i in indices))):
+            raise ModelError(f"out_indices takes None (all feature points), an int n (the last n) or a sequence of "
+                             f"ints (those points, 0..{count - 1}), got {indices!r}")
         if indices is None:
             chosen = list(range(count))
-        elif isinstance(indices, int):
+        elif _is_int(indices):
             if not 0 < indices <= count:
                 raise ModelError(f"cannot take the last {indices} feature points: the model has {count}")
             chosen = list(range(count - indices, count))
@@ -185,8 +205,8 @@ class GraphClassifier(nn.Cell):
         or blocks (isotropic) stop learning. Their parameters leave ``trainable_params()`` (so no optimizer
         updates them), their BatchNorms keep their statistics and their drop path is off, in any mode."""
         stages = self.stages()
-        if not 0 <= frozen_stages <= len(stages):
-            raise ModelError(f"frozen_stages must be in 0..{len(stages)} for this model "
+        if not (_is_int(frozen_stages) and 0 <= frozen_stages <= len(stages)):
+            raise ModelError(f"frozen_stages must be an integer in 0..{len(stages)} for this model "
                              f"({len(stages)} {'stages' if self.is_pyramid else 'blocks'}), got {frozen_stages}")
         if frozen_stages == 0:
             return self

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 from mindspore import nn
 
-from .base import REFERENCE_SIZE, GraphClassifier, to_2tuple
+from .base import REFERENCE_SIZE, GraphClassifier, image_grid
 from .layers import (Downsample, Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation,
                      vig_block)
 from .registry import default_cfg, register_model
@@ -65,9 +65,7 @@ class PyramidVisionGNN(GraphClassifier):
             raise ValueError("channels, depths and reduce_ratios need one entry per stage")
         if len(k) != total or len(dilation) != total:
             raise ValueError(f"k and dilation need {total} entries (one per block)")
-        height, width = to_2tuple(img_size)
-        if height % TOTAL_STRIDE or width % TOTAL_STRIDE:
-            raise ValueError(f"image size {height}x{width} must be a multiple of the total stride {TOTAL_STRIDE}")
+        height, width = image_grid(img_size, TOTAL_STRIDE, "total stride")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_side = REFERENCE_SIZE // STEM_STRIDE
         form = formulation(kernel_impl)

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from mindspore import nn
 
-from .base import REFERENCE_SIZE, GraphClassifier, to_2tuple
+from .base import REFERENCE_SIZE, GraphClassifier, image_grid
 from .layers import Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation, vig_block
 from .registry import default_cfg, register_model
 
@@ -66,9 +66,7 @@ class VisionGNN(GraphClassifier):
         super().__init__()
         if len(k) != len(dilation):
             raise ValueError(f"k has {len(k)} entries but dilation has {len(dilation)}")
-        height, width = to_2tuple(img_size)
-        if height % STEM_STRIDE or width % STEM_STRIDE:
-            raise ValueError(f"image size {height}x{width} must be a multiple of the stem stride {STEM_STRIDE}")
+        height, width = image_grid(img_size, STEM_STRIDE, "stem stride")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_grid = (REFERENCE_SIZE // STEM_STRIDE,) * 2
         form = formulation(kernel_impl)

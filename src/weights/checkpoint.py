@@ -82,6 +82,10 @@ def read_checkpoint(path: str, meta_only: bool = False) -> Dict[str, Union[Tenso
     except Exception as err:  # MindSpore raises ValueError/RuntimeError with long internal texts
         if meta_only:  # MindSpore also refuses a file without any meta. entry (converted checkpoints)
             return {k: v for k, v in read_checkpoint(path).items() if k.startswith(META_PREFIX)}
+        if "filter_prefix" in str(err):  # no entry at all: MindSpore's message blames filters nobody set
+            raise CheckpointError(f"cannot read {path!r} as a MindSpore checkpoint: the file is empty or truncated "
+                                  f"({os.path.getsize(path)} bytes, no complete entry); write or copy it again"
+                                  ) from None
         reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise CheckpointError(f"cannot read {path!r} as a MindSpore checkpoint (MindSpore: {reason[:300]}). If it "
                               f"is an official PyTorch .pth file, convert it first with convert_checkpoint.py"

@@ -14,6 +14,7 @@ from ..data.params import EvalTransformParams
 from ..models import canonical_name, create_model, model_cfg
 from .checkpoint import DATA_KEY, CheckpointError, check_fits, save_checkpoint
 from .download import download
+from .files import check_writable
 from .pth_reader import read_pth
 
 BN_RENAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
@@ -67,9 +68,11 @@ def to_official_names(weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 
 def check_destination(dst: str, overwrite: bool) -> None:
-    """An existing output is replaced only when asked (checked before any download or conversion)."""
+    """An existing output is replaced only when asked, and its folder must take files (checked before any
+    download or conversion)."""
     if os.path.exists(dst) and not overwrite:
         raise CheckpointError(f"{dst!r} already exists; choose another --dst or pass --overwrite")
+    check_writable(os.path.dirname(os.path.abspath(dst)), "destination folder", "dst")
 
 
 def convert_official_checkpoint(src: str, dst: str, arch: str, use_ema: bool = False,
