@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from ..models.layers import graphs_in_float32
+
 AMP_LEVELS = ("O0", "O2", "O3")
 _unscale = ops.MultitypeFuncGraph("unscale")
 
@@ -196,7 +198,8 @@ class _AccumulateGrads(nn.Cell):
 
 def mixed_precision(net: nn.Cell, amp_level: str, keep_bn_fp32: bool = True) -> nn.Cell:
     """``net`` at ``amp_level``: O0 float32; O2 float16 with BatchNorm in float32 (always); O3 float16
-    throughout, BatchNorm back in float32 when ``keep_bn_fp32``."""
+    throughout, BatchNorm back in float32 when ``keep_bn_fp32``. At O2 and O3 the graphs (kNN distances and
+    top-k, relative-position term, SViG similarity) are built in float32 (``graphs_in_float32``)."""
     if amp_level == "O0":
         return net
     if amp_level == "O2" and not keep_bn_fp32:
@@ -207,7 +210,7 @@ def mixed_precision(net: nn.Cell, amp_level: str, keep_bn_fp32: bool = True) -> 
         for _, cell in net.cells_and_names():
             if isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 cell.to_float(ms.float32)
-    return net
+    return graphs_in_float32(net)
 
 
 def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0", loss_fn: nn.Cell = None,
