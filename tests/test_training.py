@@ -252,3 +252,20 @@ def test_a_skipped_step_keeps_the_batchnorm_statistics(any_mode):
         np.testing.assert_array_equal(got, expected)
     assert not bool(step(batch)[1].asnumpy())
     assert not np.array_equal(statistics[0].asnumpy(), before[0])
+
+
+def test_one_overflow_check_per_step_sees_gradients_loss_and_statistics(pynative, monkeypatch):
+    """On Ascend 910A all_finite reads and clears the NPU float-status register whatever its inputs, so a second
+    call in a step would check nothing: the step makes one call, over the gradients, the loss and the statistics."""
+    seen = []
+
+    def counted(inputs, check=ms.amp.all_finite):
+        seen.append(len(inputs))
+        return check(inputs)
+
+    monkeypatch.setattr(ms.amp, "all_finite", counted)
+    net = BatchNormQuadratic()
+    net.set_train(True)
+    step = make_step(net, loss_scale=create_loss_scale(True, 2.0 ** 10, 1000))
+    step(Tensor(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)))
+    assert seen == [len(step.weights) + 1 + 2]  # w, gamma, beta; the loss; moving mean and variance

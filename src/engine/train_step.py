@@ -1,7 +1,8 @@
 """One training step: loss scaling, gradient reduction, overflow skip, clipping, optimizer, EMA.
 
 MindSpore's stock ``TrainOneStepWithLossScaleCell`` detects overflow with Ascend/GPU-only status
-kernels and fails on the CPU; here overflow is ``not all_finite(grads)``, which works everywhere.
+kernels and fails on the CPU; here overflow is ``not all_finite(gradients, loss, statistics)``, one call per step,
+which works everywhere.
 Order of a step: copy of the BatchNorm running statistics -> scaled loss (the forward pass updates
 the statistics) -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag: non-finite
 gradients, loss or statistics (all-reduced so every rank agrees) -> loss-scale update -> if finite:
@@ -133,10 +134,9 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
         if self.accumulation > 1:
             grads = self.hyper_map(ops.partial(_mean_and_reset, self.inv_count), self.accumulated, grads)
         grads = self.grad_reducer(grads)
-        finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(loss).all())
-        if self.statistics:
-            finite = ops.logical_and(finite, ms.amp.all_finite(self.statistics))
-        overflow = ops.logical_not(finite)
+        # One check per step: on Ascend 910A (and 910B in saturation mode) all_finite reads and clears the NPU
+        # float-status register whatever its inputs (mindspore/amp.py _all_finite), so a second call checks nothing.
+        overflow = ops.logical_not(ms.amp.all_finite(grads + (loss,) + self.statistics))
         if self.is_distributed:
             overflow = self.allreduce(overflow.astype(ms.float32)) > 0
         overflow = self.process_loss_scale(overflow)
