@@ -44,7 +44,7 @@ _keep_on_overflow = ops.MultitypeFuncGraph("keep_on_overflow")
 
 @_keep_on_overflow.register("Tensor", "Tensor", "Tensor")
 def _keep_value(overflow, param, before):
-    return ops.assign(param, ops.select(overflow, before, param))
+    return ops.assign(param, ops.where(overflow, before, param))
 
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
