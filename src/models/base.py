@@ -10,7 +10,7 @@ head and the blocks after the last chosen point are dropped), and ``freeze_stage
 from typing import List, Optional, Sequence, Tuple, Union
 
 import mindspore as ms
-from mindspore import Parameter, nn
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import initializer
 
 from .errors import ModelError
@@ -68,7 +68,9 @@ class GraphClassifier(nn.Cell):
         return self.backbone(self.embed(x))
 
     def forward_head(self, x):
-        return self.prediction(x.mean(axis=(2, 3), keep_dims=True)).squeeze((2, 3))
+        # flatten: Squeeze has no Ascend (310) entry in the MindSpore Lite operator list (and a final Reshape loses the
+        # output's name in MindSpore's ONNX export); start_dim by keyword, as its default becomes 0 after 2.9.0
+        return ops.flatten(self.prediction(x.mean(axis=(2, 3), keep_dims=True)), start_dim=1)
 
     def construct(self, x):
         if self.features_only:

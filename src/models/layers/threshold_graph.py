@@ -100,10 +100,13 @@ class MaskedNeighbourMax(nn.Cell):
     def construct(self, x, mask):
         if self.kernel is not None:  # a maximum of float16 values is exact in float32 and back
             return self.kernel[0](x.astype(ms.float32), mask.astype(ms.uint8)).astype(x.dtype)
-        centre = x.expand_dims(2)
+        # A non-edge is lowered to the dtype's lowest value, below the centre the maximum starts from: the same
+        # result as where(edge, x_j, x_i) without Select, for which the MindSpore Lite operator list gives no Ascend
+        # (310) support. An edge adds -0.0, which changes no value.
+        lowest = -65504.0 if x.dtype == ms.float16 else -3.4028234663852886e38
         out = x
         for edge, keys in self._chunks(x, mask):
-            out = ops.maximum(out, ops.amax(ops.where(edge, keys, centre), 2))
+            out = ops.maximum(out, ops.amax(keys + (1 - edge.astype(x.dtype)) * lowest, 2))
         return out
 
     def bprop(self, x, mask, out, dout):
