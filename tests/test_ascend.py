@@ -6,7 +6,9 @@ from mindspore import Tensor, nn
 
 from src.engine.train_step import mixed_precision
 from src.models import create_model
-from tools.ascend_graph import CASES, collect, first_and_last_blocks
+from src.models.base import first_and_last_blocks
+from tools.ascend_graph import (CASES, DOC_PATH, check_entries, collect, inventory, load_inventory, load_support,
+                                problems, render_table, replace_table)
 
 FLOAT32_FUNCTIONS = ("src.models.layers.graph:DilatedKnnGraph.construct",          # distances, top-k, the term
                      "src.models.layers.threshold_graph:SimilarityThresholdGraph.construct",  # SViG similarity
@@ -83,3 +85,43 @@ def test_o2_graphs_equal_the_float32_graphs(graph_mode, family):
         assert features.dtype == ms.float16
         expected = ref.graph_conv.graph(features.astype(ms.float32), ref.position_table())[2]
         np.testing.assert_array_equal(graph.asnumpy(), expected.asnumpy())
+
+
+# ----------------------------------------------------------------------------- the documented support of the graphs
+
+def test_the_support_list_quotes_the_installed_mindspore():
+    """Every cited API exists in the installed MindSpore, with the quoted Supported Platforms line and notes."""
+    assert check_entries(load_support()) == []
+    doctored = {"primitives": {"TopK": {"api": "mindspore.ops.TopK", "platforms": ["Ascend"],
+                                        "notes": ["Ascend: float64."]}}}
+    assert len(check_entries(doctored)) == 2
+
+
+def test_every_primitive_of_the_compiled_graphs_is_documented_for_its_device(o2_forward):
+    """The inventory of the last full compile (train and inference graphs: Ascend 910; exported graphs: Ascend 310
+    through MindSpore Lite) and the O2 graphs compiled here hold only primitives the support list documents."""
+    support = load_support()
+    assert problems(load_inventory(), support) == []
+    compiled_here = inventory([dict(node, graph="train") for node in o2_forward], [case("pvig"), case("svig")])
+    assert problems(compiled_here, support) == []
+    assert set(compiled_here["primitives"]) <= set(load_inventory()["primitives"])
+    # what the check refuses: an undocumented primitive, and Select (no Lite Ascend entry) in an exported graph
+    refused = problems({"primitives": {"Range": {"train": {"cases": ["vig"]}},
+                                       "Select": {"train": {"cases": ["svig"]}, "export": {"cases": ["svig"]}}}},
+                       support)
+    assert len(refused) == 2 and "Range" in refused[0] and "export" in refused[1]
+
+
+def test_docs_table_is_the_generated_one():
+    with open(DOC_PATH, encoding="utf-8") as handle:
+        text = handle.read()
+    assert replace_table(text, render_table(load_inventory(), load_support())) == text, \
+        "docs/ascend.md differs from the table of docs/ascend_graphs.json: run python -m tools.ascend_graph --write"
+
+
+@pytest.mark.slow
+def test_the_compiled_graphs_are_the_inventory():
+    """Every case's train, infer and export graphs compiled now (first and last block of each stage) hold the
+    primitives, dtypes and functions of the checked-in inventory (python -m pytest -m slow; about 7 minutes on two
+    idle cores)."""
+    assert inventory(collect(CASES, quick=True), CASES)["primitives"] == load_inventory()["primitives"]

@@ -218,6 +218,25 @@ class GraphClassifier(nn.Cell):
         return self
 
 
+def first_and_last_blocks(net: GraphClassifier) -> GraphClassifier:
+    """``net`` with only the first block and the last block of every stage (a pyramid's first stage keeps its first),
+    and the downsampling between stages: every layer and branch of the family (both kinds of dilation, each stage's
+    pooled keys and resized relative-position term) in a fraction of the graph, for quick checks of what compiles
+    (the self-test's --quick, tools/ascend_graph.py --quick). Parameter names are kept."""
+    stages = [[]]
+    for entry in net.backbone:
+        if isinstance(entry, Downsample):
+            stages += [[entry], []]
+        else:
+            stages[-1].append(entry)
+    kept = [stages[0][0]]
+    for i, stage in enumerate(stages):
+        if (i > 0 or len(stages) == 1) and stage[-1] is not kept[-1]:
+            kept.append(stage[-1])  # a downsampling is a stage of its own
+    net.backbone = nn.SequentialCell(kept)
+    return net
+
+
 def backbone_options(model: GraphClassifier, features_only: bool = False,
                      out_indices: Optional[Sequence[int]] = None, frozen_stages: int = 0,
                      norm_eval: bool = False) -> GraphClassifier:
