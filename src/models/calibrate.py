@@ -10,7 +10,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from src.models.base import to_2tuple
+from .base import to_2tuple
 
 
 def structured_images(count: int, size, seed: int = 0, channels: int = 3) -> np.ndarray:
@@ -83,7 +83,7 @@ def knn_margins(net: nn.Cell, images: np.ndarray) -> list:
     neighbours when this gap is near float32 rounding; comparisons pick inputs whose gaps are
     all clear of it. Runs ``net`` (eval mode) block by block in PyNative mode.
     """
-    from src.models.layers import Grapher
+    from .layers import Grapher
 
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
