@@ -32,6 +32,8 @@ import tempfile
 from collections import defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from src.models import family_representatives
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPPORT_PATH = os.path.join(ROOT, "docs", "ascend_support.yaml")
 INVENTORY_PATH = os.path.join(ROOT, "docs", "ascend_graphs.json")  # what the last full compile found (--write)
@@ -43,18 +45,19 @@ TARGETS = {"train": "910", "infer": "910", "export": "310"}  # the device each g
 
 # (label, registered model, image size, config options): each family's smallest model, then the options that change
 # the graph. The sizes give every block its own k and dilation (a small input caps them: see cap_knn).
+_SMALLEST = family_representatives()
+FAMILIES = tuple(_SMALLEST)
 CASES = (
-    ("vig", "vig_nano_gelu", 64, {"mix_up": "0", "cutmix": "0"}),  # the demo's integer labels; others: soft
-    ("pvig", "pvig_ti_224_gelu", 128, {}),
-    ("svig", "svig_ti_224_gelu", 32, {}),
-    ("graphconvnet", "graphconvnet_ti", 96, {}),
-    ("pgraphconvnet", "pgraphconvnet_ti", 128, {}),
-    ("vig use_stochastic", "vig_nano_gelu", 64, {"use_stochastic": "true"}),
-    ("vig conv edge", "vig_nano_gelu", 64, {"conv": "edge"}),
-    ("vig conv sage", "vig_nano_gelu", 64, {"conv": "sage"}),
-    ("vig conv gin", "vig_nano_gelu", 64, {"conv": "gin"}),
+    ("vig", _SMALLEST["vig"], 64, {"mix_up": "0", "cutmix": "0"}),  # the demo's integer labels; others: soft
+    ("pvig", _SMALLEST["pvig"], 128, {}),
+    ("svig", _SMALLEST["svig"], 32, {}),
+    ("graphconvnet", _SMALLEST["graphconvnet"], 96, {}),
+    ("pgraphconvnet", _SMALLEST["pgraphconvnet"], 128, {}),
+    ("vig use_stochastic", _SMALLEST["vig"], 64, {"use_stochastic": "true"}),
+    ("vig conv edge", _SMALLEST["vig"], 64, {"conv": "edge"}),
+    ("vig conv sage", _SMALLEST["vig"], 64, {"conv": "sage"}),
+    ("vig conv gin", _SMALLEST["vig"], 64, {"conv": "gin"}),
 )
-FAMILIES = ("vig", "pvig", "svig", "graphconvnet", "pgraphconvnet")
 
 # One node of the validate IR: `  %12(CNode_34) = PrimFunc_TopK(%10, ...) ...`, then its types, its scope (not
 # used: merged nodes keep another node's scope) and the chain of Python functions it was traced from.
@@ -274,6 +277,10 @@ def _used_by(frames: Sequence[str]) -> str:
     return f"{module.rsplit('.', 1)[-1]}.{qualname}" if qualname else name
 
 
+def _graph_order(graph: str) -> int:
+    return PASSES.index(graph) if graph in PASSES else len(PASSES)
+
+
 def inventory(nodes: Iterable[dict], cases: Sequence[tuple] = CASES, quick: bool = False) -> dict:
     """Per primitive and graph: the input dtypes, the cases and the functions (``_used_by``) it appears in."""
     found = defaultdict(lambda: defaultdict(lambda: {"dtypes": set(), "cases": set(), "used_by": set()}))
@@ -286,7 +293,7 @@ def inventory(nodes: Iterable[dict], cases: Sequence[tuple] = CASES, quick: bool
     return {"cases": [list(case) for case in cases], "quick": quick,
             "primitives": {name: {graph: {"dtypes": sorted(e["dtypes"]), "cases": sorted(e["cases"], key=order.index),
                                           "used_by": sorted(e["used_by"])}
-                                  for graph, e in sorted(graphs.items(), key=lambda item: PASSES.index(item[0]))}
+                                  for graph, e in sorted(graphs.items(), key=lambda item: _graph_order(item[0]))}
                            for name, graphs in sorted(found.items())}}
 
 
