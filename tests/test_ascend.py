@@ -122,6 +122,6 @@ def test_docs_table_is_the_generated_one():
 @pytest.mark.slow
 def test_the_compiled_graphs_are_the_inventory():
     """Every case's train, infer and export graphs compiled now (first and last block of each stage) hold the
-    primitives, dtypes and functions of the checked-in inventory (python -m pytest -m slow; about 7 minutes on two
-    idle cores)."""
+    primitives, dtypes and functions of the checked-in inventory (python -m pytest -m slow; about 4 minutes on two
+    quiet cores)."""
     assert inventory(collect(CASES, quick=True), CASES)["primitives"] == load_inventory()["primitives"]
