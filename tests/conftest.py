@@ -45,16 +45,9 @@ def graph_mode():
         yield
 
 def family_representatives():
-    """The smallest registered model of each family (name prefix: vig, pvig, svig, graphconvnet, ...): what a
-    test runs to cover every family cheaply."""
-    from src.models import list_models
-    reps = {}
-    for name in list_models():
-        family = name.split("_")[0]
-        rank = (0 if "nano" in name else 1 if "_ti" in name else 2, name)
-        if family not in reps or rank < reps[family][0]:
-            reps[family] = (rank, name)
-    return sorted(name for _, name in reps.values())
+    """The smallest registered model of each family: what a test runs to cover every family cheaply."""
+    from src.models import family_representatives as smallest
+    return sorted(smallest().values())
 
 
 def write_image_folder(root, classes=3, train_per_class=12, val_per_class=4, size=32, seed=0):

@@ -97,7 +97,7 @@ def test_mindir_export_reloads_with_the_same_outputs(graph_mode, image_folder, c
     path = export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--file_name", str(stem),
                                        "--batch_size", "2"))  # the config's O2 is training precision only
     assert path == f"{stem}.mindir"
-    # the exported form: grouped convolutions as the convolution operator
+    # the exported form: grouped convolutions as the batched matmul of the native form
     net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl=export_formulation("native", "MINDIR"))
     load_model_weights(net, str(checkpoint))
     net.set_train(False)

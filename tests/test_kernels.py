@@ -44,7 +44,8 @@ def test_conv_cpu_form_matches_native(any_mode, case):
     if bias:
         conv.bias.set_data(Tensor(np.random.default_rng(1).standard_normal(cout).astype(np.float32)))
     x = Tensor(np.random.default_rng(0).standard_normal((2, cin, size, size)).astype(np.float32))
-    kernel = ops.conv2d(x, conv.weight, conv.bias, stride, "pad", pad, 1, groups).asnumpy()  # the device kernel
+    kernel = ops.conv2d(x, conv.weight, conv.bias, stride=stride, pad_mode="pad", padding=pad,  # the device kernel
+                        groups=groups).asnumpy()
     native = conv(x).asnumpy()
     cpu = same_weights(Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias, form=CPU_OPS), conv)
     exported = same_weights(Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups, bias=bias,

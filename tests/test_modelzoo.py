@@ -160,17 +160,21 @@ def test_multi_device_is_decided_as_the_modelzoo_does():
 
 
 def test_device_id_from_the_environment_wins(monkeypatch):
+    """... and Ascend gets its operator precision mode (float32 matrix operators stay float32 on 910A); the CPU none."""
     import mindspore as ms
     from src.app import device
     calls = []
     monkeypatch.setattr(ms.hal, "is_available", lambda target: True)
     monkeypatch.setattr(ms, "set_device", lambda *args: calls.append(args))
     monkeypatch.setattr(ms, "set_context", lambda **kwargs: None)
+    monkeypatch.setattr(ms.device_context.ascend.op_precision, "precision_mode", calls.append)
     monkeypatch.setenv("DEVICE_ID", "5")
     for name in ("RANK_TABLE_FILE", "RANK_SIZE", "DEVICE_NUM", "MS_WORKER_NUM", "MS_ROLE"):
         monkeypatch.delenv(name, raising=False)
     assert device.init_device("Ascend", 0, 0) == (0, 1)
-    assert calls == [("Ascend", 5)]
+    assert calls == [("Ascend", 5), "must_keep_origin_dtype"]
+    device.init_device("CPU", 0, 0)
+    assert calls[2:] == [("CPU",)]
 
 
 def _script(name, *args, cwd, **env):

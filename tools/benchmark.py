@@ -20,7 +20,7 @@ from tools.calibrate import calibrate, calibration_images
 from tools.timing import cpu_name, measure, peak_memory_mb, time_calls
 from src.weights.checkpoint import load_model_weights
 from src.engine.optim import create_optimizer
-from src.engine.train_step import build_train_step
+from src.engine.train_step import build_train_step, mixed_precision
 
 
 def first_array(out) -> np.ndarray:
@@ -68,7 +68,7 @@ def mode_call(net: nn.Cell, images: np.ndarray, mode: str, amp_level: str = "O0"
     x = Tensor(images)
     if mode == "infer":
         net.set_train(False)
-        runner = net if amp_level == "O0" else ms.amp.auto_mixed_precision(net, amp_level)
+        runner = mixed_precision(net, amp_level)  # as eval.py runs it: the graphs in float32 at O2/O3
         return lambda: runner(x)
     labels = Tensor(np.arange(len(images), dtype=np.int32) % num_classes)
     optimizer = create_optimizer(net.trainable_params(), "adamw", np.full(steps, 1e-5, np.float32), 0.05)

@@ -7,6 +7,11 @@ import mindspore as ms
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 MODES = {"GRAPH_MODE": ms.GRAPH_MODE, "PYNATIVE_MODE": ms.PYNATIVE_MODE}  # execution modes by name: 0 and 1
+# Ascend operator precision: every operator keeps its dtype. On Ascend 910A (Atlas training series) older MindSpore
+# versions defaulted to force_fp16, which computes float32 matrix operators in float16 (the kNN distances, the SViG
+# similarity); MindSpore 2.10 documents must_keep_origin_dtype as its default
+# (mindspore/device_context/ascend/op_precision.py precision_mode); set here so the precision never depends on it.
+ASCEND_PRECISION_MODE = "must_keep_origin_dtype"
 # A process started by a launcher: msrun sets MS_WORKER_NUM/MS_ROLE; HCCL rank-table launches set RANK_TABLE_FILE.
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "MS_ROLE", "RANK_TABLE_FILE")
 # MindSpore 2.10 writes the report of a failed graph compilation to <MS_OM_PATH>/rank_<id>/om/analyze_fail.ir,
@@ -49,10 +54,10 @@ def data_parallel(distribute: bool, device_num: int = 1, env: Dict[str, str] = N
 
 def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.GRAPH_MODE, distribute: bool = False,
                 device_num: int = 1) -> Tuple[int, int]:
-    """Select the device (DEVICE_ID from the environment wins over ``device_id``) and the mode (MindSpore's
-    constant: 0 GRAPH_MODE, 1 PYNATIVE_MODE) before any kernel runs; join the data-parallel group when
-    ``data_parallel`` says so. Returns (rank, number of ranks). MindSpore's reports of failed graph compilations
-    go to ``MINDSPORE_REPORTS`` (the error message names the file)."""
+    """Select the device (DEVICE_ID from the environment wins over ``device_id``; on Ascend with operator precision
+    ``ASCEND_PRECISION_MODE``) and the mode (MindSpore's constant: 0 GRAPH_MODE, 1 PYNATIVE_MODE) before any kernel
+    runs; join the data-parallel group when ``data_parallel`` says so. Returns (rank, number of ranks). MindSpore's
+    reports of failed graph compilations go to ``MINDSPORE_REPORTS`` (the error message names the file)."""
     os.environ.setdefault("MS_OM_PATH", MINDSPORE_REPORTS)
     if device_target != "CPU" and not ms.hal.is_available(device_target):
         raise DeviceError(f"device_target {device_target!r} is not available in this MindSpore installation "
@@ -67,6 +72,8 @@ def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.G
         ms.set_device(device_target)
     else:
         ms.set_device(device_target, device_id)
+    if device_target == "Ascend":  # the API of MindSpore 2.10 (set_context(ascend_config=...) is deprecated)
+        ms.device_context.ascend.op_precision.precision_mode(ASCEND_PRECISION_MODE)
     ms.set_context(mode=mode)
     if not join:
         return 0, 1

@@ -1,7 +1,8 @@
 """One training step: loss scaling, gradient reduction, overflow skip, clipping, optimizer, EMA.
 
 MindSpore's stock ``TrainOneStepWithLossScaleCell`` detects overflow with Ascend/GPU-only status
-kernels and fails on the CPU; here overflow is ``not all_finite(grads)``, which works everywhere.
+kernels and fails on the CPU; here overflow is ``not all_finite(gradients, loss, statistics)``, one call per step,
+which works everywhere.
 Order of a step: copy of the BatchNorm running statistics -> scaled loss (the forward pass updates
 the statistics) -> gradients -> unscale -> all-reduce (data parallel) -> overflow flag: non-finite
 gradients, loss or statistics (all-reduced so every rank agrees) -> loss-scale update -> if finite:
@@ -18,6 +19,8 @@ from typing import Optional, Sequence
 
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+
+from ..models.layers import graphs_in_float32
 
 AMP_LEVELS = ("O0", "O2", "O3")
 _unscale = ops.MultitypeFuncGraph("unscale")
@@ -41,7 +44,7 @@ _keep_on_overflow = ops.MultitypeFuncGraph("keep_on_overflow")
 
 @_keep_on_overflow.register("Tensor", "Tensor", "Tensor")
 def _keep_value(overflow, param, before):
-    return ops.assign(param, ops.select(overflow, before, param))
+    return ops.assign(param, ops.where(overflow, before, param))
 
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
@@ -131,10 +134,9 @@ class TrainOneStep(nn.TrainOneStepWithLossScaleCell):
         if self.accumulation > 1:
             grads = self.hyper_map(ops.partial(_mean_and_reset, self.inv_count), self.accumulated, grads)
         grads = self.grad_reducer(grads)
-        finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(loss).all())
-        if self.statistics:
-            finite = ops.logical_and(finite, ms.amp.all_finite(self.statistics))
-        overflow = ops.logical_not(finite)
+        # One check per step: on Ascend 910A (and 910B in saturation mode) all_finite reads and clears the NPU
+        # float-status register whatever its inputs (mindspore/amp.py _all_finite), so a second call checks nothing.
+        overflow = ops.logical_not(ms.amp.all_finite(grads + (loss,) + self.statistics))
         if self.is_distributed:
             overflow = self.allreduce(overflow.astype(ms.float32)) > 0
         overflow = self.process_loss_scale(overflow)
@@ -196,7 +198,8 @@ class _AccumulateGrads(nn.Cell):
 
 def mixed_precision(net: nn.Cell, amp_level: str, keep_bn_fp32: bool = True) -> nn.Cell:
     """``net`` at ``amp_level``: O0 float32; O2 float16 with BatchNorm in float32 (always); O3 float16
-    throughout, BatchNorm back in float32 when ``keep_bn_fp32``."""
+    throughout, BatchNorm back in float32 when ``keep_bn_fp32``. At O2 and O3 the graphs (kNN distances and
+    top-k, relative-position term, SViG similarity) are built in float32 (``graphs_in_float32``)."""
     if amp_level == "O0":
         return net
     if amp_level == "O2" and not keep_bn_fp32:
@@ -207,7 +210,7 @@ def mixed_precision(net: nn.Cell, amp_level: str, keep_bn_fp32: bool = True) -> 
         for _, cell in net.cells_and_names():
             if isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 cell.to_float(ms.float32)
-    return net
+    return graphs_in_float32(net)
 
 
 def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0", loss_fn: nn.Cell = None,

@@ -3,8 +3,9 @@ from . import graphconvnet, pyramid_vig, svig, vig  # noqa: F401  (registers the
 from .errors import ModelError
 from .layers import KERNEL_IMPLS, Formulation, export_formulation, resolve_kernel_impl
 from .pyramid_vig import PyramidVisionGNN
-from .registry import canonical_name, create_model, list_models, model_cfg
+from .registry import canonical_name, create_model, family_representatives, list_models, model_cfg
 from .vig import VisionGNN
 
-__all__ = ["ModelError", "create_model", "list_models", "model_cfg", "canonical_name", "KERNEL_IMPLS",
+__all__ = ["ModelError", "create_model", "list_models", "model_cfg", "canonical_name", "family_representatives",
+           "KERNEL_IMPLS",
            "resolve_kernel_impl", "export_formulation", "Formulation", "VisionGNN", "PyramidVisionGNN"]

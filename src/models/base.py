@@ -11,7 +11,7 @@ import numbers
 from typing import List, Optional, Sequence, Tuple, Union
 
 import mindspore as ms
-from mindspore import Parameter, nn
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import initializer
 
 from .errors import ModelError
@@ -84,7 +84,9 @@ class GraphClassifier(nn.Cell):
         return self.backbone(self.embed(x))
 
     def forward_head(self, x):
-        return self.prediction(x.mean(axis=(2, 3), keep_dims=True)).squeeze((2, 3))
+        # flatten: Squeeze has no Ascend (310) entry in the MindSpore Lite operator list (and a final Reshape loses the
+        # output's name in MindSpore's ONNX export); start_dim by keyword, as its default becomes 0 after 2.9.0
+        return ops.flatten(self.prediction(x.mean(axis=(2, 3), keep_dims=True)), start_dim=1)
 
     def construct(self, x):
         if self.features_only:
@@ -234,6 +236,25 @@ class GraphClassifier(nn.Cell):
         if not norm_eval and self.frozen_stages:
             self.freeze_stages(self.frozen_stages)  # frozen stages keep their statistics regardless
         return self
+
+
+def first_and_last_blocks(net: GraphClassifier) -> GraphClassifier:
+    """``net`` with only the first block and the last block of every stage (a pyramid's first stage keeps its first),
+    and the downsampling between stages: every layer and branch of the family (both kinds of dilation, each stage's
+    pooled keys and resized relative-position term) in a fraction of the graph, for quick checks of what compiles
+    (the self-test's --quick, tools/ascend_graph.py --quick). Parameter names are kept."""
+    stages = [[]]
+    for entry in net.backbone:
+        if isinstance(entry, Downsample):
+            stages += [[entry], []]
+        else:
+            stages[-1].append(entry)
+    kept = [stages[0][0]]
+    for i, stage in enumerate(stages):
+        if (i > 0 or len(stages) == 1) and stage[-1] is not kept[-1]:
+            kept.append(stage[-1])  # a downsampling is a stage of its own
+    net.backbone = nn.SequentialCell(kept)
+    return net
 
 
 def backbone_options(model: GraphClassifier, features_only: bool = False,

@@ -47,6 +47,18 @@ def list_models(pattern: Optional[str] = None, include_aliases: bool = False) ->
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
+def family_representatives() -> Dict[str, str]:
+    """The smallest registered model of each family (name prefix: vig, pvig, svig, graphconvnet, ...), by family:
+    what covers every family cheaply (a 'nano' model first, then 'ti')."""
+    reps = {}
+    for name in list_models():
+        family = name.split("_")[0]
+        rank = (0 if "nano" in name else 1 if "_ti" in name else 2, name)
+        if family not in reps or rank < reps[family][0]:
+            reps[family] = (rank, name)
+    return {family: name for family, (_, name) in sorted(reps.items())}
+
+
 def canonical_name(name: str) -> str:
     """The registered name for ``name`` (aliases resolved); a clear error for unknown names."""
     if name in _BUILDERS:

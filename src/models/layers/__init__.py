@@ -1,6 +1,6 @@
 """The graph library every ViG family is built from."""
 from .activation import GELU, erf_by_formula
-from .blocks import FFN, DyGraphConv2d, Grapher, vig_block
+from .blocks import FFN, DyGraphConv2d, Grapher, graphs_in_float32, vig_block
 from .bottleneck import Bottleneck
 from .conv import Conv2d, conv_bn, conv_bn_layers
 from .drop import DropPath, drop_path_schedule
@@ -20,6 +20,7 @@ __all__ = [
     "FFN",
     "DyGraphConv2d",
     "Grapher",
+    "graphs_in_float32",
     "vig_block",
     "Bottleneck",
     "Conv2d",

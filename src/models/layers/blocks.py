@@ -59,6 +59,23 @@ class DyGraphConv2d(nn.Cell):
         return out.reshape(batch, -1, height, width)
 
 
+def graphs_in_float32(net: nn.Cell) -> nn.Cell:
+    """Have every graph of ``net`` built in float32 after ``ms.amp.auto_mixed_precision`` cast the network to
+    float16 (O2, O3), as BatchNorm is kept in float32; returns ``net``.
+
+    Mixed precision casts the float arguments of every cell's ``construct`` and methods to the cell's precision
+    (and, in PyNative mode, the inputs of every operator inside the cell), so a cast to float32 inside a float16
+    cell lasts only to the next method: the distances, top-k and relative-position term would run in float16.
+    Here the DyGraphConv2d's own code (its nodes and keys, the term it passes on) and its graph cell (kNN or
+    similarity threshold, with the term's resize) are float32; its graph conv keeps the network's precision.
+    """
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, DyGraphConv2d):
+            cell.add_flags(fp16=False, bf16=False, fp32=True)  # this cell only, as Cell.to_float flags a cell
+            cell.dilated_knn_graph.to_float(ms.float32)
+    return net
+
+
 class Grapher(nn.Cell):
     """x + drop_path(fc2(graph_conv(fc1(x)))), with fc1/fc2 = 1x1 conv + BN and no activation.
 

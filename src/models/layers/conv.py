@@ -53,7 +53,8 @@ class Conv2d(nn.Cell):
         if self.use_matmul:
             y = self._matmul_conv(x, weight)
         else:
-            y = ops.conv2d(x, weight, None, self.stride, "pad", self.padding, 1, self.groups)
+            # keywords: MindSpore 2.10 announces that pad_mode will be removed from ops.conv2d's signature
+            y = ops.conv2d(x, weight, stride=self.stride, pad_mode="pad", padding=self.padding, groups=self.groups)
         if self.has_bias:  # BiasAdd: its backward is a dedicated reduction, cheaper than a broadcast add's
             y = ops.bias_add(y, self.bias.astype(x.dtype))
         return y

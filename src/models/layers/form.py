@@ -10,8 +10,8 @@ A layer takes its ``form`` as a constructor argument and never changes it afterw
   threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
   and falls back to MindSpore's kernels with a warning where they are unavailable.
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
-  host's cache, and keep grouped convolutions as the convolution operator (ONNX and MindSpore Lite run
-  it); ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
+  host's cache; MINDIR and AIR hold grouped convolutions as the native form's batched matmul, ONNX as the
+  convolution operator; ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
 """
 from dataclasses import dataclass
 from functools import lru_cache
@@ -120,10 +120,14 @@ def resolve_kernel_impl(impl: str, device_target: str) -> str:
 def export_formulation(kernel_impl: str, file_format: str) -> Formulation:
     """The formulation an exported graph is built with: MindSpore's own operators, or for a MINDIR of
     ``kernel_impl`` 'cpu' the CPU formulations without compiled kernels (plain MindSpore operators,
-    faster in MindSpore on the CPU); ONNX with erf by formula."""
+    faster in MindSpore on the CPU); ONNX with erf by formula. MINDIR and AIR (the Ascend 310 files) hold the
+    grouped convolutions as a batched matmul, as the native form does: MindSpore documents grouped ops.conv2d on
+    Ascend for depthwise convolutions only, and no MindSpore Lite or CANN document lifts that for the 310
+    (docs/ascend.md); ONNX keeps the grouped Conv, which ONNX and onnxruntime define."""
     if kernel_impl not in KERNEL_IMPLS:
         raise ModelError(f"kernel_impl must be one of {KERNEL_IMPLS}, got {kernel_impl!r}")
     if kernel_impl == "cpu" and file_format != "MINDIR":
         raise ModelError(f"the CPU formulations (patch extraction) export only to MINDIR, not {file_format}: "
                          f"use kernel_impl 'native'")
-    return Formulation(cpu_ops=kernel_impl == "cpu", erf_formula=file_format == "ONNX")
+    return Formulation(cpu_ops=kernel_impl == "cpu", erf_formula=file_format == "ONNX",
+                       grouped_matmul=file_format != "ONNX")

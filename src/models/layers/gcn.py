@@ -51,7 +51,7 @@ class EdgeConv2d(nn.Cell):
 
     def construct(self, x, keys, idx):
         x_j = neighbours_channel_first(keys, idx)
-        x_i = x.broadcast_to(x_j.shape)
+        x_i = ops.tile(x, (1, 1, 1, x_j.shape[-1]))  # Tile, which the Lite operator list documents on Ascend (310)
         return ops.amax(self.nn(ops.cat((x_i, x_j - x_i), axis=1)), -1, keepdims=True)
 
 

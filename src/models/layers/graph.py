@@ -4,6 +4,8 @@ Nodes are handled token-major, (B, N, C): that is the layout of the distance mat
 of the neighbour gathers. Neighbour lists are int32 (B, N, k) indices into the key set; the
 centre of row i is node i itself, so no centre index is stored.
 """
+import math
+import statistics
 from typing import Optional, Tuple
 
 import numpy as np
@@ -62,6 +64,15 @@ def query_chunks(num_queries: int, num_keys: int):
     return tuple((start, min(start + rows, num_queries)) for start in range(0, num_queries, rows))
 
 
+def normal_quantile(probability: float) -> float:
+    """Phi^-1(p) of the standard normal distribution; -inf for p <= 0, +inf for p >= 1."""
+    if probability <= 0:
+        return -math.inf
+    if probability >= 1:
+        return math.inf
+    return statistics.NormalDist().inv_cdf(probability)
+
+
 class DilatedKnnGraph(nn.Cell):
     """Neighbours of each query among the keys: the k.d nearest by L2-normalised distance
     (sorted, nearest first), of which positions 0, d, 2d, ... are kept.
@@ -86,6 +97,7 @@ class DilatedKnnGraph(nn.Cell):
         self.dilation = dilation
         self.stochastic = stochastic
         self.epsilon = epsilon
+        self.epsilon_z = Tensor(normal_quantile(epsilon), ms.float32)  # P(N(0, 1) < epsilon_z) = epsilon
         self.num_candidates = k * dilation
         self.dilated_positions = Tensor(np.arange(0, self.num_candidates, dilation), ms.int32)
         self.knn = form.topk
@@ -141,18 +153,36 @@ class DilatedKnnGraph(nn.Cell):
         return idx
 
     def _positions(self):
-        """The dilated positions, or with probability epsilon k random ones (static shapes)."""
-        noise = ops.rand((self.num_candidates + 1,), dtype=ms.float32)  # ops.uniform has no Ascend kernel
+        """The dilated positions, or with probability epsilon k random ones (static shapes). The draws are standard
+        normal (ops.randn, documented for Ascend; ops.rand's UniformReal is deprecated in MindSpore 2.10): sorting
+        them gives a uniformly random order, and one falls below Phi^-1(epsilon) with probability epsilon."""
+        noise = ops.randn((self.num_candidates + 1,), dtype=ms.float32)
         random_positions = ops.sort(noise[:self.num_candidates])[1][:self.k].astype(ms.int32)
-        return ops.select(noise[self.num_candidates:].broadcast_to((self.k,)) < self.epsilon,
-                          random_positions, self.dilated_positions)
+        return ops.where(noise[self.num_candidates:].broadcast_to((self.k,)) < self.epsilon_z,
+                         random_positions, self.dilated_positions)
 
 
 def _flat_rows(table, idx):
-    """Flatten (B, M, C) to (B*M, C) and shift idx (B, ...) by each sample's row offset."""
+    """Flatten (B, M, C) to (B*M, C) and shift idx (B, ...) by each sample's row offset (a constant of the static
+    batch size: no Range operator, which MindSpore documents for GPU and CPU only, is left to run)."""
     batch, num_keys, channels = table.shape
-    offsets = (ops.arange(batch, dtype=ms.int32) * num_keys).reshape((batch,) + (1,) * (idx.ndim - 1))
+    offsets = Tensor(np.arange(batch, dtype=np.int32).reshape((batch,) + (1,) * (idx.ndim - 1)) * num_keys)
     return table.reshape(-1, channels), idx + offsets
+
+
+def _gather_elements_flat(like, elements):
+    return ops.gather(like.reshape(-1), elements, 0)
+
+
+# The gradient of a flat gather with respect to its table: each value added at its element (MindSpore derives it as
+# UnsortedSegmentSum); the ops.unsorted_segment_sum interface is deprecated (MindSpore 2.10 docstring).
+_scatter_add = ops.GradOperation(sens_param=True)(_gather_elements_flat)
+
+
+def scatter_add(like, elements, values):
+    """Zeros shaped like ``like`` (any values) with each of ``values`` added at its flat element index ``elements``
+    (1-D, int32): a scatter-add through the documented ``ops.gather`` and its gradient."""
+    return _scatter_add(like, elements, values).reshape(like.shape)
 
 
 def gather_rows(table, idx):
@@ -194,8 +224,7 @@ class MaxOverRows(nn.Cell):
         winner = ops.argmax(ops.gather(flat, idx, 0), dim=-2).astype(ms.int32)  # (..., C): slot of the max
         rows = ops.gather_elements(idx, idx.ndim - 1, winner)                    # (..., C): its row
         elements = rows * flat.shape[1] + self.channel_index
-        grad = ops.unsorted_segment_sum(dout.reshape(-1), elements.reshape(-1), flat.shape[0] * flat.shape[1])
-        return grad.reshape(flat.shape), ops.zeros_like(idx)
+        return scatter_add(flat, elements.reshape(-1), dout.reshape(-1)), ops.zeros_like(idx)
 
 
 class NeighbourMax(nn.Cell):

@@ -11,8 +11,6 @@ aggregate over the neighbours plus the node itself. That is exactly the official
 result: a node with an edge has its own (maximal) self-similarity above the threshold too, and
 an isolated node aggregates to 0 either way.
 """
-import math
-import statistics
 import warnings
 from typing import List
 
@@ -22,7 +20,7 @@ from mindspore import Tensor, nn, ops
 
 from .form import NATIVE, Formulation
 from .gcn import MRConv2d
-from .graph import l2_normalize, negative_sq_distance
+from .graph import l2_normalize, negative_sq_distance, normal_quantile, scatter_add
 
 # Per image, the (N, chunk, C) candidates of one chunk of key nodes hold at most this many elements
 # (4 MB in float32): at batch 128 a chunk is ~0.5 GB instead of the 3.8 GB of ViG-Ti's full B*N*N*C.
@@ -43,12 +41,10 @@ def probability_to_z(probability: float) -> float:
     if probability <= 0:
         warnings.warn(f"similarity threshold probability {probability:.4g} <= 0: every pair of nodes is an edge "
                       "(fully connected graph)", stacklevel=2)
-        return -math.inf
-    if probability >= 1:
+    elif probability >= 1:
         warnings.warn(f"similarity threshold probability {probability:.4g} >= 1: no edges, every node aggregates "
                       "only itself", stacklevel=2)
-        return math.inf
-    return statistics.NormalDist().inv_cdf(probability)
+    return normal_quantile(probability)
 
 
 class SimilarityThresholdGraph(nn.Cell):
@@ -104,10 +100,13 @@ class MaskedNeighbourMax(nn.Cell):
     def construct(self, x, mask):
         if self.kernel is not None:  # a maximum of float16 values is exact in float32 and back
             return self.kernel[0](x.astype(ms.float32), mask.astype(ms.uint8)).astype(x.dtype)
-        centre = x.expand_dims(2)
+        # A non-edge is lowered to the dtype's lowest value, below the centre the maximum starts from: the same
+        # result as where(edge, x_j, x_i) without Select, for which the MindSpore Lite operator list gives no Ascend
+        # (310) support. An edge adds -0.0, which changes no value.
+        lowest = -65504.0 if x.dtype == ms.float16 else -3.4028234663852886e38
         out = x
         for edge, keys in self._chunks(x, mask):
-            out = ops.maximum(out, ops.amax(ops.where(edge, keys, centre), 2))
+            out = ops.maximum(out, ops.amax(keys + (1 - edge.astype(x.dtype)) * lowest, 2))
         return out
 
     def bprop(self, x, mask, out, dout):
@@ -126,12 +125,11 @@ class MaskedNeighbourMax(nn.Cell):
             better = value > best  # the centre, then the earliest maximum wins (a tie is the same value)
             best = ops.where(better, value, best)
             row = ops.where(better, ops.where(is_edge, pos + self.starts[c], own), row)
-        # scatter-add of each gradient to its row (tensor_scatter_elements' "add" has no Ascend kernel)
+        # each gradient added to its row (tensor_scatter_elements' "add" has no Ascend kernel)
         batch, nodes, channels = dout.shape
-        sample = ops.cumsum(ops.ones_like(row[:, :1, :1]), 0) - 1  # (B, 1, 1): b (ops.arange fails in a bprop)
+        sample = Tensor(np.arange(batch, dtype=np.int32).reshape(batch, 1, 1))
         elements = (sample * nodes + row) * channels + self.channel_index
-        grad = ops.unsorted_segment_sum(dout.reshape(-1), elements.reshape(-1), batch * nodes * channels)
-        return grad.reshape(dout.shape), ops.zeros_like(mask)
+        return scatter_add(dout, elements.reshape(-1), dout.reshape(-1)), ops.zeros_like(mask)
 
 
 def threshold_graph_conv(conv: str, in_channels: int, out_channels: int, num_nodes: int,
