@@ -320,3 +320,29 @@ def test_launches_that_cannot_work_here_say_so_and_plans_still_print(tmp_path, m
     assert f"note: no Ascend environment here ({nowhere} missing" in plan.stdout
     assert f"--preprocess_path {tmp_path}/infer_310_" in plan.stdout
     assert sorted(os.listdir(tmp_path)) == ["hccl_2p.json", "m.mindir", "vig_s_patch16_224.yaml"]
+
+
+def test_their_310_flags_and_a_failing_group_init(tmp_path):
+    """preprocess.py --dataset_name imagenet2012 --data_path, postprocess.py --result_dir; a data-parallel group
+    that cannot be joined is one line with MindSpore's reason, not its traceback."""
+    import preprocess as preprocess_entry
+    from src.app.device import DeviceError, init_device
+
+    assert load_config(["--result_dir", "r", "--preprocess_path", "p"], entry="postprocess").result_path == "r"
+    cfg = load_config(["--arch", "vig_nano_gelu", "--data_path", "d", "--dataset_name", "imagenet2012"],
+                      entry="preprocess", arguments=[preprocess_entry.DATASET_NAME])
+    assert (cfg.data_url, cfg.dataset_name) == ("d", "imagenet2012")
+    with pytest.raises(ConfigError, match="invalid choice"):
+        load_config(["--arch", "x", "--dataset_name", "cifar10"], entry="preprocess",
+                    arguments=[preprocess_entry.DATASET_NAME])
+
+    def refused(*_):
+        raise RuntimeError("Failed to init the communication: the scheduler at 10.0.0.1:8118 did not answer.\n"
+                           "----- C++ Call Stack -----\nframe 0 ...")
+
+    with mock.patch.dict(os.environ, {"MS_WORKER_NUM": "2", "MS_ROLE": "MS_WORKER"}), \
+            mock.patch("mindspore.communication.init", refused):
+        with pytest.raises(DeviceError) as info:
+            init_device("CPU", distribute=True)
+    assert str(info.value) == ("cannot join the data-parallel group started by msrun (MindSpore: Failed to init the "
+                               "communication: the scheduler at 10.0.0.1:8118 did not answer.); check the launcher's settings and that every rank can reach the others")
