@@ -126,7 +126,8 @@ def test_flags_that_cannot_be_honoured_say_why(modelzoo_yaml, tmp_path):
     with pytest.raises(ConfigError, match="mlp_ratio 2.0 cannot be honoured"):
         model_from_config(cfg)
     with pytest.raises(ConfigError, match="in_channel 1: the image pipeline decodes RGB"):
-        eval_transform(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"]))
+        model_from_config(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"]))
+    assert eval_transform(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"])).image_size == 224
     with pytest.raises(ConfigError, match="compiled CPU kernels, which cannot run on Ascend"):
         kernel_impl(load_config(["--vig_config", modelzoo_yaml, "--kernel_impl", "cpu"]))
     assert kernel_impl(load_config(["--vig_config", modelzoo_yaml])) == "native"
@@ -137,10 +138,11 @@ def test_flags_that_cannot_be_honoured_say_why(modelzoo_yaml, tmp_path):
 
 
 def test_our_configs_write_out_the_whole_recipe():
+    """... each in itself or in its bases (configs/_base_/)."""
     for path in glob.glob(os.path.join(ROOT, "configs", "*.yaml")):
         cfg = load_config(["--config", path])
-        missing = [key for key in RECIPE_KEYS if key not in cfg.file_keys]
-        assert not missing, f"{path} leaves {missing} to the ModelZoo defaults"
+        missing = [key for key in RECIPE_KEYS if key not in cfg.origins]
+        assert not missing, f"{path} and its bases {cfg.files[:-1]} leave {missing} to the ModelZoo defaults"
 
 
 @pytest.mark.parametrize("env", [{"RANK_SIZE": "8"}, {"RANK_TABLE_FILE": "/t.json", "RANK_SIZE": "1"},

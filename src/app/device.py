@@ -6,8 +6,6 @@ from typing import Dict, Tuple
 
 import mindspore as ms
 
-DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-MODES = {"GRAPH_MODE": ms.GRAPH_MODE, "PYNATIVE_MODE": ms.PYNATIVE_MODE}  # execution modes by name: 0 and 1
 # Ascend operator precision: every operator keeps its dtype. On Ascend 910A (Atlas training series) older MindSpore
 # versions defaulted to force_fp16, which computes float32 matrix operators in float16 (the kNN distances, the SViG
 # similarity); MindSpore 2.10 documents must_keep_origin_dtype as its default
