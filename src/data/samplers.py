@@ -28,6 +28,8 @@ import math
 from typing import Iterator, List
 
 import numpy as np
+
+from .errors import DatasetError
 import mindspore.dataset as ds
 
 __all__ = ["RepeatedAugSampler", "DistributedShuffleSampler"]
@@ -113,10 +115,10 @@ class RepeatedAugSampler(_EpochSampler):
         else:
             self.num_selected = int(math.ceil(n / shards))
         if self.num_selected == 0:
-            raise ValueError(
-                f"RepeatedAugSampler: {n} samples rounded down to a multiple of "
-                f"{self.selected_round} leave nothing for {shards} shard(s); use selected_round=0 "
-                "(no rounding) or no repeated augmentation for such a small dataset")
+            raise DatasetError(
+                f"repeated augmentation (repeated_aug: {self.num_repeats}) takes each epoch a multiple of "
+                f"{self.selected_round} of the {n} training images, as DeiT's sampler does, which leaves none for "
+                f"{shards} device(s); set repeated_aug: 0 for a training split this small")
 
     def __len__(self) -> int:
         return self.num_selected
