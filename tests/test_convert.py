@@ -156,7 +156,8 @@ def test_schedules_equal_the_reference():
     for name in ref.OFFICIAL_CONFIGS:
         graphers = [c for _, c in create_model(name, kernel_impl="native").cells_and_names()
                     if type(c).__name__ == "Grapher"]
-        assert ([g.graph_spec.k for g in graphers], [g.graph_spec.dilation for g in graphers]) == ref.OFFICIAL_SCHEDULES[name], name
+        specs = [g.graph_spec for g in graphers]
+        assert ([s.k for s in specs], [s.dilation for s in specs]) == ref.OFFICIAL_SCHEDULES[name], name
 
 
 def test_training_checkpoint_with_ema_and_module_prefix(tmp_path):
