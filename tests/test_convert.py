@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402
 from conftest import assert_evaluated_as_officially  # noqa: E402
 from src.models import PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
+from src.models.layers import knn_specs  # noqa: E402
 from src.weights.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402
 from src.weights.convert import (convert_official_checkpoint, select_state_dict, to_mindspore_names,  # noqa: E402
                                  to_official_names)
@@ -123,16 +124,16 @@ def test_every_graph_conv_at_a_non_224_size(pynative, family, conv):
     if family == "isotropic":
         official = ref.build_isotropic(channels=32, depth=3, k=4, num_classes=7, conv=conv, img_size=64)
         ks, ds = official.schedule()
-        build = partial(VisionGNN, 32, ks, ds)
+        build = partial(VisionGNN, 32, knn_specs(ks, ds, conv))
     else:
         official = ref.build_pyramid(channels=(16, 32, 32, 48), depths=(1, 1, 2, 1), k=5, num_classes=7, conv=conv,
                                      img_size=64)
         ks, ds = official.schedule()
-        build = partial(PyramidVisionGNN, (16, 32, 32, 48), (1, 1, 2, 1), ks, ds)
+        build = partial(PyramidVisionGNN, (16, 32, 32, 48), (1, 1, 2, 1), knn_specs(ks, ds, conv))
     official = calibrated(official, 64, seed=3)
     weights = to_mindspore_names({k: v.numpy() for k, v in official.state_dict().items()})
     for impl in ("cpu", "native"):
-        ours = build(num_classes=7, img_size=64, conv=conv, kernel_impl=impl)
+        ours = build(num_classes=7, img_size=64, kernel_impl=impl)
         check_fits(ours, weights, "reference")
         ms.load_param_into_net(ours, {n: ms.Parameter(Tensor(v), name=n) for n, v in weights.items()},
                                strict_load=True)
@@ -155,7 +156,8 @@ def test_schedules_equal_the_reference():
     for name in ref.OFFICIAL_CONFIGS:
         graphers = [c for _, c in create_model(name, kernel_impl="native").cells_and_names()
                     if type(c).__name__ == "Grapher"]
-        assert ([g.k for g in graphers], [g.dilation for g in graphers]) == ref.OFFICIAL_SCHEDULES[name], name
+        specs = [g.graph_spec for g in graphers]
+        assert ([s.k for s in specs], [s.dilation for s in specs]) == ref.OFFICIAL_SCHEDULES[name], name
 
 
 def test_training_checkpoint_with_ema_and_module_prefix(tmp_path):

@@ -78,8 +78,8 @@ def release_file(tmp_path_factory):
     """An official-format state dict (torch.save) of the vig_nano_gelu architecture."""
     net = create_model(ARCH, kernel_impl="native")
     graphers = [c for _, c in net.cells_and_names() if type(c).__name__ == "Grapher"]
-    official = ref.build_isotropic(channels=64, depth=6, ks=[g.k for g in graphers],
-                                   dilations=[g.dilation for g in graphers])
+    official = ref.build_isotropic(channels=64, depth=6, ks=[g.graph_spec.k for g in graphers],
+                                   dilations=[g.graph_spec.dilation for g in graphers])
     path = tmp_path_factory.mktemp("release") / NAME
     torch.save(official.state_dict(), path)
     data = path.read_bytes()

@@ -25,8 +25,9 @@ from src.app.config import ConfigError, load_config  # noqa: E402
 from src.deploy.export import export_network  # noqa: E402
 from src.models import ModelError, PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.models.graphconvnet import GraphConvBlock, pyramid_block  # noqa: E402
-from src.models.layers import (NATIVE, Grapher, MaskedNeighbourMax, SimilarityThresholdGraph,  # noqa: E402
-                               cpu_formulation, probability_to_z, threshold_probabilities)
+from src.models.layers import (NATIVE, DilatedKnnGraph, Grapher, KnnGraphSpec, MaskedNeighbourMax,  # noqa: E402
+                               NeighbourMax, SimilarityThresholdGraph, ThresholdGraphSpec, cpu_formulation,
+                               knn_specs, probability_to_z, threshold_probabilities)
 from src.models.layers.gcn import EdgeConv2d  # noqa: E402
 from src.weights.checkpoint import check_fits, load_model_weights  # noqa: E402
 from src.weights.convert import convert_official_checkpoint, to_mindspore_names  # noqa: E402
@@ -143,26 +144,42 @@ def test_probabilities_out_of_range(pynative, probability, edges):
 
 
 def test_threshold_graph_refusals():
-    with pytest.raises(ValueError, match="use conv 'mr', not 'edge'"):
-        Grapher(16, None, None, (4, 4), conv="edge", threshold=0.8)
+    with pytest.raises(ModelError, match="use conv 'mr', not 'edge'"):
+        create_model("svig_ti_224_gelu", conv="edge")
     with pytest.raises(ValueError, match="no relative-position term"):
-        Grapher(16, None, None, (4, 4), relative_pos=True, threshold=0.8)
+        Grapher(16, ThresholdGraphSpec(0.8), (4, 4), relative_pos=True)
+    with pytest.raises(ValueError, match="use reduce_ratio 1, not 2"):
+        Grapher(16, ThresholdGraphSpec(0.8), (4, 4), reduce_ratio=2)
     with pytest.raises(ModelError, match="the kNN option 'stochastic' does not apply"):
         create_model("svig_ti_224_gelu", stochastic=True)
+
+
+def test_graph_specs_build_their_cells_under_the_same_names():
+    """The spec alone decides the graph: kNN indices or a threshold adjacency, each with its aggregation, and
+    the parameter names are the same (both are the official ``graph_conv.gconv.nn``)."""
+    knn = Grapher(16, KnnGraphSpec(20, 2, stochastic=True, epsilon=0.3), (4, 4))
+    threshold = Grapher(16, ThresholdGraphSpec(0.8), (4, 4))
+    assert knn.graph_spec == KnnGraphSpec(16, 1, stochastic=True, epsilon=0.3)  # fitted to the 16 keys
+    assert isinstance(knn.graph_conv.graph_builder, DilatedKnnGraph) and knn.graph_conv.graph_builder.k == 16
+    assert isinstance(knn.graph_conv.gconv.aggregate, NeighbourMax)
+    assert threshold.graph_spec == ThresholdGraphSpec(0.8)
+    assert isinstance(threshold.graph_conv.graph_builder, SimilarityThresholdGraph)
+    assert isinstance(threshold.graph_conv.gconv.aggregate, MaskedNeighbourMax)
+    assert [p.name for p in knn.get_parameters()] == [p.name for p in threshold.get_parameters()]
 
 
 # ----------------------------------------------------------------------------- tiny models
 
 def tiny_svig(**kwargs):
-    return VisionGNN(32, [None] * 2, [None] * 2, num_classes=5, img_size=64, threshold=[0.8, 0.6], **kwargs)
+    return VisionGNN(32, [ThresholdGraphSpec(0.8), ThresholdGraphSpec(0.6)], num_classes=5, img_size=64, **kwargs)
 
 
 def tiny_graphconvnet(**kwargs):
-    return VisionGNN(32, [4, 6], [1, 2], num_classes=5, img_size=64, block=GraphConvBlock, **kwargs)
+    return VisionGNN(32, knn_specs([4, 6], [1, 2]), num_classes=5, img_size=64, block=GraphConvBlock, **kwargs)
 
 
 def tiny_pgraphconvnet(**kwargs):
-    return PyramidVisionGNN((16, 32, 32, 48), (1, 1, 1, 1), [4] * 4, [1, 1, 1, 1], num_classes=5, img_size=64,
+    return PyramidVisionGNN((16, 32, 32, 48), (1, 1, 1, 1), knn_specs([4] * 4, [1] * 4), num_classes=5, img_size=64,
                             block=pyramid_block, **kwargs)
 
 
@@ -360,14 +377,15 @@ def test_graph_options_reach_the_built_model():
     cfg = load_config(["--config", os.path.join(ROOT, "configs/pgraphconvnet_ti.yaml"), "--conv", "edge", "--k", "5",
                        "--use_stochastic", "true", "--epsilon", "0.3"])
     graphers = [g for g in block_graphers(model_from_config(cfg, impl="native")) if g is not None]
-    assert [g.k for g in graphers] == [5] * 12 and [g.dilation for g in graphers] == [1] * 4 + [2] * 4 + [3] * 4
+    specs = [g.graph_spec for g in graphers]
+    assert [s.k for s in specs] == [5] * 12 and [s.dilation for s in specs] == [1] * 4 + [2] * 4 + [3] * 4
     assert all(isinstance(g.graph_conv.gconv, EdgeConv2d) for g in graphers)
-    assert all(g.graph_conv.dilated_knn_graph.stochastic and g.graph_conv.dilated_knn_graph.epsilon == 0.3
+    assert all(g.graph_conv.graph_builder.stochastic and g.graph_conv.graph_builder.epsilon == 0.3
                for g in graphers)
     iso = block_graphers(model_from_config(load_config(["--arch", "vig_ti_224_gelu", "--k", "6"]), impl="native"))
-    assert [g.k for g in iso] == [6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 12]  # int(float32 linspace(6, 12, 12))
+    assert [g.graph_spec.k for g in iso] == [6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 12]  # int(float32 linspace(6, 12, 12))
     cfg = load_config(["--config", os.path.join(ROOT, "configs/svig_ti_224_gelu.yaml"), "--start-thresh", "0.93"])
-    thresholds = [g.threshold for g in block_graphers(model_from_config(cfg, impl="native"))]
+    thresholds = [g.graph_spec.probability for g in block_graphers(model_from_config(cfg, impl="native"))]
     assert thresholds == threshold_probabilities(0.93, 0.03, 12)
     with pytest.raises(ConfigError, match="svig_ti_224_gelu builds a similarity-threshold graph, which does not "
                                           "take k"):

@@ -9,7 +9,7 @@ from mindspore import Tensor
 from src.models.layers import (BicubicResize, DilatedKnnGraph, DyGraphConv2d, Formulation, bicubic_resize_np, cap_knn,
                                compiled_gelu, cpu_formulation, formulation, gather_rows,
                                relative_pos_table)
-from src.models.layers import NeighbourMax
+from src.models.layers import KnnGraphSpec, NeighbourMax, knn_specs
 from src.models.layers import graph as graph_module
 
 
@@ -59,7 +59,7 @@ def test_knn_relative_pos_changes_the_graph(pynative):
 
 def test_pooled_keys_for_reduce_ratio(pynative):
     """r = 2: keys are 2x2 average-pooled nodes; queries are the full-resolution nodes."""
-    conv = DyGraphConv2d(8, 16, k=3, dilation=2, reduce_ratio=2)
+    conv = DyGraphConv2d(8, 16, KnnGraphSpec(3, 2), reduce_ratio=2)
     rng = np.random.default_rng(0)
     for _ in range(50):
         img = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
@@ -212,7 +212,7 @@ def test_pyramid_logits_do_not_depend_on_the_knn_formulation(pynative, monkeypat
     images = Tensor(structured_images(2, size, seed=2))
 
     def pyramid(kernel_impl):
-        return PyramidVisionGNN((16, 32, 48, 64), (1, 1, 2, 1), [9] * 5, [1, 1, 2, 2, 1], num_classes=5,
+        return PyramidVisionGNN((16, 32, 48, 64), (1, 1, 2, 1), knn_specs([9] * 5, [1, 1, 2, 2, 1]), num_classes=5,
                                 img_size=size, kernel_impl=kernel_impl)
 
     native = calibrate(pyramid("native"), structured_images(4, size, seed=1))

@@ -7,7 +7,7 @@ from mindspore import Tensor, nn
 from src.models import (PyramidVisionGNN, VisionGNN, canonical_name, create_model, list_models, model_cfg,
                         resolve_kernel_impl)
 from src.models import pyramid_vig, vig
-from src.models.layers import DropPath, kernels
+from src.models.layers import DropPath, kernels, knn_specs
 
 OFFICIAL_COUNTS = {  # trainable, relative_pos elements (official PyTorch models)
     "vig_ti_224_gelu": (7_184_744, 0),
@@ -60,8 +60,8 @@ def test_schedule_rules_reproduce_official_lists():
 def test_blocks_follow_schedules():
     net = create_model("pvig_m_224_gelu", drop_path_rate=0.1, kernel_impl="native")
     graphers = [c for _, c in net.cells_and_names() if type(c).__name__ == "Grapher"]
-    assert [g.dilation for g in graphers] == pyramid_vig.ARCHS["pvig_m_224_gelu"]["dilation"]
-    assert [g.k for g in graphers] == [9] * 22
+    assert [g.graph_spec.dilation for g in graphers] == pyramid_vig.ARCHS["pvig_m_224_gelu"]["dilation"]
+    assert [g.graph_spec.k for g in graphers] == [9] * 22
     assert [g.num_keys for g in graphers] == [196] * 20 + [49] * 2
     rates = [g.drop_path.rate for g in graphers]
     assert rates[0] == 0.0 and abs(rates[-1] - 0.1) < 1e-7 and rates == sorted(rates)
@@ -87,11 +87,11 @@ def test_bad_arguments_are_refused_naming_the_argument_and_what_it_takes():
 
 
 def tiny_isotropic(**kwargs):
-    return VisionGNN(32, [4, 6, 8], [1, 2, 1], num_classes=5, img_size=64, **kwargs)
+    return VisionGNN(32, knn_specs([4, 6, 8], [1, 2, 1]), num_classes=5, img_size=64, **kwargs)
 
 
 def tiny_pyramid(**kwargs):
-    return PyramidVisionGNN((16, 32, 32, 48), (1, 1, 2, 1), [4] * 5, [1, 1, 2, 2, 1], num_classes=5,
+    return PyramidVisionGNN((16, 32, 32, 48), (1, 1, 2, 1), knn_specs([4] * 5, [1, 1, 2, 2, 1]), num_classes=5,
                             img_size=64, **kwargs)
 
 

@@ -100,7 +100,8 @@ def pico(monkeypatch):
     compile time."""
     from functools import partial
     from src.models import VisionGNN, registry
-    monkeypatch.setitem(registry._BUILDERS, "vig_pico", partial(VisionGNN, 32, [4, 4], [1, 1]))
+    from src.models.layers import knn_specs
+    monkeypatch.setitem(registry._BUILDERS, "vig_pico", partial(VisionGNN, 32, knn_specs([4, 4], [1, 1])))
     monkeypatch.setitem(registry._DEFAULT_CFGS, "vig_pico", registry.default_cfg(input_size=32))
     return "vig_pico"
 

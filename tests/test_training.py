@@ -10,6 +10,7 @@ from mindspore import Parameter, Tensor, nn
 
 from conftest import NoBadImages
 from src.models import VisionGNN
+from src.models.layers import knn_specs
 from src.engine.optim import AdamW, create_optimizer, no_weight_decay, param_groups
 from src.engine.schedule import create_lr_schedule
 from src.engine.train_step import TrainOneStep, create_loss_scale, ema_source_params
@@ -34,7 +35,7 @@ def test_lr_schedule_at_known_steps():
 
 
 def test_weight_decay_groups():
-    net = VisionGNN(32, [4], [1], num_classes=3, img_size=32)
+    net = VisionGNN(32, knn_specs([4], [1]), num_classes=3, img_size=32)
     names = {p.name for p in net.trainable_params() if no_weight_decay(p)}
     assert "pos_embed" in names and "stem.convs.0.bias" in names and "stem.convs.1.gamma" in names
     assert "stem.convs.0.weight" not in names and "prediction.4.weight" not in names

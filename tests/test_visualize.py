@@ -70,7 +70,8 @@ def test_marked_cells_are_the_blocks_neighbours(pynative, name, tmp_path):
                 expected[key] = "neighbour"
         else:
             for position, key in enumerate(graph):
-                expected[key] = "dilated" if position * grapher.dilation >= grapher.k else "neighbour"
+                spec = grapher.graph_spec
+                expected[key] = "dilated" if position * spec.dilation >= spec.k else "neighbour"
         if grid == (rows, cols):  # keys are the nodes: the centre's own cell carries the centre marker
             expected[centre[0] * cols + centre[1]] = "centre"
         assert drawn_kinds(neighbours_png, grid) == expected, f"block {block}"

@@ -94,10 +94,10 @@ def neighbour_cells(grapher: nn.Cell, graph_row: np.ndarray) -> List[Tuple[int, 
     'dilated' for kept positions t with t * d >= k) or a boolean adjacency row (every edge a 'neighbour')."""
     if graph_row.dtype == np.bool_:
         return [(int(j), "neighbour") for j in np.flatnonzero(graph_row)]
-    dilation = getattr(grapher, "dilation", None) or 1
+    spec = grapher.graph_spec
     cells: Dict[int, str] = {}
     for position, key in enumerate(graph_row.tolist()):
-        kind = "dilated" if position * dilation >= grapher.k else "neighbour"
+        kind = "dilated" if position * spec.dilation >= spec.k else "neighbour"
         cells.setdefault(int(key), kind)
     return list(cells.items())
 
@@ -106,14 +106,6 @@ def key_grid(grapher: nn.Cell) -> Tuple[int, int]:
     """The grid the block's neighbours live on: its node grid, pooled by the key reduction ratio."""
     ratio = getattr(grapher.graph_conv, "reduce_ratio", 1)
     return grapher.grid[0] // ratio, grapher.grid[1] // ratio
-
-
-def cell_centres(grid: Tuple[int, int]) -> np.ndarray:
-    """Canvas pixel (x, y) of the centre of every cell of ``grid``, row-major; y counts from the PNG's top."""
-    rows, cols = grid
-    ys, xs = np.meshgrid((np.arange(rows) + 0.5) * CANVAS / rows, (np.arange(cols) + 0.5) * CANVAS / cols,
-                         indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel() + TITLE], -1)
 
 
 def _figure(image: np.ndarray):
@@ -234,14 +226,14 @@ def visualize(net: nn.Cell, image: np.ndarray, display: np.ndarray, blocks: Sequ
             centre = (node[0] * rows // first[0], node[1] * cols // first[1])
         graph = grapher.neighbours(seen["inputs"][index]).asnumpy()[0]
         cells = neighbour_cells(grapher, graph[centre[0] * cols + centre[1]])
-        k = getattr(grapher, "k", None)
-        detail = f"k={k}, d={grapher.dilation}" if k else f"{len(cells)} neighbours (similarity threshold)"
+        k, dilation = getattr(grapher.graph_spec, "k", None), getattr(grapher.graph_spec, "dilation", None)
+        detail = f"k={k}, d={dilation}" if k else f"{len(cells)} neighbours (similarity threshold)"
         draw_neighbours(display, grapher, centre, cells, os.path.join(out_dir, f"{names[b]}_neighbours.png"),
                         f"block {b}: {rows}x{cols} nodes, node {centre} and its neighbours ({detail})")
         draw_cam(display, cam, os.path.join(out_dir, f"{names[b]}_gradcam.png"),
                  f"block {b}: Grad-CAM for {label}")
         summary["blocks"][str(b)] = {"grid": [rows, cols], "key_grid": list(key_grid(grapher)),
-                                     "centre": list(centre), "k": k, "dilation": getattr(grapher, "dilation", None),
+                                     "centre": list(centre), "k": k, "dilation": dilation,
                                      "neighbours": [{"key": key, "kind": kind} for key, kind in cells],
                                      "cam_max_node": list(divmod(int(np.argmax(cam)), cols))}
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as handle:

@@ -43,9 +43,12 @@ def image_grid(img_size, stride: int, what: str) -> Tuple[int, int]:
 
 
 class GraphClassifier(nn.Cell):
-    """Base of the ViG classifiers. Subclasses set ``stem``, ``backbone`` and ``prediction`` and call
-    ``_init_pos_embed``; the forward pass is stem + pos_embed -> backbone -> mean pool -> head, or,
-    after ``set_features_only``, stem + pos_embed -> backbone with the chosen feature maps out."""
+    """Base of the ViG classifiers. Subclasses set ``num_features``, ``stem``, ``backbone`` and ``prediction``
+    and call ``_init_pos_embed``; the forward pass is stem + pos_embed -> backbone -> mean pool -> head, or,
+    after ``set_features_only``, stem + pos_embed -> backbone with the chosen feature maps out.
+
+    ``num_features`` has timm's meaning: the channels of ``forward_features``' output, which the head reads
+    (its hidden width, 1024, is the classifier's input)."""
 
     def __init__(self):
         super().__init__()

@@ -110,14 +110,4 @@ def _grapher_margin(grapher, x) -> np.ndarray:
     table = grapher.position_bias()
     if table is not None:
         dist = dist + table.asnumpy().astype(np.float64)
-    if grapher.threshold is not None:
-        flat = dist.reshape(dist.shape[0], -1)
-        z = (flat.mean(1)[:, None, None] - dist) / flat.std(1, ddof=1)[:, None, None]  # similarity = -distance
-        return np.abs(z - grapher.graph_conv.dilated_knn_graph.z).min(-1)
-    k, d = grapher.k, grapher.dilation
-    ranked = np.sort(dist, axis=-1)[..., :min((k - 1) * d + 2, dist.shape[-1])]
-    t = np.arange(ranked.shape[-1] - 1)
-    decides = ((t % d == 0) & (t <= (k - 1) * d)) | (((t + 1) % d == 0) & (t + 1 <= (k - 1) * d))
-    if not decides.any():
-        return np.full(ranked.shape[:2], np.inf)
-    return np.diff(ranked, axis=-1)[..., decides].min(-1)
+    return grapher.graph_spec.margin(dist)

@@ -18,7 +18,14 @@ from .registry import IMAGENET_MEAN, IMAGENET_STD, default_cfg, register_model
 
 
 class GraphConvBlock(nn.Cell):
-    """BN(Bottleneck(FFN(Grapher(x))) + x); the bottleneck's width is C / 4."""
+    """BN(Bottleneck(FFN(Grapher(x))) + x); the bottleneck's width is C / 4.
+
+    Args:
+        grapher: the block's Grapher, built by the model (``grapher``, the official name).
+        channels: C, the block's width.
+        drop_path: stochastic-depth rate of the FFN's residual branch (the Grapher has its own).
+        form: the layers' formulation (``Formulation``), fixed here.
+    """
 
     def __init__(self, grapher: Grapher, channels: int, drop_path: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
@@ -33,7 +40,8 @@ class GraphConvBlock(nn.Cell):
 
 def pyramid_block(grapher: Grapher, channels: int, drop_path: float = 0.0,
                   form: Formulation = NATIVE) -> nn.SequentialCell:
-    """The official pyramid wraps each block in a one-element sequence."""
+    """A ``GraphConvBlock`` (same arguments) in a one-element sequence, as the official pyramid wraps each block
+    (names ``backbone.I.0.*``)."""
     return nn.SequentialCell([GraphConvBlock(grapher, channels, drop_path, form)])
 
 

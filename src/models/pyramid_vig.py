@@ -11,8 +11,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 from mindspore import nn
 
 from .base import REFERENCE_SIZE, GraphClassifier, image_grid
-from .layers import (Downsample, Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation,
-                     vig_block)
+from .layers import (Downsample, Formulation, Grapher, GraphSpec, Stem, classifier_head, drop_path_schedule,
+                     formulation, knn_specs, vig_block)
 from .registry import default_cfg, register_model
 
 STEM_STRIDE = 4
@@ -49,22 +49,39 @@ def knn_schedule(depths: Sequence[int], k: int = 9, last_stage_nodes: int = 49) 
 
 
 class PyramidVisionGNN(GraphClassifier):
-    """Pyramid ViG. ``k`` and ``dilation`` are per-block lists over all stages (length sum(depths));
-    ``kernel_impl`` names the layers' formulation ('native', 'cpu') or is a ``Formulation``.
-    ``block(grapher, channels, drop_path, form)`` builds each backbone entry around its Grapher
-    (default: ViG's (Grapher, FFN)); other pyramid families pass their own."""
+    """Pyramid ViG: a stride-4 stem, then stages of blocks at strides 4/8/16/32 with a Downsample between
+    stages; every Grapher adds the frozen relative-position term to its kNN distances.
 
-    def __init__(self, channels: Sequence[int], depths: Sequence[int], k: Sequence[int], dilation: Sequence[int],
+    The family's builder chooses the graphs and the block; the model builds them as given.
+
+    Args:
+        channels: width of each stage (the last one is ``num_features``).
+        depths: blocks per stage.
+        graphs: one graph spec per block over all stages, in order (length sum(depths)); the pyramid's kNN
+            graphs (``knn_specs``), as the threshold graph takes no relative-position term.
+        num_classes: classifier outputs.
+        img_size: input height and width (an int or (h, w)), multiples of 32. Position tables keep their 224
+            shapes and are resized in the forward pass.
+        in_channels: input image channels.
+        drop_path_rate: stochastic depth of the last block; the rates grow linearly from 0 over all blocks.
+        drop_rate: dropout before the classifier's last conv.
+        reduce_ratios: per stage, the r x r pooling of the keys each graph compares the nodes with (official
+            4, 2, 1, 1: fewer keys where the grid is large).
+        kernel_impl: the layers' formulation: 'native', 'cpu' or a ``Formulation`` (see ``form``).
+        block: ``block(grapher, channels, drop_path, form)`` builds each backbone entry around its Grapher
+            (ViG's (Grapher, FFN) by default; Pyramid GraphConvNet passes its own).
+    """
+
+    def __init__(self, channels: Sequence[int], depths: Sequence[int], graphs: Sequence[GraphSpec],
                  num_classes: int = 1000, img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
-                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, conv: str = "mr",
-                 reduce_ratios: Sequence[int] = REDUCE_RATIOS, stochastic: bool = False, epsilon: float = 0.2,
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, reduce_ratios: Sequence[int] = REDUCE_RATIOS,
                  kernel_impl: Union[str, Formulation] = "native", block: Callable[..., nn.Cell] = vig_block):
         super().__init__()
         total = sum(depths)
         if not len(channels) == len(depths) == len(reduce_ratios):
             raise ValueError("channels, depths and reduce_ratios need one entry per stage")
-        if len(k) != total or len(dilation) != total:
-            raise ValueError(f"k and dilation need {total} entries (one per block)")
+        if len(graphs) != total:
+            raise ValueError(f"graphs needs {total} entries (one per block), got {len(graphs)}")
         height, width = image_grid(img_size, TOTAL_STRIDE, "total stride")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_side = REFERENCE_SIZE // STEM_STRIDE
@@ -82,20 +99,23 @@ class PyramidVisionGNN(GraphClassifier):
                 table_side //= 2
             for _ in range(depth):
                 entries.append(block(
-                    Grapher(channels[stage], k[idx], dilation[idx], grid, conv=conv,
-                            reduce_ratio=reduce_ratios[stage], relative_pos=True, table_grid=table_side,
-                            drop_path=rates[idx], stochastic=stochastic, epsilon=epsilon, form=form),
+                    Grapher(channels[stage], graphs[idx], grid, reduce_ratio=reduce_ratios[stage], relative_pos=True,
+                            table_grid=table_side, drop_path=rates[idx], form=form),
                     channels[stage], rates[idx], form))
                 idx += 1
         self.backbone = nn.SequentialCell(entries)
-        self.prediction = classifier_head(channels[-1], num_classes, drop_rate, form=form)
+        self.prediction = classifier_head(self.num_features, num_classes, drop_rate, form=form)
 
 
-def build_arch(arch: str, k: Optional[int] = None, **kwargs) -> PyramidVisionGNN:
-    """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
+def build_arch(arch: str, k: Optional[int] = None, conv: str = "mr", stochastic: bool = False, epsilon: float = 0.2,
+               **kwargs) -> PyramidVisionGNN:
+    """The arch with kNN graphs: its official per-block k and dilation, or those the official rule gives for
+    base ``k``; ``conv``, ``stochastic``, ``epsilon`` as in ``KnnGraphSpec``; other arguments go to
+    ``PyramidVisionGNN``."""
     spec = ARCHS[arch]
     ks, dilation = ([9] * sum(spec["depths"]), spec["dilation"]) if k is None else knn_schedule(spec["depths"], k)
-    return PyramidVisionGNN(spec["channels"], spec["depths"], ks, dilation, **kwargs)
+    return PyramidVisionGNN(spec["channels"], spec["depths"], knn_specs(ks, dilation, conv, stochastic, epsilon),
+                            **kwargs)
 
 
 for _name, _spec in ARCHS.items():

@@ -87,7 +87,9 @@ def create_model(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0
     (MindSpore's kernels, for Ascend/GPU), 'cpu' (the CPU formulations; compiles the CPU kernels on
     first use), or a ``Formulation`` (e.g. ``export_formulation(...)``); a device-dependent choice
     is the caller's (``resolve_kernel_impl``). Other keyword arguments go to the family's
-    constructor (e.g. ``drop_rate``, ``conv``, ``stochastic``).
+    builder: its graph options (kNN families: ``k``, ``conv``, ``stochastic``, ``epsilon``; SViG:
+    ``start_thresh``, ``dec``), which it turns into the blocks' graph specs, and the model's own (e.g.
+    ``drop_rate``, ``in_channels``).
 
     Backbone use: ``features_only`` makes the forward return a tuple of feature maps, those of the
     feature points ``out_indices`` (pyramid: stages 0-3 at strides 4/8/16/32; isotropic: blocks;

@@ -8,7 +8,7 @@ plain and an EMA state dict in one file) convert one-to-one. See ``layers/thresh
 from functools import partial
 
 from .errors import ModelError
-from .layers import threshold_probabilities
+from .layers import threshold_specs
 from .registry import default_cfg, register_model
 from .vig import VisionGNN
 
@@ -24,15 +24,17 @@ RELEASES = {"svig_ti_224_gelu": dict(
     sha256="8380c0ab89824cb47a92db52d25143cbc66ef51a24fb1f776684c99b60d31ddc", num_bytes=115_820_289)}
 
 
-def _build(arch: str, start_thresh: float = START_THRESH, dec: float = DEC, **kwargs) -> VisionGNN:
+def _build(arch: str, start_thresh: float = START_THRESH, dec: float = DEC, conv: str = "mr", **kwargs) -> VisionGNN:
+    """The arch with threshold graphs p_i = start_thresh - dec * i; other arguments go to ``VisionGNN``."""
     spec = ARCHS[arch]
     for name in KNN_OPTIONS:
         if name in kwargs:
             raise ModelError(f"{arch} builds a similarity-threshold graph: the kNN option {name!r} does not apply "
                              "(set start_thresh and dec instead)")
-    depth = spec["depth"]
-    return VisionGNN(spec["channels"], [None] * depth, [None] * depth,
-                     threshold=threshold_probabilities(start_thresh, dec, depth), **kwargs)
+    if conv != "mr":
+        raise ModelError(f"{arch} aggregates its similarity-threshold graph with the max-relative conv: "
+                         f"use conv 'mr', not {conv!r}")
+    return VisionGNN(spec["channels"], threshold_specs(start_thresh, dec, spec["depth"]), **kwargs)
 
 
 for _name in ARCHS:

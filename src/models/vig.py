@@ -11,7 +11,8 @@ import numpy as np
 from mindspore import nn
 
 from .base import REFERENCE_SIZE, GraphClassifier, image_grid
-from .layers import Formulation, Grapher, Stem, classifier_head, drop_path_schedule, formulation, vig_block
+from .layers import (Formulation, Grapher, GraphSpec, Stem, classifier_head, drop_path_schedule, formulation, knn_specs,
+                     vig_block)
 from .registry import default_cfg, register_model
 
 STEM_STRIDE = 16
@@ -49,23 +50,30 @@ def knn_schedule(depth: int, k: int = 9, num_nodes: int = 196) -> Tuple[list, li
 
 
 class VisionGNN(GraphClassifier):
-    """Isotropic ViG. ``k`` and ``dilation`` are per-block lists (their length is the depth);
-    ``kernel_impl`` names the layers' formulation ('native', 'cpu') or is a ``Formulation``.
+    """Isotropic ViG: a stem to a 1/16 node grid, then one block per entry of ``graphs`` at constant width.
 
-    Other families reuse it: ``threshold`` (per-block probabilities) gives every Grapher the
-    similarity-threshold graph instead of the kNN (SViG; k and dilation entries are then None), and
-    ``block(grapher, channels, drop_path, form)`` builds each backbone entry around its Grapher
-    (default: ViG's (Grapher, FFN)).
+    The family's builder chooses the graphs (ViG and GraphConvNet: ``knn_specs``, SViG: ``threshold_specs``)
+    and the block; the model builds them as given.
+
+    Args:
+        channels: C, the width of the stem output and of every block (``num_features``).
+        graphs: one graph spec per block (``KnnGraphSpec`` or ``ThresholdGraphSpec``); their count is the depth.
+        num_classes: classifier outputs.
+        img_size: input height and width (an int or (h, w)), multiples of 16: the node grid is img_size / 16.
+            The position embedding keeps its 224 shape and is resized to it in the forward pass.
+        in_channels: input image channels.
+        drop_path_rate: stochastic depth of the last block; the rates grow linearly from 0 over the blocks.
+        drop_rate: dropout before the classifier's last conv.
+        kernel_impl: the layers' formulation: 'native', 'cpu' or a ``Formulation`` (see ``form``).
+        block: ``block(grapher, channels, drop_path, form)`` builds each backbone entry around its Grapher
+            (ViG's (Grapher, FFN) by default; GraphConvNet passes its own).
     """
 
-    def __init__(self, channels: int, k: Sequence[Optional[int]], dilation: Sequence[Optional[int]],
-                 num_classes: int = 1000, img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
-                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, conv: str = "mr", stochastic: bool = False,
-                 epsilon: float = 0.2, kernel_impl: Union[str, Formulation] = "native",
-                 threshold: Optional[Sequence[float]] = None, block: Callable[..., nn.Cell] = vig_block):
+    def __init__(self, channels: int, graphs: Sequence[GraphSpec], num_classes: int = 1000,
+                 img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3, drop_path_rate: float = 0.0,
+                 drop_rate: float = 0.0, kernel_impl: Union[str, Formulation] = "native",
+                 block: Callable[..., nn.Cell] = vig_block):
         super().__init__()
-        if len(k) != len(dilation):
-            raise ValueError(f"k has {len(k)} entries but dilation has {len(dilation)}")
         height, width = image_grid(img_size, STEM_STRIDE, "stem stride")
         grid = (height // STEM_STRIDE, width // STEM_STRIDE)
         table_grid = (REFERENCE_SIZE // STEM_STRIDE,) * 2
@@ -73,20 +81,21 @@ class VisionGNN(GraphClassifier):
         self.num_features = channels
         self.stem = Stem([channels // 8, channels // 4, channels // 2, channels], in_channels, form)
         self._init_pos_embed(channels, table_grid, grid)
-        rates = drop_path_schedule(drop_path_rate, len(k))
+        rates = drop_path_schedule(drop_path_rate, len(graphs))
         self.backbone = nn.SequentialCell([
-            block(Grapher(channels, k[i], dilation[i], grid, conv=conv, drop_path=rates[i], stochastic=stochastic,
-                          epsilon=epsilon, form=form, threshold=None if threshold is None else threshold[i]),
-                  channels, rates[i], form)
-            for i in range(len(k))])
-        self.prediction = classifier_head(channels, num_classes, drop_rate, form=form)
+            block(Grapher(channels, graph, grid, drop_path=rate, form=form), channels, rate, form)
+            for graph, rate in zip(graphs, rates)])
+        self.prediction = classifier_head(self.num_features, num_classes, drop_rate, form=form)
 
 
-def build_arch(arch: str, k: Optional[int] = None, **kwargs) -> VisionGNN:
-    """The arch's official per-block k and dilation, or those the official rule gives for base ``k``."""
+def build_arch(arch: str, k: Optional[int] = None, conv: str = "mr", stochastic: bool = False, epsilon: float = 0.2,
+               **kwargs) -> VisionGNN:
+    """The arch with kNN graphs: its official per-block k and dilation, or those the official rule gives for
+    base ``k``; ``conv``, ``stochastic``, ``epsilon`` as in ``KnnGraphSpec``; other arguments go to
+    ``VisionGNN``."""
     spec = {**ARCHS, **SMALL_ARCHS}[arch]
     ks, dilation = (spec["k"], spec["dilation"]) if k is None else knn_schedule(len(spec["k"]), k)
-    return VisionGNN(spec["channels"], ks, dilation, **kwargs)
+    return VisionGNN(spec["channels"], knn_specs(ks, dilation, conv, stochastic, epsilon), **kwargs)
 
 
 for _name, _spec in ARCHS.items():

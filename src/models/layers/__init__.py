@@ -8,6 +8,7 @@ from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_gelu, compiled_ma
                    export_formulation, formulation, resolve_kernel_impl)
 from .gcn import GRAPH_CONVS, create_graph_conv
 from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_rows, l2_normalize, negative_sq_distance
+from .graph_spec import GraphSpec, KnnGraphSpec, ThresholdGraphSpec, knn_specs, threshold_specs
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
 from .stem import Downsample, Stem, classifier_head
@@ -40,6 +41,11 @@ __all__ = [
     "resolve_kernel_impl",
     "GRAPH_CONVS",
     "create_graph_conv",
+    "GraphSpec",
+    "KnnGraphSpec",
+    "ThresholdGraphSpec",
+    "knn_specs",
+    "threshold_specs",
     "DilatedKnnGraph",
     "MaxOverRows",
     "NeighbourMax",

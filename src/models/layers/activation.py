@@ -24,6 +24,9 @@ class GELU(nn.Cell):
     With the compiled kernel of the CPU formulation, float32 inputs take it (~15x faster than
     MindSpore's CPU Erf, same float32 accuracy); other dtypes use MindSpore's kernel. The ONNX
     formulation writes erf as ``erf_by_formula`` (agrees to ~1e-6).
+
+    Args:
+        form: the layers' formulation: its ``gelu`` kernel and ``erf_formula`` choose the operators.
     """
 
     def __init__(self, form: Formulation = NATIVE):

@@ -8,36 +8,35 @@ from .activation import GELU
 from .conv import conv_bn
 from .drop import DropPath
 from .form import NATIVE, Formulation
-from .gcn import create_graph_conv
-from .graph import DilatedKnnGraph, cap_knn
+from .graph_spec import GraphSpec
 from .pos_embed import relative_pos_table
 from .resize import BicubicResize
-from .threshold_graph import SimilarityThresholdGraph, threshold_graph_conv
 
 
 class DyGraphConv2d(nn.Cell):
-    """Builds the kNN graph on the input (keys average-pooled by ``reduce_ratio``) and applies
-    the graph conv; (B, C, H, W) -> (B, out, H, W).
+    """Builds the block's graph on its input and applies the graph conv over it; (B, C, H, W) -> (B, out, H, W).
 
-    With ``threshold`` (a probability) the graph is SViG's similarity-thresholded one instead (see
-    ``threshold_graph``; ``num_nodes`` is then the node count, and k, dilation are not used).
-    ``position_resize`` resizes a relative-position table to the node grid (see ``DilatedKnnGraph``).
+    The graph's kind comes with ``graph`` (a ``KnnGraphSpec`` or ``ThresholdGraphSpec``), which builds both
+    the graph cell (``graph_builder``) and the graph conv that reads its output (``gconv``, the official
+    name, so parameter names map one-to-one).
+
+    Args:
+        in_channels: channels of the input nodes.
+        out_channels: channels out of the graph conv (2C in ViG's Grapher).
+        graph: the block's graph spec, already fitted to its key count (``Grapher`` fits it).
+        reduce_ratio: keys are the nodes average-pooled r x r (Pyramid ViG's early stages), so the graph
+            compares N nodes with N / r^2 keys; 1 keeps every node as a key.
+        form: the layers' formulation (``Formulation``), fixed here.
+        num_nodes: H * W, for graphs whose aggregation is sized by the node count (the threshold graph).
+        position_resize: the bicubic resize of a relative-position table to this block's (N, M) term,
+            when the table was built for another grid (see ``DilatedKnnGraph``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, k: Optional[int], dilation: Optional[int],
-                 conv: str = "mr", reduce_ratio: int = 1, stochastic: bool = False, epsilon: float = 0.0,
-                 form: Formulation = NATIVE, threshold: Optional[float] = None, num_nodes: int = 0,
-                 position_resize: Optional[BicubicResize] = None):
+    def __init__(self, in_channels: int, out_channels: int, graph: GraphSpec, reduce_ratio: int = 1,
+                 form: Formulation = NATIVE, num_nodes: int = 0, position_resize: Optional[BicubicResize] = None):
         super().__init__()
-        if threshold is None:
-            self.gconv = create_graph_conv(conv, in_channels, out_channels, form)
-            self.dilated_knn_graph = DilatedKnnGraph(k, dilation, stochastic, epsilon, form, position_resize)
-        else:
-            if reduce_ratio != 1:
-                raise ValueError("the similarity-threshold graph compares every node with every other: "
-                                 f"use reduce_ratio 1, not {reduce_ratio}")
-            self.gconv = threshold_graph_conv(conv, in_channels, out_channels, num_nodes, form)
-            self.dilated_knn_graph = SimilarityThresholdGraph(threshold)
+        self.gconv, self.graph_builder = graph.build(in_channels, out_channels, num_nodes, reduce_ratio, form,
+                                                     position_resize)
         self.reduce_ratio = reduce_ratio
 
     def graph(self, x, relative_pos=None):
@@ -50,7 +49,7 @@ class DyGraphConv2d(nn.Cell):
             r = self.reduce_ratio
             pooled = x.reshape(batch, channels, height // r, r, width // r, r).mean((3, 5))
             keys = pooled.reshape(batch, channels, -1).swapaxes(1, 2)
-        return nodes, keys, self.dilated_knn_graph(nodes, keys, relative_pos)
+        return nodes, keys, self.graph_builder(nodes, keys, relative_pos)
 
     def construct(self, x, relative_pos=None):
         batch, channels, height, width = x.shape
@@ -72,45 +71,52 @@ def graphs_in_float32(net: nn.Cell) -> nn.Cell:
     for _, cell in net.cells_and_names():
         if isinstance(cell, DyGraphConv2d):
             cell.add_flags(fp16=False, bf16=False, fp32=True)  # this cell only, as Cell.to_float flags a cell
-            cell.dilated_knn_graph.to_float(ms.float32)
+            cell.graph_builder.to_float(ms.float32)
     return net
 
 
 class Grapher(nn.Cell):
-    """x + drop_path(fc2(graph_conv(fc1(x)))), with fc1/fc2 = 1x1 conv + BN and no activation.
+    """x + drop_path(fc2(graph_conv(fc1(x)))), with fc1/fc2 = 1x1 conv + BN and no activation: the graph
+    mixing block of every ViG family.
 
-    ``grid`` is this block's node grid for the model's input size. With ``relative_pos`` the
-    frozen table is built for ``table_grid`` (the grid at 224x224, so the parameter has the
-    official shape) and bicubic-resized to ``grid`` in the forward pass when they differ,
-    as the official code does (by the kNN graph, a chunk of rows at a time). k and dilation are
-    capped to the key count (see ``cap_knn``).
-    With ``threshold`` (SViG: the block's probability p) the graph is the similarity-thresholded
-    one and k, dilation are None.
+    ``graph_spec`` is the block's graph as built (the given spec fitted to the key count, e.g. k and dilation
+    capped by ``cap_knn``). With ``relative_pos`` the frozen table is built for ``table_grid`` (the grid at
+    224x224, so the parameter has the official shape) and bicubic-resized to ``grid`` in the forward pass
+    when they differ, as the official code does (by the kNN graph, a chunk of rows at a time).
+
+    Args:
+        channels: C, the block's width (the graph conv works at 2C).
+        graph: which graph the block builds (``KnnGraphSpec`` or ``ThresholdGraphSpec``), chosen by the
+            family's builder.
+        grid: this block's node grid (rows, columns) at the model's input size.
+        reduce_ratio: keys average-pooled r x r before the graph is built (Pyramid ViG: 4, 2, 1, 1 by stage);
+            the grid must be divisible by r.
+        relative_pos: add Pyramid ViG's frozen relative-position term to the kNN distances.
+        table_grid: the square grid side the relative-position table is built for (the 224 grid; default:
+            ``grid``'s rows).
+        drop_path: stochastic-depth rate of the residual branch.
+        form: the layers' formulation (``Formulation``), fixed here.
     """
 
-    def __init__(self, channels: int, k: Optional[int], dilation: Optional[int], grid: Tuple[int, int],
-                 conv: str = "mr", reduce_ratio: int = 1, relative_pos: bool = False,
-                 table_grid: Optional[int] = None, drop_path: float = 0.0, stochastic: bool = False,
-                 epsilon: float = 0.0, form: Formulation = NATIVE, threshold: Optional[float] = None):
+    def __init__(self, channels: int, graph: GraphSpec, grid: Tuple[int, int], reduce_ratio: int = 1,
+                 relative_pos: bool = False, table_grid: Optional[int] = None, drop_path: float = 0.0,
+                 form: Formulation = NATIVE):
         super().__init__()
         height, width = grid
         if height % reduce_ratio or width % reduce_ratio:
             raise ValueError(f"node grid {grid} is not divisible by the reduce ratio {reduce_ratio}")
-        if threshold is not None and relative_pos:
-            raise ValueError("the similarity-threshold graph takes no relative-position term")
         self.channels = channels
         self.grid = (height, width)  # this block's node grid (rows, columns)
         self.num_nodes = height * width
         self.num_keys = (height // reduce_ratio) * (width // reduce_ratio)
-        self.threshold = threshold
-        self.k, self.dilation = cap_knn(k, dilation, self.num_keys) if threshold is None else (None, None)
+        self.graph_spec = graph.fit(self.num_keys, relative_pos)
         table = relative_pos_table(channels, table_grid or height, reduce_ratio) if relative_pos else None
         resize = None
         if table is not None and table.shape[1:] != (self.num_nodes, self.num_keys):
             resize = BicubicResize(table.shape[1:], (self.num_nodes, self.num_keys))
         self.fc1 = conv_bn(channels, channels, form=form)
-        self.graph_conv = DyGraphConv2d(channels, channels * 2, self.k, self.dilation, conv, reduce_ratio, stochastic,
-                                        epsilon, form, threshold, self.num_nodes, resize)
+        self.graph_conv = DyGraphConv2d(channels, channels * 2, self.graph_spec, reduce_ratio, form, self.num_nodes,
+                                        resize)
         self.fc2 = conv_bn(channels * 2, channels, form=form)
         self.drop_path = DropPath(drop_path)
         self.use_relative_pos = relative_pos
@@ -124,7 +130,7 @@ class Grapher(nn.Cell):
     def position_bias(self):
         """The whole relative-position term (1, N, M) for this block's node grid, or None (for tools; the
         forward pass resizes it a chunk of rows at a time)."""
-        resize = self.graph_conv.dilated_knn_graph.position_resize if self.use_relative_pos else None
+        resize = self.graph_conv.graph_builder.position_resize if self.use_relative_pos else None
         if resize is None:
             return self.position_table()
         return resize(self.relative_pos)
@@ -143,7 +149,14 @@ class Grapher(nn.Cell):
 
 
 class FFN(nn.Cell):
-    """x + drop_path(fc2(GELU(fc1(x)))), fc1/fc2 = 1x1 conv + BN (hidden width 4C in ViG)."""
+    """x + drop_path(fc2(GELU(fc1(x)))), fc1/fc2 = 1x1 conv + BN: the channel mixing block.
+
+    Args:
+        channels: C, input and output width.
+        hidden_channels: width between fc1 and fc2 (4C in every ViG family).
+        drop_path: stochastic-depth rate of the residual branch.
+        form: the layers' formulation (``Formulation``), fixed here.
+    """
 
     def __init__(self, channels: int, hidden_channels: int, drop_path: float = 0.0, form: Formulation = NATIVE):
         super().__init__()
@@ -157,5 +170,6 @@ class FFN(nn.Cell):
 
 
 def vig_block(grapher: Grapher, channels: int, drop_path: float, form: Formulation = NATIVE) -> nn.SequentialCell:
-    """ViG's backbone entry: (Grapher, FFN) as ``backbone.I.0`` / ``backbone.I.1``."""
+    """ViG's backbone entry: (Grapher, FFN) as ``backbone.I.0`` / ``backbone.I.1``, the FFN of width 4C with the
+    block's ``drop_path`` rate; the default ``block`` of ``VisionGNN`` and ``PyramidVisionGNN``."""
     return nn.SequentialCell([grapher, FFN(channels, channels * 4, drop_path=drop_path, form=form)])

@@ -10,6 +10,11 @@ class Bottleneck(nn.Cell):
 
     Unlike ResNet's, no ReLU follows the residual sum (GraphConvNet omits it). Attribute names (``conv1``,
     ``bn1``, ..., ``conv3``, ``bn3``) follow torchvision's so state dicts map one-to-one.
+
+    Args:
+        channels: C, input and output width.
+        width: the inner width (C / 4 in GraphConvNet).
+        form: the layers' formulation (``Formulation``), fixed here.
     """
 
     def __init__(self, channels: int, width: int, form: Formulation = NATIVE):

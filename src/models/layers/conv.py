@@ -22,6 +22,17 @@ class Conv2d(nn.Cell):
 
     Initialisation follows the official ``model_init``: kaiming-normal with fan_in
     (std = sqrt(2 / fan_in)) for the weight, zeros for the bias.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel side.
+        stride: stride in both directions.
+        padding: zero padding on every side.
+        groups: channel groups (the graph convs' BasicConv uses 4).
+        bias: add a learnt bias.
+        form: the layers' formulation: whether this conv runs as patch extraction + matmul (``cpu_ops``,
+            ``grouped_matmul``) or as MindSpore's conv kernel; the same function either way.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -80,7 +91,8 @@ class Conv2d(nn.Cell):
 def conv_bn_layers(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
                    act: bool = False, form: Formulation = NATIVE) -> List[nn.Cell]:
     """Conv (bias, zero padding kernel_size // 2) -> BatchNorm [-> GELU], as a list for sequences whose
-    indices follow the official module tree (the stem, the head)."""
+    indices follow the official module tree (the stem, the head). The arguments are ``Conv2d``'s; ``act`` adds
+    the GELU."""
     layers = [Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
                      form=form),
               nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9)]

@@ -4,7 +4,11 @@ from mindspore import nn, ops
 
 
 class DropPath(nn.Cell):
-    """Zeroes whole samples of a residual branch in training; identity in eval or at rate 0."""
+    """Zeroes whole samples of a residual branch in training; identity in eval or at rate 0.
+
+    Args:
+        rate: probability of dropping a sample's branch, in [0, 1).
+    """
 
     def __init__(self, rate: float = 0.0):
         super().__init__()

@@ -27,6 +27,13 @@ class MRConv2d(nn.Cell):
     The interleave (x_0, m_0, x_1, m_1, ...) is what the grouped conv of the trained weights
     expects: with 4 groups, group g sees the pairs of channels [gC/4, (g+1)C/4). max_j(x_j) - x
     equals max_j(x_j - x) exactly, without a (B, C, N, k) temporary.
+
+    Args:
+        in_channels: C, channels of the nodes and keys.
+        out_channels: channels out.
+        form: the layers' formulation (``Formulation``), fixed here.
+        aggregate: the cell taking (keys, graph) to each node's max over its neighbours; default
+            ``NeighbourMax`` over kNN indices (the threshold graph passes ``MaskedNeighbourMax``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE,
@@ -44,7 +51,13 @@ class MRConv2d(nn.Cell):
 
 
 class EdgeConv2d(nn.Cell):
-    """Edge conv: max over neighbours of BasicConv([x_i ; x_j - x_i]) (channel concatenation)."""
+    """Edge conv: max over neighbours of BasicConv([x_i ; x_j - x_i]) (channel concatenation).
+
+    Args:
+        in_channels: C, channels of the nodes and keys.
+        out_channels: channels out.
+        form: the layers' formulation (``Formulation``), fixed here.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
@@ -57,7 +70,13 @@ class EdgeConv2d(nn.Cell):
 
 
 class GraphSAGE(nn.Cell):
-    """GraphSAGE: BasicConv(C -> C) on each neighbour, max, then BasicConv(2C -> out) on [x ; max]."""
+    """GraphSAGE: BasicConv(C -> C) on each neighbour, max, then BasicConv(2C -> out) on [x ; max].
+
+    Args:
+        in_channels: C, channels of the nodes and keys.
+        out_channels: channels out.
+        form: the layers' formulation (``Formulation``), fixed here.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
@@ -70,7 +89,13 @@ class GraphSAGE(nn.Cell):
 
 
 class GINConv2d(nn.Cell):
-    """GIN: BasicConv(C -> out) on (1 + eps) x + sum_j x_j, with a learnable scalar eps (init 0)."""
+    """GIN: BasicConv(C -> out) on (1 + eps) x + sum_j x_j, with a learnable scalar eps (init 0).
+
+    Args:
+        in_channels: C, channels of the nodes and keys.
+        out_channels: channels out.
+        form: the layers' formulation (``Formulation``), fixed here.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, form: Formulation = NATIVE):
         super().__init__()
@@ -87,6 +112,8 @@ assert tuple(_CONVS) == GRAPH_CONVS
 
 
 def create_graph_conv(name: str, in_channels: int, out_channels: int, form: Formulation = NATIVE) -> nn.Cell:
+    """The graph conv ``name`` (one of ``GRAPH_CONVS``: 'mr', 'edge', 'sage', 'gin') over kNN indices, with the
+    other arguments as the convs take them."""
     if name not in _CONVS:
         raise ValueError(f"unknown graph conv {name!r}; choose one of {sorted(GRAPH_CONVS)}")
     return _CONVS[name](in_channels, out_channels, form)

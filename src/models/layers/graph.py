@@ -88,6 +88,15 @@ class DilatedKnnGraph(nn.Cell):
     matrix at all: it computes the distances, and the resized term, a tile of queries at a time with
     the same arithmetic, and ranks them directly (among exactly equal distances it takes the earlier
     index first, where MindSpore's CPU TopK takes any of them, an equally near neighbour).
+
+    Args:
+        k: neighbours per query; at most the key count (``cap_knn`` fits it).
+        dilation: keep every d-th of the k * d nearest keys.
+        stochastic: in training, with probability ``epsilon``, take k random candidates instead.
+        epsilon: that probability per forward.
+        form: the layers' formulation: its ``topk`` is the compiled kNN, if any.
+        position_resize: the resize of a relative-position table to the (N, M) term, when the graph is
+            given the table rather than the term (inputs other than 224).
     """
 
     def __init__(self, k: int, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0,
@@ -205,6 +214,10 @@ class MaxOverRows(nn.Cell):
     on ties, as torch.max does) with a single segment sum: the generic backward of a chain of
     element-wise maxima costs several selects and comparisons per slot, which made it the largest
     single cost of a CPU training step.
+
+    Args:
+        channels: C, the rows' width.
+        form: the layers' formulation: ``cpu_ops`` chooses the per-slot running maximum.
     """
 
     def __init__(self, channels: int, form: Formulation = NATIVE):
@@ -228,7 +241,13 @@ class MaxOverRows(nn.Cell):
 
 
 class NeighbourMax(nn.Cell):
-    """max over t of table[b, idx[b, i, t]] for per-sample tables (B, M, C) -> (B, N, C)."""
+    """max over t of table[b, idx[b, i, t]] for per-sample tables (B, M, C) -> (B, N, C): the max-relative
+    conv's aggregate over kNN indices.
+
+    Args:
+        channels: C, the tables' width.
+        form: the layers' formulation (see ``MaxOverRows``).
+    """
 
     def __init__(self, channels: int, form: Formulation = NATIVE):
         super().__init__()

@@ -54,7 +54,12 @@ def bicubic_resize_np(x: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
 
 
 class BicubicResize(nn.Cell):
-    """Resize the last two axes from ``in_hw`` to ``out_hw``; an unchanged axis is left exact."""
+    """Resize the last two axes from ``in_hw`` to ``out_hw``; an unchanged axis is left exact.
+
+    Args:
+        in_hw: (rows, columns) of the input's last two axes.
+        out_hw: (rows, columns) of the output's.
+    """
 
     def __init__(self, in_hw: Tuple[int, int], out_hw: Tuple[int, int]):
         super().__init__()

@@ -50,7 +50,12 @@ def probability_to_z(probability: float) -> float:
 class SimilarityThresholdGraph(nn.Cell):
     """Boolean adjacency (B, N, M) of queries x (B, N, C) against keys y (B, M, C) (y is x in SViG).
 
-    Runs in float32 without gradient. ``ddof`` is the std's delta degrees of freedom (official: 1).
+    Runs in float32 without gradient.
+
+    Args:
+        probability: p; pairs whose z-scored similarity exceeds Phi^-1(p) are edges (out-of-range p warns,
+            see ``probability_to_z``).
+        ddof: the std's delta degrees of freedom (official: 1, the unbiased std).
     """
 
     def __init__(self, probability: float, ddof: int = 1):
@@ -80,6 +85,12 @@ class MaskedNeighbourMax(nn.Cell):
     In the CPU formulation a compiled kernel visits only the edges (same results, computed in float32
     and returned in the input's dtype): MindSpore's CPU kernels take ~0.6 s per ViG-Ti block for the
     dense form.
+
+    Args:
+        num_nodes: N, the node count (sizes the key chunks and the backward's index constants).
+        channels: C, the nodes' width.
+        chunk: key nodes per chunk; 0 chooses it from ``CHUNK_ELEMENTS``.
+        form: the layers' formulation: its ``masked_max`` is the compiled kernel, if any.
     """
 
     def __init__(self, num_nodes: int, channels: int, chunk: int = 0, form: Formulation = NATIVE):
@@ -132,10 +143,7 @@ class MaskedNeighbourMax(nn.Cell):
         return scatter_add(dout, elements.reshape(-1), dout.reshape(-1)), ops.zeros_like(mask)
 
 
-def threshold_graph_conv(conv: str, in_channels: int, out_channels: int, num_nodes: int,
-                         form: Formulation = NATIVE) -> nn.Cell:
-    """The max-relative conv over the threshold graph (SViG's only graph conv; parameter names as ``mr``)."""
-    if conv != "mr":
-        raise ValueError(f"the similarity-threshold graph (SViG) aggregates with the max-relative conv: use conv 'mr', "
-                         f"not {conv!r}")
+def threshold_graph_conv(in_channels: int, out_channels: int, num_nodes: int, form: Formulation = NATIVE) -> nn.Cell:
+    """The max-relative conv over the threshold graph of ``num_nodes`` nodes (SViG's only graph conv; parameter
+    names as ``mr``'s)."""
     return MRConv2d(in_channels, out_channels, form, aggregate=MaskedNeighbourMax(num_nodes, in_channels, form=form))
