@@ -9,13 +9,20 @@ the MindSpore ModelZoo's `=> eval results:{...}` line. With --train_url on the c
 it) the results are also written there as JSON.
 """
 from src.app.cli import run_cli
+from src.app.config import load_config
+
+# Not the config key train_url (a training run's folder): ModelArts passes every job its output location so.
+ARGUMENTS = [
+    (("--train_url",), dict(dest="results_to", metavar="DIR",
+                            help="also write the results as JSON to this folder (ModelArts passes the job's output "
+                                 "location so); the config file's train_url is not read")),
+]
 
 
 def main(argv=None) -> dict:
-    from src.app.config import load_config
-    from src.app.jobs import run_evaluation
-    cfg = load_config(argv, description=__doc__, entry="eval")
-    result = run_evaluation(cfg)
+    cfg = load_config(argv, description=__doc__, entry="eval", arguments=ARGUMENTS)
+    from src.app.jobs import run_evaluation  # MindSpore and the models load here, once the command line is good
+    result = run_evaluation(cfg, cfg.arguments.results_to)
     print(f"evaluation transform: {result['transform']}")
     print(f"{cfg.arch} {'EMA' if result['ema'] else 'model'} weights of {cfg.pretrained} ({cfg.eval_amp_level}): "
           f"top1 {result['top1']:.2f} top5 {result['top5']:.2f} loss {result['loss']:.4f} ({result['count']} images"

@@ -7,12 +7,12 @@ Reads <file_name>.mindir with MindSpore or <file_name>.onnx with onnxruntime and
 each input as <result_path>/<id>_0.bin, as the Ascend 310 application (ascend310_infer/) does.
 """
 from src.app.cli import run_cli
+from src.app.config import load_config
 
 
 def main(argv=None) -> int:
-    from src.app.config import load_config
-    from src.app.jobs import run_inference
     cfg = load_config(argv, description=__doc__, entry="infer")
+    from src.app.jobs import run_inference  # MindSpore and the models load here, once the command line is good
     count = run_inference(cfg)
     print(f"wrote the logits of {count} inputs to {cfg.result_path}")
     return count

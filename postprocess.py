@@ -5,12 +5,13 @@
 Compares <result_path>/<id>_0.bin (float32 logits) with the labels preprocess.py wrote.
 """
 from src.app.cli import run_cli
+from src.app.config import load_config
 
 
 def main(argv=None) -> dict:
-    from src.app.config import load_config
-    from src.app.jobs import run_postprocess
-    result = run_postprocess(load_config(argv, description=__doc__, entry="postprocess"))
+    cfg = load_config(argv, description=__doc__, entry="postprocess")
+    from src.app.jobs import run_postprocess  # MindSpore and the models load here, once the command line is good
+    result = run_postprocess(cfg)
     print(f"top1 {result['top1']:.2f} top5 {result['top5']:.2f} ({result['count']} images)")
     return result
 

@@ -13,21 +13,25 @@ import json
 import sys
 
 from src.app.cli import run_cli
+from src.app.config import int_in, load_config
 
 ARGUMENTS = [
     (("images",), dict(nargs="+", metavar="IMAGE", help="image file, folder or glob pattern")),
-    (("--topk",), dict(type=int, default=5, help="classes to print per image (default: 5)")),
+    (("--topk",), dict(type=int_in(1, 100_000), default=5, help="classes to print per image (default: 5)")),
     (("--json",), dict(action="store_true", help="print the results as JSON on stdout")),
+    (("--batch_size",), dict(type=int_in(1, 4096), default=8,
+                             help="images per forward pass, 1 to 4096 (default: 8; the config file's batch_size, a "
+                                  "training setting, is not read)")),
 ]
 
 
 def main(argv=None) -> dict:
-    from src.app.config import load_config
-    from src.app.jobs import run_prediction
     cfg = load_config(argv, description=__doc__, entry="predict", arguments=ARGUMENTS)
-    out = run_prediction(cfg)
+    args = cfg.arguments
+    from src.app.jobs import run_prediction  # MindSpore and the models load here, once the command line is good
+    out = run_prediction(cfg, args.images, args.topk, args.batch_size)
     results = out["results"]
-    if cfg.json:
+    if args.json:
         print(json.dumps(out, indent=1))
     else:
         print(f"classes: {out['classes_from']}")

@@ -7,6 +7,7 @@ image_size / crop_pct, centre crop, the model's mean/std) into <id>.bin (float32
 labels.json mapping ids to labels and files.
 """
 from src.app.cli import run_cli
+from src.app.config import ConfigError, load_config
 
 
 # The ModelZoo's preprocess.py flag: the one dataset it knew, an ImageNet-style tree (set ImageNet here).
@@ -16,12 +17,11 @@ DATASET_NAME = (("--dataset_name",), {"choices": ["imagenet2012"], "default": No
 
 
 def main(argv=None) -> dict:
-    from src.app.config import ConfigError, load_config
-    from src.app.jobs import run_preprocess
     cfg = load_config(argv, description=__doc__, entry="preprocess", arguments=[DATASET_NAME])
-    if cfg.dataset_name and cfg.set != "ImageNet":
-        raise ConfigError(f"--dataset_name {cfg.dataset_name} reads an ImageNet-style tree, but set is {cfg.set!r}: "
-                          f"drop one of them")
+    if cfg.arguments.dataset_name and cfg.set != "ImageNet":
+        raise ConfigError(f"--dataset_name {cfg.arguments.dataset_name} reads an ImageNet-style tree, but set is "
+                          f"{cfg.set!r}: drop one of them")
+    from src.app.jobs import run_preprocess  # MindSpore and the models load here, once the command line is good
     counts = run_preprocess(cfg)
     verb = "reused" if counts["reused"] else "wrote"
     print(f"{verb} {counts['images']} inputs of {counts['classes']} classes in {cfg.preprocess_path}")

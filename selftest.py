@@ -13,10 +13,11 @@ import os
 import sys
 
 from src.app.cli import run_cli
+from src.app.config import ArgumentParser
 
 
 def parse(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("families", nargs="*", help="families to check (default: all)")
     parser.add_argument("--device_target", default="Ascend", choices=("Ascend", "GPU", "CPU"))
     parser.add_argument("--device_id", type=int, default=0, help="device to check (DEVICE_ID in the environment wins)")

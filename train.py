@@ -8,15 +8,17 @@ or SIGTERM stops the run after the current step with a checkpoint that --resume 
 """
 
 
+from src.app.cli import run_cli
+from src.app.config import load_config
+
+
 def main(argv=None, stop=None) -> dict:
-    from src.app.config import load_config
-    from src.app.jobs import run_training
-    return run_training(load_config(argv, description=__doc__, entry="train"), stop)
+    cfg = load_config(argv, description=__doc__, entry="train")
+    from src.app.jobs import run_training  # MindSpore and the models load here, once the command line is good
+    return run_training(cfg, stop)
 
 
 if __name__ == "__main__":
     from src.app.signals import StopSignals
     stop_signals = StopSignals.install()  # before MindSpore starts its threads (see src/app/signals.py)
-
-    from src.app.cli import run_cli
     run_cli(lambda: main(stop=stop_signals))

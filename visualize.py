@@ -12,6 +12,7 @@ node (Grad-CAM maximum) unless --node picks one (row, column of the first block'
 summary.json lists the classes and, per block, the centre and its neighbours.
 """
 from src.app.cli import run_cli
+from src.app.config import load_config
 
 ARGUMENTS = [
     (("--image",), dict(required=True, help="the image to look at")),
@@ -26,12 +27,12 @@ ARGUMENTS = [
 
 
 def main(argv=None) -> dict:
-    from src.app.config import load_config
-    from src.app.jobs import run_visualization
     cfg = load_config(argv, description=__doc__, entry="visualize", arguments=ARGUMENTS)
-    summary = run_visualization(cfg)
+    args = cfg.arguments
+    from src.app.jobs import run_visualization  # MindSpore and the models load here, once the command line is good
+    summary = run_visualization(cfg, args.image, args.out, args.layers, args.node, args.target_class)
     print(f"class {summary['target']} {summary['target_name']} ({summary['probability']:.1%}); "
-          f"blocks {', '.join(summary['blocks'])} drawn in {cfg.out}")
+          f"blocks {', '.join(summary['blocks'])} drawn in {args.out}")
     return summary
 
 

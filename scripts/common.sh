@@ -417,6 +417,16 @@ launch_msrun() {
     local cmd=(msrun "--worker_num=$workers" "--local_worker_num=$local_workers" "--master_addr=$addr"
         "--master_port=$port" "--node_rank=$node" --join=True "--log_dir=$log_dir"
         "--cluster_time_out=${MSRUN_TIMEOUT:-600}" --tail_worker_log=0 "$REPO_ROOT/train.py" "$@")
+    # msrun starts a scheduler wherever MASTER_ADDR is an address of the host (MindSpore 2.10,
+    # mindspore/parallel/cluster/process_entity/_api.py: `if self.is_master ...: self.start_scheduler()`), so a node
+    # above 0 on the master's host starts a second one, which cannot bind the port: say so before it happens.
+    if ((node > 0)) && "$PYTHON" -c 'import socket, sys; socket.socket().bind((socket.gethostbyname(sys.argv[1]), 0))' \
+        "$addr" 2>/dev/null; then
+        echo "warning: MASTER_ADDR $addr is an address of this host, so msrun starts a second scheduler for node $node \
+here, which fails beside node 0's and makes this launcher exit 1 even when its workers train; run node ranks above 0 \
+on other servers, or every rank of this host as one node: bash scripts/run_distribute_train.sh CONFIG DATA_PATH \
+RANK_SIZE" >&2
+    fi
     if dry_run; then
         printf 'plan: node %s: ranks %s..%s of %s, cwd %s, logs %s/%s/worker_<i>.log:' "$node" \
             "$((node * local_workers))" "$((node * local_workers + local_workers - 1))" "$workers" "$dir" "$dir" "$log_dir"
@@ -428,16 +438,6 @@ launch_msrun() {
     if ! python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("mindspore") is None)' 2>/dev/null; then
         die "msrun starts its workers as 'python' from PATH (here: $(command -v python || echo none)), which has no \
 mindspore: set PYTHON to the 'python' of an environment with mindspore"
-    fi
-    # msrun starts a scheduler wherever MASTER_ADDR is an address of the host (MindSpore 2.10,
-    # mindspore/parallel/cluster/process_entity/_api.py: `if self.is_master ...: self.start_scheduler()`), so a node
-    # above 0 on the master's host starts a second one, which cannot bind the port: say so before it happens.
-    if ((node > 0)) && "$PYTHON" -c 'import socket, sys; socket.socket().bind((socket.gethostbyname(sys.argv[1]), 0))' \
-        "$addr" 2>/dev/null; then
-        echo "warning: MASTER_ADDR $addr is an address of this host, so msrun starts a second scheduler for node $node \
-here, which fails beside node 0's and makes this launcher exit 1 even when its workers train; run node ranks above 0 \
-on other servers, or every rank of this host as one node: bash scripts/run_distribute_train.sh CONFIG DATA_PATH \
-RANK_SIZE" >&2
     fi
     unset RANK_TABLE_FILE RANK_ID # msrun assigns ranks and devices itself
     mkdir -p "$dir"

@@ -8,10 +8,11 @@ from mindspore import Tensor
 
 from src.app.builders import dataset_params, eval_transform, loss_fn, mix_params, train_dataset, train_transform
 from src.app.config import OPTIONS, load_config
-from src.data import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams, batches
+from src.data import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
+from src.data.dataset import batches
 from src.data.mixup import one_hot_smoothed
 
-BUILDERS = (eval_transform, train_transform, mix_params, dataset_params)
+BUILDERS = (eval_transform, train_transform, mix_params, lambda cfg: dataset_params(cfg, training=True))
 KINDS = (EvalTransformParams, TrainTransformParams, MixParams, DatasetParams)
 
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from src.app.config import OPTIONS, ConfigError, load_config, save_config
+from src.app.config import COMMAND_LINE, OPTIONS, ConfigError, effective_recipe, load_config, save_config
 from src.models import list_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,8 +77,9 @@ def test_saved_config_reloads_identically(tmp_path):
     out = tmp_path / "saved.yaml"
     save_config(cfg, str(out))
     again = load_config(["--config", str(out)])
-    assert {k: v for k, v in again.items() if k in OPTIONS} == {k: v for k, v in cfg.items() if k in OPTIONS}
-    assert cfg.command_line_keys == ["arch", "beta", "crop_scale"] and again.command_line_keys == []
+    assert dict(again) == dict(cfg) and set(cfg) == set(OPTIONS)
+    assert sorted(cfg.origins) == ["arch", "beta", "crop_scale"] and set(cfg.origins.values()) == {COMMAND_LINE}
+    assert again.origins == {key: str(out) for key in OPTIONS} and again.files == (str(out),)
 
 
 def test_every_config_file_loads_and_every_model_has_one():
@@ -144,3 +145,60 @@ def test_bad_image_limits_are_checked():
         load_config(["--arch", "x", "--max_image_pixels", "0"])
     with pytest.raises(ConfigError, match=r"'max_image_pixels' on the command line: cannot use '1.5' as int"):
         load_config(["--arch", "x", "--max_image_pixels", "1.5"])
+
+
+def test_a_config_takes_its_bases_keys_and_overrides_them(tmp_path):
+    """_base_ (a path or a list, relative to the file; bases of bases too): the file's own keys win, each value's
+    file is recorded and logged, and the saved config.yaml is one flat file that reloads to the same values."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "root.yaml").write_text("epochs: 7\nbase_lr: 0.5\nwd: 0.2\n")  # an alias too
+    (tmp_path / "base" / "family.yaml").write_text("_base_: root.yaml\nbase_lr: 0.25\nbatch_size: 8\n")
+    (tmp_path / "base" / "data.yaml").write_text("data_url: ./d\n")
+    (tmp_path / "model.yaml").write_text("_base_: [base/family.yaml, base/data.yaml]\narch: vig_nano_gelu\n"
+                                         "batch_size: 4\n")
+    model, family, root, data = (str(tmp_path / name) for name in ("model.yaml", "base/family.yaml",
+                                                                    "base/root.yaml", "base/data.yaml"))
+    cfg = load_config(["--config", model, "--seed", "3"])
+    assert (cfg.epochs, cfg.base_lr, cfg.weight_decay, cfg.batch_size, cfg.data_url) == (7, 0.25, 0.2, 4, "./d")
+    assert cfg.origins == {"epochs": root, "weight_decay": root, "base_lr": family, "data_url": data,
+                           "batch_size": model, "arch": model, "seed": COMMAND_LINE}
+    assert cfg.files == (root, family, data, model) and cfg.file == model
+    recipe = effective_recipe(cfg)
+    assert recipe[root] == ["epochs=7", "weight_decay=0.2"] and recipe[family] == ["base_lr=0.25"]
+    assert recipe[COMMAND_LINE] == ["seed=3"] and model not in recipe
+    saved = tmp_path / "config.yaml"
+    save_config(cfg, str(saved))
+    assert "_base_" not in yaml.safe_load(saved.read_text())
+    assert dict(load_config(["--config", str(saved)])) == dict(cfg)
+
+
+@pytest.mark.parametrize("files, problem", [
+    ({"a.yaml": "_base_: b.yaml\narch: x\n", "b.yaml": "mixup_prop: 0.5\n"},
+     r"unknown config key 'mixup_prop' in {tmp}/b.yaml. Close valid keys: mixup_prob"),
+    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "epochs: 3\nepochs: 4\n"},
+     r"config file '{tmp}/b.yaml' sets 'epochs' twice \(lines 1 and 2\); keep one"),
+    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "keep_last: 2\nkeep_checkpoint_max: 3\n"},
+     r"{tmp}/b.yaml sets 'keep_last' twice \(as 'keep_last' and as an alias\); keep one"),
+    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "epochs: -1\n"}, r"config key 'epochs' in {tmp}/b.yaml: -1 must be in"),
+    ({"a.yaml": "_base_: [b.yaml, c.yaml]\n", "b.yaml": "epochs: 3\n", "c.yaml": "epochs: 4\n"},
+     r"{tmp}/b.yaml and {tmp}/c.yaml both set 'epochs', as bases of {tmp}/a.yaml: set it in one of them, or in "
+     r"{tmp}/a.yaml itself"),
+    ({"a.yaml": "_base_: no/such.yaml\n"},
+     r"config file {tmp}/a.yaml names the base {tmp}/no/such.yaml, which does not exist; fix its _base_"),
+    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "_base_: a.yaml\n"},
+     r"config file {tmp}/a.yaml is its own base \({tmp}/a.yaml -> {tmp}/b.yaml -> {tmp}/a.yaml\); remove one _base_"),
+    ({"a.yaml": "_base_: 3\n"}, r"_base_ in {tmp}/a.yaml must be a path or a list of paths"),
+])
+def test_a_mistake_in_a_chain_of_bases_is_one_line_naming_its_file(tmp_path, files, problem):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match="^" + problem.format(tmp=re.escape(str(tmp_path)))):
+        load_config(["--config", str(tmp_path / "a.yaml"), "--arch", "x"])
+
+
+def test_each_shipped_config_logs_its_base_file():
+    path = os.path.join("configs", "pvig_b_224_gelu.yaml")
+    cfg = load_config(["--config", path])
+    base = os.path.join("configs", "_base_", "vig_imagenet.yaml")
+    assert cfg.files == (base, path) and cfg.crop_pct == 0.95 and cfg.origins["crop_pct"] == path
+    assert "ema_decay=0.99996" in effective_recipe(cfg)[base]

@@ -14,7 +14,7 @@ from test_data_files import _add_hidden_entries
 
 
 def args(data, out, *extra):
-    return ["--arch", "vig_nano_gelu", "--num_classes", "2", "--image_size", "16", "--data_url", str(data),
+    return ["--arch", "vig_nano_gelu", "--image_size", "16", "--data_url", str(data),
             "--preprocess_path", str(out), *extra]
 
 

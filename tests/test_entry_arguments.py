@@ -1,7 +1,7 @@
 """Every entry point over one table of bad values (0, negative, huge, wrong type, impossible path): one
 line on stderr naming the problem, exit status 2, no traceback, nothing left behind. In this process
 through each entry point's ``main`` and ``run_cli`` (each case stops before any model is built); one
-subprocess checks the same for benchmark.py as a user runs it, in a folder of its own."""
+subprocess checks that every entry point's --help and argument errors come before MindSpore is imported."""
 import json
 import os
 import subprocess
@@ -43,9 +43,9 @@ ENTRIES = {
     "export": (export.main, ["--arch", "vig_nano_gelu", "--pretrained", f"{{tmp}}/{MISSING}", "--file_name",
                              "{tmp}/model"],
                {"--batch_size": COUNT, "--image_size": COUNT, "--pretrained": PATH}),
-    "preprocess": (preprocess.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "32",
-                                     "--data_url", "{images}", "--preprocess_path", "{tmp}/pre"],
-                   {"--image_size": COUNT, "--num_classes": COUNT, "--preprocess_path": PATH, "--data_url": PATH}),
+    "preprocess": (preprocess.main, ["--arch", "vig_nano_gelu", "--image_size", "32", "--data_url", "{images}",
+                                     "--preprocess_path", "{tmp}/pre"],
+                   {"--image_size": COUNT, "--preprocess_path": PATH, "--data_url": PATH}),
     "infer": (infer.main, ["--arch", "vig_nano_gelu", "--file_name", "{tmp}/tiny", "--preprocess_path",
                            "{tmp}/inputs", "--result_path", "{tmp}/results"],
               {"--result_path": PATH, "--preprocess_path": PATH, "--file_name": PATH}),
@@ -107,12 +107,47 @@ def test_a_bad_value_is_one_line(entry, flag, kind, image_folder, inputs, tmp_pa
     assert sorted(os.listdir(tmp_path)) == before  # a refused start leaves nothing (train: no train_url)
 
 
-def test_benchmark_checks_its_arguments_before_mindspore_and_leaves_nothing(tmp_path):
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark.py"), "--arch", "vig_nano_gelu",
-                           "--batch_size", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert done.stderr.splitlines() == ["error: argument --batch_size: 0 must be in [1, 4096] (--help shows the "
-                                        f"usage) {TRACEBACK_HINT}"]
+# Each entry point's --help, and a command line it refuses (an argument error or a bad value).
+REFUSED = {"train": ["--arch", "x", "--epochs", "0"], "eval": ["--arch", "x", "--batch_size", "0"],
+           "export": ["--arch", "x", "--batch_size", "0"], "preprocess": ["--arch", "x", "--num_classes", "3"],
+           "infer": ["--file_format", "AIR"], "postprocess": ["--base_lr", "3"], "predict": ["x.png", "--topk", "0"],
+           "visualize": ["--arch", "x", "--out", "o"], "convert_checkpoint": ["--arch", "x", "--dst", "y.ckpt"],
+           "selftest": ["--batch_size", "x"], "benchmark": ["--arch", "vig_nano_gelu", "--batch_size", "0"]}
+PARSE_ONLY = """
+import contextlib, importlib, io, json, sys
+sys.path.insert(0, sys.argv[1])
+from src.app.cli import run_cli
+report = {}
+for name, refused in json.loads(sys.argv[2]).items():
+    main, report[name] = importlib.import_module(name).main, []
+    for argv in (["--help"], refused):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_cli(lambda: main(argv))
+            except SystemExit as done:
+                report[name].append([done.code, out.getvalue(), err.getvalue()])
+    report[name].append("mindspore" in sys.modules)
+print(json.dumps(report))
+"""
+
+
+def test_help_and_argument_errors_come_before_mindspore_and_leave_nothing(tmp_path):
+    """Every entry point parses its command line and refuses a bad one without importing MindSpore or a model
+    (the job is imported after): one process runs them all in turn, from an empty folder."""
+    done = subprocess.run([sys.executable, "-c", PARSE_ONLY, ROOT, json.dumps(REFUSED)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(report) == sorted(REFUSED)
+    for name, (shown, refused, mindspore_loaded) in report.items():
+        assert shown[0] == 0 and "usage:" in shown[1], (name, shown)
+        lines = refused[2].splitlines()
+        assert refused[0] == 2 and len(lines) == 1 and lines[0].startswith("error: ") and \
+            lines[0].endswith(TRACEBACK_HINT), (name, refused)
+        assert not mindspore_loaded, f"{name}.py imported MindSpore before its arguments were checked"
+    assert report["benchmark"][1][2] == ("error: argument --batch_size: 0 must be in [1, 4096] (--help shows the "
+                                         f"usage) {TRACEBACK_HINT}\n")
     assert os.listdir(tmp_path) == []
 
 

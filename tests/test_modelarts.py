@@ -68,10 +68,20 @@ def test_pretrained_weights_come_from_the_store(obs, tmp_path):
 
     (obs / "bucket" / "weights").mkdir()
     (obs / "bucket" / "weights" / "w.ckpt").write_bytes(b"weights")
-    cfg = localise(load_config(modelarts_args(tmp_path / "cache", "--pretrained", "obs://bucket/weights/w.ckpt")),
-                   training=False)
-    assert open(cfg.pretrained, "rb").read() == b"weights"
+    cfg, remote_train_url = localise(load_config(modelarts_args(tmp_path / "cache", "--pretrained",
+                                                                "obs://bucket/weights/w.ckpt")), training=False)
+    assert open(cfg.pretrained, "rb").read() == b"weights" and remote_train_url is None
     assert cfg.pretrained == str(tmp_path / "cache" / "weight" / "w.ckpt")
+
+
+def test_a_config_on_the_store_reads_its_bases_from_there(obs, tmp_path):
+    (obs / "bucket" / "configs" / "_base_").mkdir(parents=True)
+    (obs / "bucket" / "configs" / "_base_" / "recipe.yaml").write_text("epochs: 9\nbase_lr: 0.5\n")
+    (obs / "bucket" / "configs" / "model.yaml").write_text("_base_: _base_/recipe.yaml\narch: vig_nano_gelu\n"
+                                                           "base_lr: 0.25\n")
+    cfg = load_config(["--vig_config", "obs://bucket/configs/model.yaml", "--run_modelarts", "True"])
+    assert (cfg.epochs, cfg.base_lr) == (9, 0.25)
+    assert cfg.files == ("obs://bucket/configs/_base_/recipe.yaml", "obs://bucket/configs/model.yaml")
 
 
 def test_missing_moxing_stops_at_start(tmp_path, monkeypatch, image_folder):

@@ -126,7 +126,8 @@ def test_flags_that_cannot_be_honoured_say_why(modelzoo_yaml, tmp_path):
     with pytest.raises(ConfigError, match="mlp_ratio 2.0 cannot be honoured"):
         model_from_config(cfg)
     with pytest.raises(ConfigError, match="in_channel 1: the image pipeline decodes RGB"):
-        eval_transform(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"]))
+        model_from_config(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"]))
+    assert eval_transform(load_config(["--arch", "vig_nano_gelu", "--in_channel", "1"])).image_size == 224
     with pytest.raises(ConfigError, match="compiled CPU kernels, which cannot run on Ascend"):
         kernel_impl(load_config(["--vig_config", modelzoo_yaml, "--kernel_impl", "cpu"]))
     assert kernel_impl(load_config(["--vig_config", modelzoo_yaml])) == "native"
@@ -137,10 +138,11 @@ def test_flags_that_cannot_be_honoured_say_why(modelzoo_yaml, tmp_path):
 
 
 def test_our_configs_write_out_the_whole_recipe():
+    """... each in itself or in its bases (configs/_base_/)."""
     for path in glob.glob(os.path.join(ROOT, "configs", "*.yaml")):
         cfg = load_config(["--config", path])
-        missing = [key for key in RECIPE_KEYS if key not in cfg.file_keys]
-        assert not missing, f"{path} leaves {missing} to the ModelZoo defaults"
+        missing = [key for key in RECIPE_KEYS if key not in cfg.origins]
+        assert not missing, f"{path} and its bases {cfg.files[:-1]} leave {missing} to the ModelZoo defaults"
 
 
 @pytest.mark.parametrize("env", [{"RANK_SIZE": "8"}, {"RANK_TABLE_FILE": "/t.json", "RANK_SIZE": "1"},
@@ -320,3 +322,29 @@ def test_launches_that_cannot_work_here_say_so_and_plans_still_print(tmp_path, m
     assert f"note: no Ascend environment here ({nowhere} missing" in plan.stdout
     assert f"--preprocess_path {tmp_path}/infer_310_" in plan.stdout
     assert sorted(os.listdir(tmp_path)) == ["hccl_2p.json", "m.mindir", "vig_s_patch16_224.yaml"]
+
+
+def test_their_310_flags_and_a_failing_group_init(tmp_path):
+    """preprocess.py --dataset_name imagenet2012 --data_path, postprocess.py --result_dir; a data-parallel group
+    that cannot be joined is one line with MindSpore's reason, not its traceback."""
+    import preprocess as preprocess_entry
+    from src.app.device import DeviceError, init_device
+
+    assert load_config(["--result_dir", "r", "--preprocess_path", "p"], entry="postprocess").result_path == "r"
+    cfg = load_config(["--arch", "vig_nano_gelu", "--data_path", "d", "--dataset_name", "imagenet2012"],
+                      entry="preprocess", arguments=[preprocess_entry.DATASET_NAME])
+    assert (cfg.data_url, cfg.dataset_name) == ("d", "imagenet2012")
+    with pytest.raises(ConfigError, match="invalid choice"):
+        load_config(["--arch", "x", "--dataset_name", "cifar10"], entry="preprocess",
+                    arguments=[preprocess_entry.DATASET_NAME])
+
+    def refused(*_):
+        raise RuntimeError("Failed to init the communication: the scheduler at 10.0.0.1:8118 did not answer.\n"
+                           "----- C++ Call Stack -----\nframe 0 ...")
+
+    with mock.patch.dict(os.environ, {"MS_WORKER_NUM": "2", "MS_ROLE": "MS_WORKER"}), \
+            mock.patch("mindspore.communication.init", refused):
+        with pytest.raises(DeviceError) as info:
+            init_device("CPU", distribute=True)
+    assert str(info.value) == ("cannot join the data-parallel group started by msrun (MindSpore: Failed to init the "
+                               "communication: the scheduler at 10.0.0.1:8118 did not answer.); check the launcher's settings and that every rank can reach the others")

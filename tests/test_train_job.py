@@ -133,5 +133,5 @@ def test_o2_trains_as_o0_and_logs_its_skipped_steps(pico, tmp_path):
     scales = [r["loss_scale"] for r in records if r["type"] == "step"]
     skipped = sum(r["overflow_steps"] for r in records if r["type"] == "epoch")
     assert 0 < skipped == o2["overflow_steps"] and scales[-1] < 2.0 ** 17
-    assert f"{skipped} of {len(scales)} steps skipped for overflow" in open(tmp_path / "o2" / "train.log").read()
+    assert f"{skipped} of {len(scales)} updates skipped for overflow" in open(tmp_path / "o2" / "train.log").read()
     assert o0["overflow_steps"] == 0

@@ -121,9 +121,12 @@ class _Functions:
 
 
 def _module_name(path: str) -> Optional[str]:
-    """The dotted module of a project or MindSpore source file, else None."""
+    """The dotted module of a project or MindSpore source file, else None. MindSpore's files are named from its
+    package whether or not the environment lies inside the repository (CI's .venv does)."""
     path = os.path.abspath(path)
-    if path.startswith(ROOT + os.sep):
+    if f"{os.sep}mindspore{os.sep}" in path and f"{os.sep}site-packages{os.sep}" in path:
+        rel = "mindspore" + path.rsplit(f"{os.sep}mindspore", 1)[1]
+    elif path.startswith(ROOT + os.sep):
         rel = os.path.relpath(path, ROOT)
     elif f"{os.sep}mindspore{os.sep}" in path:
         rel = "mindspore" + path.rsplit(f"{os.sep}mindspore", 1)[1]

@@ -1,13 +1,15 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
 import os
 import time
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from mindspore import nn
 
-from .config import OPTIONS, Config, ConfigError, read_yaml
+from .config import COMMAND_LINE, OPTIONS, Config, ConfigError, read_yaml
 from ..data import (DatasetError, DatasetParams, EvalTransformParams, MixParams, TrainTransformParams, class_names,
-                    create_dataset, find_digits_dataset, write_digits_dataset)
+                    find_digits_dataset, write_digits_dataset)
+from ..data.dataset import create_dataset
 from ..data.digits import MARKER as DIGITS_MARKER
 from ..data.files import imagenet_class_names
 from ..engine.loss import create_loss
@@ -65,12 +67,16 @@ def graph_options(cfg: Config) -> dict:
     return {name: value for key, (name, value) in given.items() if value is not None}
 
 
-def model_from_config(cfg: Config, training: bool = False, impl=None) -> nn.Cell:
+def model_from_config(cfg: Config, training: bool = False, impl=None, reads_images: bool = True) -> nn.Cell:
     """The configured model; drop path, dropout and the fine-tuning freezes (frozen_stages, norm_eval) only
-    when ``training``. ``impl`` (a kernel_impl name or a Formulation) overrides the configured formulation."""
+    when ``training``. ``impl`` (a kernel_impl name or a Formulation) overrides the configured formulation.
+    A model that ``reads_images`` through the project's pipeline (all but an export) takes RGB: in_channel 3."""
     if cfg.mlp_ratio != 4.0:
         raise ConfigError(f"mlp_ratio {cfg.mlp_ratio} cannot be honoured: the ViG architectures (official and "
                           f"ModelZoo alike) fix the FFN ratio at 4, another ratio is another architecture")
+    if reads_images and cfg.in_channel != 3:
+        raise ConfigError(f"in_channel {cfg.in_channel}: the image pipeline decodes RGB images, so models that read "
+                          f"images take in_channel 3 (other values only for export)")
     return create_model(cfg.arch, num_classes=cfg.num_classes, img_size=cfg.image_size, in_channels=cfg.in_channel,
                         drop_rate=cfg.drop_rate if training else 0.0,
                         drop_path_rate=cfg.drop_path_rate if training else 0.0,
@@ -92,19 +98,19 @@ def resolve_transform(cfg: Config, checkpoint: Optional[str] = None) -> Tuple[Co
     value came from. The one rule, key by key, first match wins:
 
     1. the command line;
-    2. the config file, where it writes the key (``crop_pct: null`` reads as not written);
+    2. the config file or one of its bases, where it writes the key (``crop_pct: null`` reads as not written);
     3. the checkpoint's record (``meta.data``: what its weights were trained or converted for);
     4. with a config file, the ModelZoo's value (a key absent from a file takes the ModelZoo's, so a ModelZoo
        YAML trains and evaluates the ModelZoo recipe); without one, the model's own default cfg (as timm's
        ``resolve_data_config``), e.g. mean = std = 0.5 and crop 0.9 for the official ViG weights.
     """
-    given = {key: "command line" if key in cfg.command_line_keys else cfg.config for key in TRANSFORM_KEYS
-             if key in cfg.command_line_keys or (key in cfg.file_keys and cfg[key] is not None)}
+    given = {key: cfg.origins[key] for key in TRANSFORM_KEYS
+             if cfg.origins.get(key) == COMMAND_LINE or (key in cfg.origins and cfg[key] is not None)}
     recorded = {}
     if checkpoint and len(given) < len(TRANSFORM_KEYS):  # the record is read only when it can matter
         recorded = stored_data(read_checkpoint(checkpoint, meta_only=True)) or {}
     defaults = model_cfg(cfg.arch)
-    resolved, sources = Config(cfg), {}
+    resolved, sources = {}, {}
     for key, cfg_name in TRANSFORM_KEYS.items():
         if key in given:
             sources[key] = given[key]
@@ -112,12 +118,12 @@ def resolve_transform(cfg: Config, checkpoint: Optional[str] = None) -> Tuple[Co
             value = recorded[key]
             resolved[key] = tuple(value) if isinstance(value, list) else value
             sources[key] = checkpoint
-        elif cfg.config and key not in cfg.file_keys:
+        elif cfg.file and key not in cfg.origins:
             sources[key] = OPTIONS[key].origin
         else:
             resolved[key] = defaults[cfg_name]
             sources[key] = f"{canonical_name(cfg.arch)} default cfg"
-    return resolved, sources
+    return cfg.replace(**resolved), sources
 
 
 def describe_transform(cfg: Config, sources: Dict[str, str]) -> str:
@@ -130,9 +136,6 @@ def describe_transform(cfg: Config, sources: Dict[str, str]) -> str:
 def eval_transform(cfg: Config) -> EvalTransformParams:
     """The evaluation preprocessing: mean/std, bicubic resize to image_size / crop_pct, centre crop (the keys as
     ``resolve_transform`` resolved them; a crop_pct left null is the model's default)."""
-    if cfg.in_channel != 3:
-        raise ConfigError(f"in_channel {cfg.in_channel}: the image pipeline decodes RGB images, so models that read "
-                          f"images take in_channel 3 (other values only for export)")
     return EvalTransformParams(image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
                                crop_pct=cfg.crop_pct or model_cfg(cfg.arch)["crop_pct"])
 
@@ -150,10 +153,16 @@ def mix_params(cfg: Config) -> MixParams:
                      mixup_mode=cfg.mixup_mode, label_smoothing=cfg.label_smoothing)
 
 
-def dataset_params(cfg: Config) -> DatasetParams:
-    """How every image reader reads a split: workers, repeated augmentation, unreadable and oversized images."""
-    return DatasetParams(num_parallel_workers=cfg.num_parallel_workers, repeated_aug=cfg.repeated_aug,
-                         max_bad_image_fraction=cfg.max_bad_image_fraction, max_image_pixels=cfg.max_image_pixels)
+def image_policy(cfg: Config) -> DatasetParams:
+    """What every reader of images does with unreadable and oversized ones (preprocess.py reads no other setting)."""
+    return DatasetParams(max_bad_image_fraction=cfg.max_bad_image_fraction, max_image_pixels=cfg.max_image_pixels)
+
+
+def dataset_params(cfg: Config, training: bool) -> DatasetParams:
+    """How a pipeline reads a split: workers, unreadable and oversized images, and for ``training`` repeated
+    augmentation."""
+    return replace(image_policy(cfg), num_parallel_workers=cfg.num_parallel_workers,
+                   repeated_aug=cfg.repeated_aug if training else DatasetParams.repeated_aug)
 
 
 def data_record(cfg: Config, root: Optional[str] = None, split: str = "train") -> dict:
@@ -189,13 +198,14 @@ def prediction_class_names(cfg: Config, checkpoint: str) -> Tuple[List[str], str
 def train_dataset(cfg: Config, root: str, epoch: int, rank: int = 0, world: int = 1):
     """This rank's training pipeline of ``epoch`` (order and augmentation seeded by (seed, epoch))."""
     return create_dataset(root, "train", eval_transform(cfg), batch_size=cfg.batch_size, augment=train_transform(cfg),
-                          mix=mix_params(cfg), options=dataset_params(cfg), num_classes=cfg.num_classes,
+                          mix=mix_params(cfg), options=dataset_params(cfg, training=True), num_classes=cfg.num_classes,
                           num_shards=world, shard_id=rank, seed=cfg.seed, epoch=epoch)
 
 
 def eval_dataset(cfg: Config, root: str, rank: int = 0, world: int = 1):
     """Batched validation split (this rank's shard)."""
-    return create_dataset(root, "val", eval_transform(cfg), batch_size=cfg.batch_size, options=dataset_params(cfg),
+    return create_dataset(root, "val", eval_transform(cfg), batch_size=cfg.batch_size,
+                          options=dataset_params(cfg, training=False),
                           num_classes=cfg.num_classes, num_shards=world, shard_id=rank)
 
 

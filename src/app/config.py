@@ -1,37 +1,35 @@
-"""Run configuration: one schema, a YAML file, and command-line overrides.
+"""Run configuration: one schema, a YAML file (with its bases), and command-line overrides.
 
 ``python train.py --config configs/<model>.yaml [--key value ...]``: a YAML file may hold any key of
 the schema below (one file serves train.py, eval.py, export.py, ...); the command line of each entry
 point accepts only the keys that entry point reads (``ENTRY_KEYS``), and its ``--help`` lists only
-those. The command line wins over the file. Keys and flags keep the names and meaning of the MindSpore
-ModelZoo ViG (its ``src/args.py`` flags, aliases included, and its YAML keys), and a key absent from the
-file takes the ModelZoo's value (``Option.origin`` says where it comes from), so a ModelZoo YAML trains
-the ModelZoo recipe; the project's own configs write every recipe value out. An unknown key, or a value
-out of its range, is an error that names it; unknown keys list the closest valid ones. Only entry points
-call ``load_config``; the rest of the project receives plain values.
+those. The command line wins over the file. A file may name bases (``_base_: path`` or a list of paths,
+relative to the file, as mmpretrain's configs do): their keys first, the file's own over them; bases may
+have bases. Keys and flags keep the names and meaning of the MindSpore ModelZoo ViG (its ``src/args.py``
+flags, aliases included, and its YAML keys), and a key absent from the file and its bases takes the
+ModelZoo's value (``Option.origin`` says where it comes from), so a ModelZoo YAML trains the ModelZoo
+recipe; the project's own configs write every recipe value out (``configs/_base_/``). An unknown key, or
+a value out of its range, is an error that names it and its file; unknown keys list the closest valid
+ones. Only entry points call ``load_config``; the rest of the project receives plain values.
+
+This module imports no MindSpore and no model (the choices come from ``src/choices``, the data keys'
+defaults from ``src/data/params.py``): every entry point parses its command line first, in well under a
+second, and imports the job only once the configuration is good.
 """
 import argparse
 import difflib
 import math
 import os
+import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from ..data.digits import SETS
-from ..data.mixup import MIX_MODES
+from ..choices import (AMP_LEVELS, COSINE_STYLES, DEVICE_TARGETS, ERASE_MODES, EXTENSIONS, GRAPH_CONVS,
+                       INTERPOLATIONS, KERNEL_IMPLS, MIX_MODES, MODES, OPTIMIZERS, SCHEDULERS, SETS)
 from ..data.params import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
-from ..data.rand_augment import INTERPOLATIONS
-from ..data.random_erasing import ERASE_MODES
-from ..engine.optim import OPTIMIZERS
-from ..engine.schedule import COSINE_STYLES, SCHEDULERS
-from ..engine.train_step import AMP_LEVELS
-from ..deploy.export import EXTENSIONS
-from ..models import KERNEL_IMPLS
-from ..models.layers import GRAPH_CONVS
-from .device import DEVICE_TARGETS, MODES
 
 
 Argument = Tuple[Tuple[str, ...], Dict[str, Any]]  # an entry point's own argument: (flags, argparse options)
@@ -300,9 +298,8 @@ OPTIONS: Dict[str, Option] = {
                                          "its updates, once 10 are counted)", check=POSITIVE),
     "seed": Option(0, _int, "random seed (0 to 2^32 - 1)", check=in_range(0, 2 ** 32 - 1), origin=MZ_ARGS),
     # ----- run
-    "train_url": Option("./outputs", _str, "output folder: checkpoints, logs, merged config, curves (eval.py: given "
-                                           "on the command line, as ModelArts passes it, the folder of the results "
-                                           "JSON)"),
+    "train_url": Option("./outputs", _str, "output folder of a training run: checkpoints, logs, merged config, "
+                                           "curves"),
     "resume": Option(None, _optional(str), "checkpoint to continue from, or 'auto' for the newest in train_url"),
     "save_every": Option(1, _int, "save a checkpoint every N epochs", check=POSITIVE, origin=MZ_TRAIN),
     "keep_last": Option(2, _int, "periodic checkpoints to keep (best.ckpt and last.ckpt are kept too)",
@@ -335,7 +332,7 @@ _MODEL = ("arch", "num_classes", "in_channel", "mlp_ratio", "image_size", "kerne
           "crop_pct", "mean", "std", "conv", "k", "use_stochastic", "epsilon", "start_thresh", "dec")
 _IMAGES = ("max_bad_image_fraction", "max_image_pixels")
 _DATA = ("data_url", "set", "batch_size", "num_parallel_workers") + _IMAGES
-_DEVICE = ("device_target", "device_id", "device_num", "graph_mode")
+_DEVICE = ("device_target", "device_id")
 _MODELARTS = ("run_modelarts", "cache_dir")
 _TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "interpolation", "crop_scale", "hflip",
              "auto_augment", "color_jitter",
@@ -345,18 +342,21 @@ _TRAINING = ("drop_path_rate", "drop_rate", "frozen_stages", "norm_eval", "inter
              "cooldown_epochs", "weight_decay", "beta", "eps", "momentum", "amp_level", "keep_bn_fp32",
              "is_dynamic_loss_scale", "loss_scale", "loss_scale_window", "clip_global_norm_value", "accumulation_step",
              "ema_decay", "max_overflow_fraction", "overflow_window", "seed", "train_url", "resume", "save_every",
-             "keep_last", "eval_every", "log_every", "distribute")
-# The keys each entry point reads (and so accepts on its command line).
+             "keep_last", "eval_every", "log_every")
+# The keys each entry point reads, and so accepts on its command line: tests/test_entry_keys.py runs each entry
+# point and fails when it reads a key not listed here, or never reads one that is.
 ENTRY_KEYS: Dict[str, Tuple[str, ...]] = {
-    "train": _MODEL + _DATA + _DEVICE + _MODELARTS + _TRAINING + ("eval_amp_level",),
-    "eval": _MODEL + _DATA + _DEVICE + _MODELARTS + ("distribute", "eval_amp_level", "train_url"),
-    "export": _MODEL + _DEVICE + ("batch_size", "eval_amp_level", "file_format", "file_name"),
-    "preprocess": ("arch", "num_classes", "image_size", "crop_pct", "mean", "std", "data_url", "set", "seed",
+    "train": _MODEL + _DATA + _DEVICE + ("device_num", "graph_mode") + _MODELARTS + _TRAINING
+    + ("distribute", "eval_amp_level"),
+    "eval": _MODEL + _DATA + _DEVICE + ("device_num", "graph_mode") + _MODELARTS
+    + ("distribute", "eval_amp_level", "keep_bn_fp32", "seed"),
+    "export": _MODEL + _DEVICE + ("eval_amp_level", "keep_bn_fp32", "file_format", "file_name"),
+    "preprocess": ("arch", "image_size", "crop_pct", "mean", "std", "data_url", "set", "seed",
                    "preprocess_path") + _IMAGES,
     "infer": ("arch", "device_target", "device_id", "file_format", "file_name", "preprocess_path", "result_path"),
     "postprocess": ("preprocess_path", "result_path"),
-    "predict": _MODEL + _DEVICE + _IMAGES[1:] + ("batch_size", "eval_amp_level"),
-    "visualize": _MODEL + _DEVICE + _IMAGES[1:],
+    "predict": _MODEL + _DEVICE + ("graph_mode",) + _IMAGES[1:] + ("eval_amp_level", "keep_bn_fp32"),
+    "visualize": _MODEL + _DEVICE + _IMAGES[1:],  # in PyNative mode, which its hooks need
 }
 assert all(set(keys) <= set(OPTIONS) for keys in ENTRY_KEYS.values())
 # The training recipe: the project's configs/*.yaml write every one of these out, so that no ModelZoo
@@ -382,16 +382,54 @@ def is_remote(path: Optional[str]) -> bool:
     return bool(path) and bool(_REMOTE.match(str(path)))
 
 
-class Config(dict):
-    """The merged configuration; keys are also attributes (``cfg.base_lr``). Besides the schema keys
-    it records ``config`` (the YAML path), ``file_keys`` (what the file set) and ``command_line_keys``
-    (what the command line set)."""
+COMMAND_LINE = "command line"
+
+
+class Config(Mapping):
+    """The merged configuration: every schema key and nothing else, also as attributes (``cfg.base_lr``).
+
+    Besides the keys: ``origins`` says where each value that is not the schema's default came from (the config
+    file or base file that wrote it, or ``COMMAND_LINE``); ``files`` are the config file given and its bases, in
+    the order they apply (the given file last); ``arguments`` holds the entry point's own arguments, which are not
+    config keys (predict.py's images, ...).
+    """
+
+    def __init__(self, values: Mapping[str, Any], origins: Optional[Mapping[str, str]] = None,
+                 files: Sequence[str] = (), arguments: Optional[argparse.Namespace] = None):
+        self._values = dict(values)
+        self.origins = dict(origins or {})
+        self.files = tuple(files)
+        self.arguments = arguments if arguments is not None else argparse.Namespace()
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not a key (copy and pickle look for such attributes before __init__ ran)
+            raise AttributeError(name)
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def file(self) -> Optional[str]:
+        """The config file given (--config), or None."""
+        return self.files[-1] if self.files else None
+
+    def replace(self, **values: Any) -> "Config":
+        """A copy with ``values`` in place of the current ones (values resolved or localised, not set anew: the
+        origins stay)."""
+        unknown = set(values) - set(self._values)
+        if unknown:
+            raise KeyError(f"not config keys: {sorted(unknown)}")
+        return type(self)({**self._values, **values}, self.origins, self.files, self.arguments)
 
 
 def _unknown(key: str, where: str, valid) -> ConfigError:
@@ -530,16 +568,75 @@ def build_parser(description: str, entry: str = "train", arguments: Sequence[Arg
     return parser
 
 
+BASE_KEY = "_base_"
+
+
+def _base_location(base: str, path: str, remote: bool) -> str:
+    """Where a base named in ``path`` is: relative to the folder of ``path`` (an object-store one too)."""
+    if not remote:
+        return os.path.normpath(os.path.join(os.path.dirname(path), base))
+    if is_remote(base):
+        return base
+    scheme, rest = path.split("://", 1)
+    return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), base))}"
+
+
+def read_config_file(path: str, remote: bool = False, including: Tuple[str, ...] = ()
+                     ) -> Tuple[Dict[str, Tuple[Any, str]], List[str]]:
+    """The keys a config file and its bases write, each as (value as written, the file that wrote it), and the
+    files read, in the order they apply: the bases' keys in their order, then the file's own over them. Keys
+    spelled as an alias get their schema name. An unknown key, a key set twice in one file, two bases setting one
+    key, a missing base and a chain of bases that comes back to a file are errors naming the files.
+    ``including``: the files whose bases lead here, outermost first."""
+    def same(a: str, b: str) -> bool:
+        return a == b if remote else os.path.realpath(a) == os.path.realpath(b)
+
+    if any(same(path, outer) for outer in including):
+        first = next(i for i, outer in enumerate(including) if same(path, outer))
+        raise ConfigError(f"config file {path} is its own base ({' -> '.join(including[first:] + (path,))}); "
+                          f"remove one {BASE_KEY}")
+    if including and not remote and not os.path.isfile(path):
+        raise ConfigError(f"config file {including[-1]} names the base {path}, which does not exist; fix its "
+                          f"{BASE_KEY} (a path relative to that file)")
+    data = read_yaml(path, remote)
+    bases = data.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(base, str) and base for base in bases):
+        raise ConfigError(f"{BASE_KEY} in {path} must be a path or a list of paths (relative to the file), got "
+                          f"{bases!r}")
+    merged: Dict[str, Tuple[Any, str]] = {}
+    files: List[str] = []
+    for base in bases:
+        written, read = read_config_file(_base_location(base, path, remote), remote, including + (path,))
+        for key, (value, where) in written.items():
+            if key in merged and merged[key][1] != where:
+                raise ConfigError(f"{merged[key][1]} and {where} both set {key!r}, as bases of {path}: set it in "
+                                  f"one of them, or in {path} itself")
+            merged[key] = (value, where)
+        files += [name for name in read if name not in files]
+    own: Dict[str, Tuple[Any, str]] = {}
+    for key, value in data.items():
+        name = _FILE_ALIASES.get(key, key)
+        if name not in OPTIONS:
+            raise _unknown(key, f"in {path}", OPTIONS)
+        if name in own:
+            raise ConfigError(f"{path} sets {name!r} twice (as {name!r} and as an alias); keep one")
+        own[name] = (value, path)
+    merged.update(own)
+    return merged, files + [path]
+
+
 def load_config(argv: Optional[List[str]] = None, description: str = "", entry: str = "train",
                 arguments: Sequence[Argument] = ()) -> Config:
-    """Schema defaults <- YAML file (--config) <- command-line overrides of ``entry``'s keys, converted
-    and checked. The YAML file may hold any schema key; the command line only ``ENTRY_KEYS[entry]``.
-    ``arguments`` ((flags, argparse options) pairs) are the entry point's own; their values are in the
-    result under their argparse names."""
+    """Schema defaults <- YAML file (--config) and its bases <- command-line overrides of ``entry``'s keys,
+    converted and checked. The YAML files may hold any schema key; the command line only ``ENTRY_KEYS[entry]``.
+    ``arguments`` ((flags, argparse options) pairs) are the entry point's own; their values are
+    ``cfg.arguments``."""
     if entry not in ENTRY_KEYS:
         raise ValueError(f"unknown entry point {entry!r}; one of {sorted(ENTRY_KEYS)}")
+    keys = set(ENTRY_KEYS[entry])
     parser = build_parser(description, entry, arguments)
-    own = {action.dest for action in parser._actions if action.dest not in OPTIONS} - {"config", "help"}
+    own = {action.dest for action in parser._actions} - keys - {"config", "help"}
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("-") and len(token) > 1:
@@ -552,68 +649,63 @@ def load_config(argv: Optional[List[str]] = None, description: str = "", entry: 
         raise ConfigError(f"unexpected command-line argument {token!r}; use --key value")
     values = {key: option.default for key, option in OPTIONS.items()}
     cli = {k: v for k, v in vars(args).items() if k != "config" and k not in own}
-    modelarts = _convert("run_modelarts", cli["run_modelarts"], "on the command line") if "run_modelarts" in cli \
-        else False
-    file_keys = []
+    modelarts = _convert("run_modelarts", cli["run_modelarts"], COMMAND_LINE) if "run_modelarts" in cli else False
+    origins: Dict[str, str] = {}
+    files: List[str] = []
     if args.config:
-        path, remote = _config_location(args.config, modelarts)
-        for key, value in read_yaml(path, remote).items():
-            name = _FILE_ALIASES.get(key, key)
-            if name not in OPTIONS:
-                raise _unknown(key, f"in {args.config}", OPTIONS)
-            if name in file_keys:
-                raise ConfigError(f"{args.config} sets {name!r} twice (as {name!r} and as an alias); keep one")
-            values[name] = _convert(name, value, f"in {args.config}")
-            file_keys.append(name)
+        written, files = read_config_file(*_config_location(args.config, modelarts))
+        for key, (value, where) in written.items():
+            values[key] = _convert(key, value, f"in {where}")
+            origins[key] = where
     for key, value in cli.items():
         values[key] = _convert(key, value, "on the command line")
-    if "arch" in ENTRY_KEYS[entry] and not values["arch"]:
+        origins[key] = COMMAND_LINE
+    if "arch" in keys and not values["arch"]:
         raise ConfigError("no model given: pass --config configs/<model>.yaml or --arch <name>")
-    _check_combinations(values)
+    _check_combinations(values, keys)
     if not values["run_modelarts"]:
-        for key in PATH_KEYS:
+        for key in keys.intersection(PATH_KEYS):
             if is_remote(values[key]):
                 raise ConfigError(f"{key} {values[key]!r} is an object-store URL: add --run_modelarts True "
                                   f"(ModelArts, copied through moxing) or give a local path")
-    cfg = Config(values)
-    cfg["config"] = args.config
-    cfg["file_keys"] = file_keys
-    cfg["command_line_keys"] = sorted(cli)
-    cfg.update({name: getattr(args, name) for name in own})
-    return cfg
+    return Config(values, origins, files, argparse.Namespace(**{name: getattr(args, name) for name in own}))
 
 
-def _check_combinations(values: Dict[str, Any]) -> None:
-    """Keys that are fine alone but contradict each other."""
-    if values["amp_level"] == "O2" and not values["keep_bn_fp32"]:
-        raise ConfigError("keep_bn_fp32 false cannot be honoured with amp_level O2, which always computes BatchNorm "
-                          "in float32: use amp_level O3 for float16 BatchNorm, or keep_bn_fp32 true")
-    if values["start_epoch"] and values["resume"]:
+def _check_combinations(values: Dict[str, Any], keys: set) -> None:
+    """Keys that are fine alone but contradict each other; each check when the entry point reads its ``keys``."""
+    for level in ("amp_level", "eval_amp_level"):
+        if {level, "keep_bn_fp32"} <= keys and values[level] == "O2" and not values["keep_bn_fp32"]:
+            raise ConfigError(f"keep_bn_fp32 false cannot be honoured with {level} O2, which always computes "
+                              f"BatchNorm in float32: use {level} O3 for float16 BatchNorm, or keep_bn_fp32 true")
+    if {"start_epoch", "resume"} <= keys and values["start_epoch"] and values["resume"]:
         raise ConfigError("start_epoch and resume both given: a resumed run continues at its checkpoint's epoch; "
                           "drop one")
-    if values["start_epoch"] >= values["epochs"] + values["cooldown_epochs"]:
+    if {"start_epoch", "epochs", "cooldown_epochs"} <= keys and \
+            values["start_epoch"] >= values["epochs"] + values["cooldown_epochs"]:
         raise ConfigError(f"start_epoch {values['start_epoch']} leaves nothing of the "
                           f"{values['epochs'] + values['cooldown_epochs']} epochs to train")
 
 
 def effective_recipe(cfg: Config, entry: str = "train", sources: Optional[Dict[str, str]] = None
                      ) -> Dict[str, List[str]]:
-    """The values of ``entry``'s keys that the config file does not write, grouped by where they come
-    from (the command line, a ModelZoo file, this project, or as ``sources`` says for keys resolved
-    elsewhere): what a run logs at its start."""
+    """The values of ``entry``'s keys that the config file given does not write itself, grouped by where they
+    come from (a base file, the command line, a ModelZoo file, this project, or as ``sources`` says for keys
+    resolved elsewhere, such as the evaluation transform): what a run logs at its start."""
     groups: Dict[str, List[str]] = {}
+    where = {**cfg.origins, **(sources or {})}
     for key in ENTRY_KEYS[entry]:
-        if key in cfg.file_keys:
+        source = where.get(key, OPTIONS[key].origin)
+        if cfg.file and source == cfg.file:
             continue
-        source = "command line" if key in cfg.command_line_keys else (sources or {}).get(key, OPTIONS[key].origin)
         value = cfg[key]
         groups.setdefault(source, []).append(f"{key}={list(value) if isinstance(value, tuple) else value}")
     return groups
 
 
 def save_config(cfg: Config, path: str) -> None:
-    """Write the merged configuration as YAML (lists and tuples as YAML lists)."""
-    plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k in OPTIONS}
+    """Write the merged configuration as one flat YAML file (every key; lists and tuples as YAML lists), which
+    reloads to the same values without its bases."""
+    plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(f"# merged configuration: defaults <- {cfg.get('config') or 'no file'} <- command line\n")
+        handle.write(f"# merged configuration: defaults <- {' <- '.join(cfg.files) or 'no file'} <- command line\n")
         yaml.safe_dump(plain, handle, sort_keys=False)

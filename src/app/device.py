@@ -1,12 +1,11 @@
 """Device, execution mode and data-parallel setup: the first thing every entry point does."""
+import itertools
 import os
 import tempfile
 from typing import Dict, Tuple
 
 import mindspore as ms
 
-DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-MODES = {"GRAPH_MODE": ms.GRAPH_MODE, "PYNATIVE_MODE": ms.PYNATIVE_MODE}  # execution modes by name: 0 and 1
 # Ascend operator precision: every operator keeps its dtype. On Ascend 910A (Atlas training series) older MindSpore
 # versions defaulted to force_fp16, which computes float32 matrix operators in float16 (the kNN distances, the SViG
 # similarity); MindSpore 2.10 documents must_keep_origin_dtype as its default
@@ -81,7 +80,8 @@ def init_device(device_target: str = "CPU", device_id: int = 0, mode: int = ms.G
     try:
         init()
     except RuntimeError as err:  # MindSpore's reason is its first lines; the rest is its C++ stack
-        reason = " ".join(line.strip() for line in str(err).splitlines()[:3] if line.strip())
+        lines = itertools.takewhile(lambda line: not line.startswith("-----"), str(err).splitlines())
+        reason = " ".join(line.strip() for line in itertools.islice(lines, 3) if line.strip())
         launcher = "the HCCL rank table" if "RANK_TABLE_FILE" in os.environ else "msrun"
         raise DeviceError(f"cannot join the data-parallel group started by {launcher} (MindSpore: {reason[:400]}); "
                           f"check the launcher's settings and that every rank can reach the others") from None

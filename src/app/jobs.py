@@ -9,19 +9,20 @@ deploy packages.
 import contextlib
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
 
 from . import modelarts
-from .builders import (data_record, dataset_params, describe_transform, eval_dataset, eval_transform, inference_net,
+from .builders import (data_record, describe_transform, eval_dataset, eval_transform, image_policy, inference_net,
                        kernel_impl, learning_rates, model_from_config, prediction_class_names, prepare_data,
                        resolve_transform, train_dataset, train_step)
 from .config import Config, ConfigError, effective_recipe, is_remote, save_config
 from .device import init_device
+from ..choices import EXTENSIONS
 from ..data import DatasetError
-from ..deploy.export import EXTENSIONS, export_network
+from ..deploy.export import export_network
 from ..deploy.offline import postprocess, preprocess, run_inference as infer_files
 from ..deploy.predict import classify_files
 from ..deploy.visualize import visualize
@@ -44,11 +45,12 @@ def run_training(cfg: Config, stop: Optional[Callable[[], int]] = None) -> Dict[
         modelarts.require_moxing()
     rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
     ms.set_seed(cfg.seed)
+    remote_train_url = None
     if cfg.run_modelarts:
-        cfg = modelarts.localise(cfg, training=True)
+        cfg, remote_train_url = modelarts.localise(cfg, training=True)
     cfg, transform_sources = resolve_transform(cfg)
     with own_output_folder(cfg.train_url, rank, world):
-        checkpoints, uploader = modelarts.run_checkpoints(cfg, rank)
+        checkpoints, uploader = modelarts.run_checkpoints(cfg.train_url, cfg.keep_last, rank, remote_train_url)
         try:
             return _train(cfg, transform_sources, rank, world, checkpoints, stop)
         finally:
@@ -179,7 +181,7 @@ def whole_updates(data, steps: int):
 def log_recipe(cfg: Config, log, sources: Optional[Dict[str, str]] = None) -> None:
     """The effective recipe: every value the config file does not write, and where it comes from (``sources``:
     keys resolved from elsewhere than their schema origin, such as the transform from the model's default cfg)."""
-    log.info("config %s; values not written in it:", cfg.config or "(none)")
+    log.info("config %s; values not written in it:", cfg.file or "(none)")
     for source, values in effective_recipe(cfg, sources=sources).items():
         log.info("  %s: %s", source, ", ".join(values))
 
@@ -215,21 +217,24 @@ def trained_for(cfg: Config, root: Optional[str] = None) -> Optional[List[int]]:
     return [recorded["classes"].index(name) for name in current["classes"]]
 
 
-def run_evaluation(cfg: Config) -> Dict[str, float]:
+def run_evaluation(cfg: Config, results_to: Optional[str] = None) -> Dict[str, float]:
     """eval.py: the configured model with ``pretrained`` weights on the validation split, at
     ``eval_amp_level`` precision; the result says which weights (model or EMA) were evaluated, and
-    whether the classes were matched by name (``trained_for``)."""
+    whether the classes were matched by name (``trained_for``). With ``results_to`` (a folder, or an
+    object-store one on ModelArts) the results are also written there as JSON."""
     if not cfg.pretrained:
         raise _no_weights("evaluate")
+    if is_remote(results_to) and not cfg.run_modelarts:
+        raise ConfigError(f"--train_url {results_to!r} is an object-store URL: add --run_modelarts True (ModelArts, "
+                          f"copied through moxing) or give a local folder")
     if cfg.run_modelarts:
         modelarts.require_moxing()
     rank, world = init_device(cfg.device_target, cfg.device_id, cfg.graph_mode, cfg.distribute, cfg.device_num)
     checkpoint = cfg.pretrained  # as given (an obs:// path on ModelArts)
-    results_to = cfg.train_url if "train_url" in cfg.command_line_keys else None
     if results_to and rank == 0 and not is_remote(results_to):
         check_writable(results_to, "results folder", "train_url")
     if cfg.run_modelarts:
-        cfg = modelarts.localise(cfg, training=False)
+        cfg, _ = modelarts.localise(cfg, training=False)
     cfg, sources = resolve_transform(cfg, cfg.pretrained)
     root = prepare_data(cfg, rank)
     columns = trained_for(cfg, root)
@@ -248,20 +253,19 @@ def run_evaluation(cfg: Config) -> Dict[str, float]:
     return result
 
 
-def run_export(cfg: Config) -> str:
+def run_export(cfg: Config, batch_size: int = 1) -> str:
     """export.py: the configured model with ``pretrained`` weights, in its export-safe form, written as
-    ``file_format``. The batch size is 1 unless --batch_size is on the command line (offline inference
-    runs one image per call); image_size comes from the configuration and must be the one the
-    checkpoint was trained for."""
+    ``file_format`` for batches of ``batch_size`` (offline inference runs one image per call; the config's
+    batch_size is training's); image_size comes from the configuration and must be the one the checkpoint
+    was trained for."""
     if not cfg.pretrained:
         raise _no_weights("export")
     form = export_formulation("native" if cfg.kernel_impl == "auto" else cfg.kernel_impl, cfg.file_format)
     init_device(cfg.device_target, cfg.device_id)
     cfg, _ = resolve_transform(cfg, cfg.pretrained)
     trained_for(cfg)
-    net = model_from_config(cfg, impl=form)
+    net = model_from_config(cfg, impl=form, reads_images=False)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else 1
     return export_network(inference_net(cfg, net), cfg.file_format, cfg.file_name or cfg.arch, batch_size,
                           cfg.image_size)
 
@@ -269,7 +273,7 @@ def run_export(cfg: Config) -> str:
 def run_preprocess(cfg: Config) -> Dict[str, int]:
     """preprocess.py: the validation images through the model's evaluation transform, one file each."""
     cfg, _ = resolve_transform(cfg)
-    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform(cfg), dataset_params(cfg))
+    return preprocess(prepare_data(cfg, rank=0), cfg.preprocess_path, eval_transform(cfg), image_policy(cfg))
 
 
 def run_inference(cfg: Config) -> int:
@@ -287,52 +291,48 @@ def run_postprocess(cfg: Config) -> Dict[str, float]:
     return postprocess(cfg.preprocess_path, cfg.result_path)
 
 
-PREDICT_BATCH = 8
-
-
-def run_prediction(cfg: Config) -> Dict[str, object]:
-    """predict.py: the top-k classes of each image named by ``cfg.images`` (files, folders, glob patterns)
-    with the ``pretrained`` weights. Returns {"classes_from", "results"}: one result per file (see
-    ``deploy.predict.classify_files``), plus one with an error for each name that matches no file.
-    Batches of 8 unless --batch_size is on the command line."""
+def run_prediction(cfg: Config, images: List[str], topk: int = 5, batch_size: int = 8) -> Dict[str, object]:
+    """predict.py: the ``topk`` classes of each image named by ``images`` (files, folders, glob patterns)
+    with the ``pretrained`` weights, in batches of ``batch_size`` (the config's batch_size is training's).
+    Returns {"classes_from", "results"}: one result per file (see ``deploy.predict.classify_files``), plus
+    one with an error for each name that matches no file."""
     if not cfg.pretrained:
         raise _no_weights("predict with")
-    if cfg.topk < 1:
-        raise ConfigError(f"--topk must be at least 1, got {cfg.topk}")
     cfg, _ = resolve_transform(cfg, cfg.pretrained)
     trained_for(cfg)
-    paths, missing = find_images(cfg.images)
+    paths, missing = find_images(images)
     init_device(cfg.device_target, cfg.device_id, cfg.graph_mode)
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     names, source = prediction_class_names(cfg, cfg.pretrained)
     (transform,) = create_transforms(eval_transform(cfg), max_image_pixels=cfg.max_image_pixels)
-    batch_size = cfg.batch_size if "batch_size" in cfg.command_line_keys else PREDICT_BATCH
     results: List[dict] = [{"file": spec, "error": problem} for spec, problem in missing]
-    results += classify_files(inference_net(cfg, net), paths, transform, names, cfg.topk, batch_size)
+    results += classify_files(inference_net(cfg, net), paths, transform, names, topk, batch_size)
     return {"classes_from": source, "results": results}
 
 
-def run_visualization(cfg: Config) -> dict:
-    """visualize.py: neighbour drawings and Grad-CAM maps of the blocks ``cfg.layers`` (1-based; default: the
-    last block of each quarter of the network) for ``cfg.image``, written to ``cfg.out``; returns the summary."""
+def run_visualization(cfg: Config, image: str, out: str, layers: Optional[List[int]] = None,
+                      node: Optional[Tuple[int, int]] = None, target_class: Optional[int] = None) -> dict:
+    """visualize.py: neighbour drawings and Grad-CAM maps of the blocks ``layers`` (1-based; default: the
+    last block of each quarter of the network) for ``image``, written to ``out``, centred on ``node`` (default:
+    each block's most activated one), for ``target_class`` (default: the predicted one); returns the summary."""
     if not cfg.pretrained:
         raise _no_weights("visualise")
     cfg, _ = resolve_transform(cfg, cfg.pretrained)
     init_device(cfg.device_target, cfg.device_id, mode=ms.PYNATIVE_MODE)  # hooks need PyNative mode
     net = model_from_config(cfg)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
-    check_writable(cfg.out, "output folder", "out")
+    check_writable(out, "output folder", "out")
     params = eval_transform(cfg)
     (transform,) = create_transforms(params, max_image_pixels=cfg.max_image_pixels)
     try:
-        with open(cfg.image, "rb") as handle:
-            image = transform(handle.read())
+        with open(image, "rb") as handle:
+            pixels = transform(handle.read())
     except UndecodableImage as err:
-        raise ConfigError(f"--image {cfg.image}: {err}") from None
-    display = np.clip(image.transpose(1, 2, 0) * np.array(params.std) + np.array(params.mean), 0, 1)
+        raise ConfigError(f"--image {image}: {err}") from None
+    display = np.clip(pixels.transpose(1, 2, 0) * np.array(params.std) + np.array(params.mean), 0, 1)
     depth = len(net.graphers())
-    layers = cfg.layers or sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)})
+    layers = layers or sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)})
     names, _ = prediction_class_names(cfg, cfg.pretrained)
-    return visualize(net, image, display, layers, cfg.out, names, node=tuple(cfg.node) if cfg.node else None,
-                     target=cfg.target_class)
+    return visualize(net, pixels, display, layers, out, names, node=tuple(node) if node else None,
+                     target=target_class)

@@ -75,24 +75,24 @@ def sync_in(url: str, local: str, is_file: bool = False, wait_seconds: float = S
     return local
 
 
-def localise(cfg: Config, training: bool) -> Config:
+def localise(cfg: Config, training: bool) -> Tuple[Config, Optional[str]]:
     """``cfg`` with its object-store inputs copied under ``cache_dir`` and, for training, ``train_url``
-    written locally (``remote_train_url`` keeps the object-store folder, or None)."""
+    written locally; and the object-store folder the local train_url stands for (or None)."""
     require_moxing()
     cache = cfg.cache_dir
-    out = Config(cfg)
+    local: Dict[str, str] = {}
     if is_remote(cfg.data_url):
-        out["data_url"] = sync_in(cfg.data_url, os.path.join(cache, "data"))
-    for key, folder in (("pretrained", "weight"), ("resume", "resume")):
+        local["data_url"] = sync_in(cfg.data_url, os.path.join(cache, "data"))
+    inputs = (("pretrained", "weight"), ("resume", "resume")) if training else (("pretrained", "weight"),)
+    for key, folder in inputs:
         if is_remote(cfg[key]):
-            out[key] = sync_in(cfg[key], os.path.join(cache, folder, os.path.basename(cfg[key])), is_file=True)
-    out["remote_train_url"] = None
-    if training and is_remote(cfg.train_url):
-        out["remote_train_url"] = cfg.train_url
-        out["train_url"] = local = os.path.join(cache, "train")
-        os.makedirs(local, exist_ok=True)
-        _check_remote_run(cfg, local)
-    return out
+            local[key] = sync_in(cfg[key], os.path.join(cache, folder, os.path.basename(cfg[key])), is_file=True)
+    if not (training and is_remote(cfg.train_url)):
+        return cfg.replace(**local), None
+    local["train_url"] = os.path.join(cache, "train")
+    os.makedirs(local["train_url"], exist_ok=True)
+    _check_remote_run(cfg, local["train_url"])
+    return cfg.replace(**local), cfg.train_url
 
 
 # What a resumed job brings from the remote train_url into its local folder: the checkpoint it continues from,
@@ -182,12 +182,14 @@ class UploadingCheckpoints(RunCheckpoints):
         return path
 
 
-def run_checkpoints(cfg: Config, rank: int) -> Tuple[RunCheckpoints, Optional[UploadingCheckpoints]]:
-    """The run's checkpoints, and the uploader when train_url is on the object store."""
-    if cfg.get("remote_train_url"):
-        checkpoints = UploadingCheckpoints(cfg.train_url, cfg.keep_last, rank == 0, cfg.remote_train_url)
+def run_checkpoints(folder: str, keep_last: int, rank: int, remote: Optional[str] = None
+                    ) -> Tuple[RunCheckpoints, Optional[UploadingCheckpoints]]:
+    """The checkpoints of a run in ``folder``, and the uploader when the folder stands for the object-store
+    folder ``remote``."""
+    if remote:
+        checkpoints = UploadingCheckpoints(folder, keep_last, rank == 0, remote)
         return checkpoints, checkpoints
-    return RunCheckpoints(cfg.train_url, cfg.keep_last, writer=rank == 0), None
+    return RunCheckpoints(folder, keep_last, writer=rank == 0), None
 
 
 def write_results(folder: str, record: dict, cache_dir: str, stem: str = "eval_results") -> str:

@@ -5,20 +5,22 @@ Modules: ``params`` (the pipeline's settings and their defaults), ``dataset`` (`
 (``create_transforms``), ``staging`` (folders written whole or not at all), ``rand_augment``,
 ``random_erasing``, ``mixup``, ``samplers``, ``digits`` (demo data), ``rng`` (per-process random
 generators for worker processes), ``errors`` (``DatasetError``).
+
+Only ``dataset`` and ``samplers`` import MindSpore; they are imported from their modules
+(``from src.data.dataset import create_dataset``), so that the configuration can read the parameters'
+defaults through this package without MindSpore.
 """
-from .dataset import batches, class_names, create_dataset
 from .digits import find_digits_dataset, write_digits_dataset
 from .errors import DatasetError
+from .files import class_names
 from .mixup import Mixup, one_hot_smoothed
 from .params import DatasetParams, EvalTransformParams, MixParams, TrainTransformParams
 from .rand_augment import RandAugment, parse_rand_augment
 from .random_erasing import RandomErasing
-from .samplers import DistributedShuffleSampler, RepeatedAugSampler
 from .transforms import create_transforms
 
 __all__ = [
-    "create_dataset", "class_names", "DatasetError", "batches", "create_transforms", "write_digits_dataset",
-    "find_digits_dataset", "Mixup", "EvalTransformParams", "TrainTransformParams", "MixParams", "DatasetParams",
-    "one_hot_smoothed", "RandAugment", "parse_rand_augment", "RandomErasing",
-    "RepeatedAugSampler", "DistributedShuffleSampler",
+    "class_names", "DatasetError", "create_transforms", "write_digits_dataset", "find_digits_dataset", "Mixup",
+    "EvalTransformParams", "TrainTransformParams", "MixParams", "DatasetParams", "one_hot_smoothed", "RandAugment",
+    "parse_rand_augment", "RandomErasing",
 ]

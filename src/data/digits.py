@@ -24,6 +24,7 @@ from typing import Dict, Optional
 import numpy as np
 from PIL import Image
 
+from ..choices import SETS
 from .errors import DatasetError
 from .files import visible
 from .staging import StagedDir
@@ -31,8 +32,6 @@ from .staging import StagedDir
 __all__ = ["write_digits_dataset", "find_digits_dataset", "MARKER", "SETS"]
 
 MARKER = "digits.json"
-# What a run's data root holds (the ``set`` config key): an ImageNet-style tree of your own, or these digits.
-SETS = ("ImageNet", "digits")
 
 
 def _count_pngs(root: str) -> Dict[str, int]:

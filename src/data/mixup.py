@@ -28,12 +28,11 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..choices import MIX_MODES
 from .rng import ProcessLocalRNG
 
 __all__ = ["Mixup", "one_hot_smoothed", "mixup_target", "rand_bbox", "rand_bbox_minmax",
            "cutmix_bbox_and_lam", "MIX_MODES"]
-
-MIX_MODES = ("batch", "pair", "elem")
 
 Box = Tuple[int, int, int, int]  # (y_low, y_high, x_low, x_high)
 

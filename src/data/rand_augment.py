@@ -38,6 +38,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..choices import INTERPOLATIONS
 from .rng import ProcessLocalRNG
 
 __all__ = [
@@ -73,7 +74,7 @@ _GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
 # Resampling by name, for RandAugment and the random resized crop (transforms.py); 'random' draws
 # bilinear or bicubic per call (timm's train_interpolation 'random').
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-INTERPOLATIONS = tuple(sorted(_FILTERS)) + ("random",)
+assert set(INTERPOLATIONS) == set(_FILTERS) | {"random"}
 
 
 def resample_filter(interpolation: str, gen: np.random.Generator) -> int:

@@ -25,11 +25,10 @@ from typing import Optional
 
 import numpy as np
 
+from ..choices import ERASE_MODES
 from .rng import ProcessLocalRNG
 
 __all__ = ["RandomErasing", "ERASE_MODES"]
-
-ERASE_MODES = ("const", "rand", "pixel")
 
 
 class RandomErasing:

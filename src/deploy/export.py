@@ -17,11 +17,11 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from ..choices import EXTENSIONS
 from ..models.base import to_2tuple
 from ..weights.files import check_free_space, check_writable, remove_stale_temporaries, temporary_path
 from .errors import DeployError
 
-EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 

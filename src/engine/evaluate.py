@@ -5,7 +5,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from ..data import DatasetError, batches
+from ..data import DatasetError
+from ..data.dataset import batches
 from .metrics import cross_entropy_sum, topk_correct
 
 

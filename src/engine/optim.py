@@ -10,7 +10,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-OPTIMIZERS = ("adamw", "sgd", "momentum")
+from ..choices import OPTIMIZERS
 
 
 def no_weight_decay(param: Parameter) -> bool:

@@ -3,8 +3,7 @@ import math
 
 import numpy as np
 
-SCHEDULERS = ("cosine_lr", "constant_lr", "exp_lr", "multistep_lr")
-COSINE_STYLES = ("modelzoo", "timm")
+from ..choices import COSINE_STYLES, SCHEDULERS
 
 
 def create_lr_schedule(name: str, base_lr: float, steps_per_epoch: int, epochs: int, warmup_length: int = 0,

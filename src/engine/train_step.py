@@ -20,9 +20,9 @@ from typing import Optional, Sequence
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from ..choices import AMP_LEVELS
 from ..models.layers import graphs_in_float32
 
-AMP_LEVELS = ("O0", "O2", "O3")
 _unscale = ops.MultitypeFuncGraph("unscale")
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from ..data import batches
+from ..data.dataset import batches
 from .evaluate import copy_weights, evaluate
 from .plot import plot_training_curves
 from .run_checkpoints import RunCheckpoints

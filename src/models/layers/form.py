@@ -20,9 +20,8 @@ from typing import Any, Optional, Union
 from mindspore import ops
 
 from . import kernels
+from ...choices import KERNEL_IMPLS
 from ..errors import ModelError
-
-KERNEL_IMPLS = ("native", "cpu")
 
 
 @dataclass(frozen=True)

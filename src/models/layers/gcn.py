@@ -10,6 +10,7 @@ from typing import Optional
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from ...choices import GRAPH_CONVS
 from .conv import conv_bn
 from .form import NATIVE, Formulation
 from .graph import NeighbourMax, gather_rows
@@ -81,10 +82,11 @@ class GINConv2d(nn.Cell):
         return self.nn((1 + self.eps.astype(x.dtype)) * x + x_j)
 
 
-GRAPH_CONVS = {"mr": MRConv2d, "edge": EdgeConv2d, "sage": GraphSAGE, "gin": GINConv2d}
+_CONVS = {"mr": MRConv2d, "edge": EdgeConv2d, "sage": GraphSAGE, "gin": GINConv2d}
+assert tuple(_CONVS) == GRAPH_CONVS
 
 
 def create_graph_conv(name: str, in_channels: int, out_channels: int, form: Formulation = NATIVE) -> nn.Cell:
-    if name not in GRAPH_CONVS:
+    if name not in _CONVS:
         raise ValueError(f"unknown graph conv {name!r}; choose one of {sorted(GRAPH_CONVS)}")
-    return GRAPH_CONVS[name](in_channels, out_channels, form)
+    return _CONVS[name](in_channels, out_channels, form)
