@@ -1,7 +1,7 @@
 """Throughput benchmark of a model: inference and/or one training step, in GRAPH_MODE.
 
-Weights are made realistic first (calibrated BatchNorm statistics, or a checkpoint): a fresh model
-in eval mode produces float32 denormals that slow CPU kernels several-fold. Reported per mode:
+Weights are made realistic first (one of ``tools.weight_sets``, or a checkpoint): a fresh model in eval
+mode produces float32 denormals that slow CPU kernels several-fold. Reported per mode:
 images/s (median over the timed runs, and their min..max), compile time (first call), peak
 resident memory of the process, and the share of the time spent in the graph part of the
 Graphers (distance, top-k, neighbour gather and max aggregation), measured by timing that part
@@ -16,7 +16,8 @@ from mindspore import Tensor, nn, ops
 
 from src.models import create_model
 from src.models.layers import Grapher
-from tools.calibrate import calibrate, calibration_images
+from tools.calibrate import calibration_images
+from tools.weight_sets import apply as apply_weights
 from tools.timing import cpu_name, measure, peak_memory_mb, time_calls
 from src.weights.checkpoint import load_model_weights
 from src.engine.optim import create_optimizer
@@ -78,16 +79,17 @@ def mode_call(net: nn.Cell, images: np.ndarray, mode: str, amp_level: str = "O0"
 
 def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
               amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
-              warmup: int = 4, num_classes: int = 1000) -> List[Dict[str, float]]:
-    """Measure ``arch`` and return one result row per mode. Peak memory is the process's after that mode's
-    timed calls (so a second mode's includes the first's), before the graph part is timed alone."""
+              warmup: int = 4, num_classes: int = 1000, weights: str = "calibrated") -> List[Dict[str, float]]:
+    """Measure ``arch`` with ``pretrained`` or else the weight set ``weights`` and return one result row per
+    mode. Peak memory is the process's after that mode's timed calls (so a second mode's includes the
+    first's), before the graph part is timed alone."""
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)
     calibration = calibration_images(batch_size, image_size)
     images = calibration[:batch_size]
     if pretrained:
         load_model_weights(net, pretrained, arch=arch)
     else:
-        calibrate(net, calibration)
+        apply_weights(net, arch, weights, calibration, image_size, batch_size)
     rows = []
     for mode in modes:
         call = mode_call(net, images, mode, amp_level, warmup + runs + 2, num_classes)
@@ -95,7 +97,8 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
         peak_mb = peak_memory_mb()
         median = float(np.median(times))
         graph = graph_part_seconds(net, images, with_grad=mode == "train", runs=max(3, runs // 2))
-        rows.append({"arch": arch, "mode": mode, "batch": batch_size, "size": image_size, "amp": amp_level,
+        rows.append({"arch": arch, "mode": mode, "weights": "checkpoint" if pretrained else weights,
+                     "batch": batch_size, "size": image_size, "amp": amp_level,
                      "img_s": batch_size / median, "img_s_min": batch_size / max(times),
                      "img_s_max": batch_size / min(times), "ms_per_batch": 1000 * median, "compile_s": compile_s,
                      "peak_mb": peak_mb, "graph_share": graph / median})
@@ -103,11 +106,11 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
 
 
 def format_table(rows: List[Dict[str, float]]) -> str:
-    header = ("| model | mode | batch | size | amp | images/s (median) | min..max | ms/batch | compile s | "
+    header = ("| model | mode | weights | batch | size | amp | images/s (median) | min..max | ms/batch | compile s | "
               "peak RSS MB | graph part |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['mode']} | {r['batch']} | {r['size']} | {r['amp']} | {r['img_s']:.1f} | "
+        lines.append(f"| {r['arch']} | {r['mode']} | {r['weights']} | {r['batch']} | {r['size']} | {r['amp']} | {r['img_s']:.1f} | "
                      f"{r['img_s_min']:.1f}..{r['img_s_max']:.1f} | {r['ms_per_batch']:.0f} | {r['compile_s']:.1f} | "
                      f"{r['peak_mb']:.0f} | {100 * r['graph_share']:.0f}% |")
     return "\n".join(lines)
