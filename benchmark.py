@@ -3,6 +3,7 @@ or, with --flops, its parameters and MACs per image.
 
     python benchmark.py --arch vig_ti_224_gelu [--batch_size 8] [--image_size 224] [--mode infer|train|both]
         [--amp_level O0|O2] [--runs 10] [--kernel_impl auto|native|cpu] [--weights SET [SET ...] | --pretrained CKPT]
+    python benchmark.py --against_plain_kernels --arch NAME [--weights SET ...] [--mode ...] [--runs 10]
     python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
     python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224 | H W]
         [--mode infer|train|both] [--runs 10] [--warmup 4] [--no_latency] [--weights SET [SET ...]]
@@ -11,6 +12,8 @@ or, with --flops, its parameters and MACs per image.
 on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
 There --image_size also takes a height and a width (detection sizes: 800 1344), and --no_latency leaves
 out the batch-1 latency of the exported models (minutes per model at such sizes).
+--against_plain_kernels times the CPU formulation with its compiled kernels and without them (MindSpore's
+own kernels, as VIG_DISABLE_KERNELS=1 runs), their calls interleaved in one process, on each weight set.
 
 Training steps are forward, cross-entropy, backward and AdamW (no clipping, no EMA), in GRAPH_MODE.
 Without --pretrained the models are measured with each weight set of --weights (tools/weight_sets.py):
@@ -43,6 +46,9 @@ def main(argv=None):
     parser.add_argument("--no_latency", action="store_true",
                         help="--against-pytorch: leave out the exported models' batch-1 latency")
     parser.add_argument("--kernel_impl", choices=("auto", "native", "cpu"), default="auto")
+    parser.add_argument("--against_plain_kernels", action="store_true",
+                        help="the CPU formulation with its compiled kernels against it on MindSpore's own kernels, "
+                             "their calls interleaved in one process (--runs rounds)")
     parser.add_argument("--pretrained", help="a checkpoint to measure with instead of --weights")
     parser.add_argument("--weights", nargs="+", choices=WEIGHT_SETS, default=["calibrated"],
                         help="weight sets to measure with, each in turn (default: calibrated)")
@@ -72,6 +78,11 @@ def main(argv=None):
     from src.app.device import init_device
     init_device(args.device_target)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
+    if args.against_plain_kernels:
+        if args.device_target != "CPU" or args.amp_level != "O0" or args.kernel_impl != "auto":
+            parser.error("--against_plain_kernels compares float32 CPU formulations: leave out --device_target, "
+                         "--amp_level and --kernel_impl")
+        return against_plain_kernels(args, modes)
     rows = []
     for weights in [None] if args.pretrained else args.weights:
         rows += benchmark(args.arch[0], args.batch_size, args.image_size, modes, args.amp_level, args.runs,
@@ -79,6 +90,17 @@ def main(argv=None):
                           weights=weights)
     print(f"machine: {machine_description()}")
     print(format_table(rows))
+    return rows
+
+
+def against_plain_kernels(args, modes):
+    from tools.benchmark import format_kernel_rows, kernels_against_plain, machine_description
+    rows = [dict(arch=args.arch[0], weights=weights or "checkpoint", mode=mode,
+                 **kernels_against_plain(args.arch[0], weights, args.batch_size, args.image_size, mode, args.runs,
+                                         pretrained=args.pretrained))
+            for weights in ([None] if args.pretrained else args.weights) for mode in modes]
+    print(f"machine: {machine_description()}")
+    print(format_kernel_rows(rows))
     return rows
 
 

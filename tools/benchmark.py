@@ -8,14 +8,15 @@ Graphers (distance, top-k, neighbour gather and max aggregation), measured by ti
 alone on the same inputs.
 """
 import platform
+import time
 from typing import Callable, Dict, List
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from src.models import create_model
-from src.models.layers import Grapher
+from src.models import Formulation, create_model
+from src.models.layers import Grapher, cpu_formulation
 from tools.calibrate import calibration_images
 from tools.weight_sets import apply as apply_weights
 from tools.timing import cpu_name, measure, peak_memory_mb, time_calls
@@ -105,6 +106,39 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
     return rows
 
 
+def kernels_against_plain(arch: str, weights: str = "official", batch_size: int = 8, image_size: int = 224,
+                          mode: str = "infer", rounds: int = 10, warmup: int = 3,
+                          pretrained: str = None) -> Dict[str, float]:
+    """The CPU formulation with the compiled kernels against the same formulation on MindSpore's own kernels
+    (what ``VIG_DISABLE_KERNELS=1`` gives), both in one process on the same weights and images, their calls
+    interleaved (one of each per round) so that a busy machine slows both alike. Returns the median seconds
+    per call of each ('compiled', 'plain') and 'speedup' = plain / compiled (above 1: the kernels help)."""
+    form = cpu_formulation()
+    if form.gelu is None or form.topk is None:
+        raise RuntimeError("the compiled CPU kernels are not available here (a C++ compiler, VIG_DISABLE_KERNELS)")
+    compiled = create_model(arch, img_size=image_size, kernel_impl=form)
+    plain = create_model(arch, img_size=image_size, kernel_impl=Formulation(cpu_ops=True))
+    calibration = calibration_images(batch_size, image_size)
+    images = calibration[:batch_size]
+    if pretrained:
+        load_model_weights(compiled, pretrained, arch=arch)
+    else:
+        apply_weights(compiled, arch, weights, calibration, image_size, batch_size)
+    ms.load_param_into_net(plain, {p.name: ms.Parameter(p.asnumpy(), name=p.name) for p in compiled.get_parameters()},
+                           strict_load=True)
+    calls = {name: mode_call(net, images, mode, steps=warmup + rounds + 2)
+             for name, net in (("compiled", compiled), ("plain", plain))}
+    times = {name: [] for name in calls}
+    for round_ in range(warmup + rounds):
+        for name, call in (calls.items() if round_ % 2 else reversed(calls.items())):
+            start = time.perf_counter()
+            first_array(call())
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    result = {name: float(np.median(t)) for name, t in times.items()}
+    result["speedup"] = result["plain"] / result["compiled"]
+    return result
+
 def format_table(rows: List[Dict[str, float]]) -> str:
     header = ("| model | mode | weights | batch | size | amp | images/s (median) | min..max | ms/batch | compile s | "
               "peak RSS MB | graph part |")
@@ -113,6 +147,16 @@ def format_table(rows: List[Dict[str, float]]) -> str:
         lines.append(f"| {r['arch']} | {r['mode']} | {r['weights']} | {r['batch']} | {r['size']} | {r['amp']} | {r['img_s']:.1f} | "
                      f"{r['img_s_min']:.1f}..{r['img_s_max']:.1f} | {r['ms_per_batch']:.0f} | {r['compile_s']:.1f} | "
                      f"{r['peak_mb']:.0f} | {100 * r['graph_share']:.0f}% |")
+    return "\n".join(lines)
+
+
+def format_kernel_rows(rows: List[Dict[str, float]]) -> str:
+    """kernels_against_plain's results, one row per (model, weights, mode)."""
+    header = "| model | weights | mode | ms/call compiled kernels | MindSpore's kernels | speed-up |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {1000 * r['compiled']:.1f} | "
+                     f"{1000 * r['plain']:.1f} | {r['speedup']:.2f} |")
     return "\n".join(lines)
 
 
