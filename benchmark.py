@@ -95,12 +95,15 @@ def main(argv=None):
 
 def against_plain_kernels(args, modes):
     from tools.benchmark import format_kernel_rows, kernels_against_plain, machine_description
-    rows = [dict(arch=args.arch[0], weights=weights or "checkpoint", mode=mode,
-                 **kernels_against_plain(args.arch[0], weights, args.batch_size, args.image_size, mode, args.runs,
-                                         pretrained=args.pretrained))
-            for weights in ([None] if args.pretrained else args.weights) for mode in modes]
     print(f"machine: {machine_description()}")
-    print(format_kernel_rows(rows))
+    print(format_kernel_rows([]), flush=True)
+    rows = []
+    for weights in [None] if args.pretrained else args.weights:
+        for mode in modes:  # each row printed when measured
+            rows.append(dict(arch=args.arch[0], weights=weights or "checkpoint", mode=mode,
+                             **kernels_against_plain(args.arch[0], weights, args.batch_size, args.image_size, mode,
+                                                     args.runs, pretrained=args.pretrained)))
+            print(format_kernel_rows(rows[-1:]).splitlines()[-1], flush=True)
     return rows
 
 

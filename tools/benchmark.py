@@ -78,6 +78,17 @@ def mode_call(net: nn.Cell, images: np.ndarray, mode: str, amp_level: str = "O0"
     return lambda: step(x, labels)
 
 
+def with_weights(net: nn.Cell, arch: str, batch_size: int, image_size: int, pretrained: str, weights: str) -> np.ndarray:
+    """Give ``net`` the checkpoint ``pretrained`` or else the weight set ``weights``; returns the measured images
+    (the first of the calibration images)."""
+    calibration = calibration_images(batch_size, image_size)
+    if pretrained:
+        load_model_weights(net, pretrained, arch=arch)
+    else:
+        apply_weights(net, arch, weights, calibration, image_size, batch_size)
+    return calibration[:batch_size]
+
+
 def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
               amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
               warmup: int = 4, num_classes: int = 1000, weights: str = "calibrated") -> List[Dict[str, float]]:
@@ -85,12 +96,7 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
     mode. Peak memory is the process's after that mode's timed calls (so a second mode's includes the
     first's), before the graph part is timed alone."""
     net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)
-    calibration = calibration_images(batch_size, image_size)
-    images = calibration[:batch_size]
-    if pretrained:
-        load_model_weights(net, pretrained, arch=arch)
-    else:
-        apply_weights(net, arch, weights, calibration, image_size, batch_size)
+    images = with_weights(net, arch, batch_size, image_size, pretrained, weights)
     rows = []
     for mode in modes:
         call = mode_call(net, images, mode, amp_level, warmup + runs + 2, num_classes)
@@ -118,12 +124,7 @@ def kernels_against_plain(arch: str, weights: str = "official", batch_size: int 
         raise RuntimeError("the compiled CPU kernels are not available here (a C++ compiler, VIG_DISABLE_KERNELS)")
     compiled = create_model(arch, img_size=image_size, kernel_impl=form)
     plain = create_model(arch, img_size=image_size, kernel_impl=Formulation(cpu_ops=True))
-    calibration = calibration_images(batch_size, image_size)
-    images = calibration[:batch_size]
-    if pretrained:
-        load_model_weights(compiled, pretrained, arch=arch)
-    else:
-        apply_weights(compiled, arch, weights, calibration, image_size, batch_size)
+    images = with_weights(compiled, arch, batch_size, image_size, pretrained, weights)
     ms.load_param_into_net(plain, {p.name: ms.Parameter(p.asnumpy(), name=p.name) for p in compiled.get_parameters()},
                            strict_load=True)
     calls = {name: mode_call(net, images, mode, steps=warmup + rounds + 2)

@@ -6,8 +6,8 @@ depends on the set shows a data-dependent cost (docs/performance.md):
 - ``official``: the official code's own initialisation (PyTorch's, ``tests/torch_reference.py``), BatchNorm
   affine parameters and ``pos_embed`` drawn, running statistics calibrated by cumulative average on the
   measured images in PyTorch, converted to our names as ``convert_checkpoint.py`` converts;
-- ``trained``: ``train.py`` for ``TRAIN_EPOCHS`` epochs on the demo digits at the measured image size
-  (1000-class head, as the other sets).
+- ``trained``: ``train.py`` for ``TRAIN_EPOCHS`` epochs on the demo digits (10 classes) at the measured image
+  size, its head's rows then repeated to 1000 classes, the head of the other sets.
 
 ``official`` and ``trained`` are made once per model and size, each in a subprocess, and cached as checkpoints
 in ``~/.cache/vig_mindspore/benchmark`` (``VIG_BENCHMARK_CACHE``), outside the repository.
@@ -17,6 +17,7 @@ PyTorch side.
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Optional, Union
 
 import numpy as np
@@ -49,18 +50,33 @@ def weights_file(arch: str, which: str, image_size: Union[int, tuple], batch_siz
     if which == "official":
         command = [sys.executable, "-m", "tools.weight_sets", "official", arch, size_tag(image_size), str(batch_size), path]
     else:
-        run = os.path.join(folder, "run")
-        command = [sys.executable, "train.py", "--config", "configs/demo.yaml", "--arch", arch, "--num_classes", "1000",
+        run = tempfile.mkdtemp(prefix="run-", dir=folder)  # a failed attempt's run does not block the next
+        command = [sys.executable, "train.py", "--config", "configs/demo.yaml", "--arch", arch, "--num_classes", "10",
                    "--image_size", str(image_size), "--epochs", str(TRAIN_EPOCHS), "--batch_size", "16",
-                   "--ema_decay", "0", "--data_url", os.path.join(cache_dir(), "digits"), "--train_url", run]
+                   "--ema_decay", "0", "--data_url", os.path.join(cache_dir(), f"digits_{size_tag(image_size)}"),
+                   "--train_url", run]
     print(f"making the {which} weights of {arch} into {folder} (once)", file=sys.stderr, flush=True)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"making the {which} weights of {arch} failed:\n" + "\n".join(
             (done.stdout + done.stderr).strip().splitlines()[-15:]))
     if which == "trained":
-        os.replace(os.path.join(folder, "run", "last.ckpt"), path)
+        _widen_head(os.path.join(run, "last.ckpt"), path)
     return path
+
+
+def _widen_head(trained: str, out: str, classes: int = 10, wanted: int = 1000) -> None:
+    """Save the model entries of ``trained`` (a ``classes``-way head: the digits) into ``out`` with the head's rows
+    repeated to ``wanted`` classes, the head the other sets have; the rest as trained."""
+    from src.weights.checkpoint import model_entries, read_checkpoint, save_checkpoint
+    entries = {name: value.asnumpy() for name, value in model_entries(read_checkpoint(trained)).items()}
+    heads = [name for name, value in entries.items() if value.ndim and value.shape[0] == classes]
+    if not heads:
+        raise RuntimeError(f"no {classes}-class head in {trained}")
+    for name in heads:
+        value = entries[name]
+        entries[name] = np.resize(value, (wanted,) + value.shape[1:]).astype(value.dtype)
+    save_checkpoint(entries, out)
 
 
 def apply(net, arch: str, which: str, images: np.ndarray, image_size, batch_size: int = 8):
