@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -77,45 +78,73 @@ class Pool {
 
   int threads() const { return threads_; }
 
-  // Runs task(t) for t in [0, count), count <= threads(): task 0 on the caller, the others on the workers;
-  // returns when all have returned. Calls from several threads take turns.
+  // Runs task(t) for t in [0, count), count <= threads(), and returns when all have returned. The caller and
+  // the woken workers claim the tasks in turn, so a worker the OS has not scheduled yet (a busy machine)
+  // delays nothing: the caller runs its task too. Which thread runs a task never changes its result.
+  // Calls from several threads take turns.
   void Run(int count, const std::function<void(int)> &task) {
     std::lock_guard<std::mutex> turn(turn_);
+    uint64_t generation;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = &task;
       count_ = count;
-      pending_ = count - 1;
+      pending_ = count;
       word_ = ControlWord();
-      ++generation_;
+      generation = ++generation_;
+      next_.store((generation & 0xffffffffu) << 32);
     }
     wake_.notify_all();
-    task(0);
+    RunClaimed(task, generation, count);
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return pending_ == 0; });
   }
 
  private:
   explicit Pool(int threads) : threads_(threads) {
-    for (int t = 1; t < threads; ++t) std::thread([this, t] { Work(t); }).detach();
+    for (int t = 1; t < threads; ++t) std::thread([this] { Work(); }).detach();
   }
 
-  void Work(int t) {
+  // Claims the next unclaimed task of call `generation` into *t; false once all are claimed or that call is
+  // over (a late worker then holds no task of a call that has returned).
+  bool Claim(uint64_t generation, int count, int *t) {
+    uint64_t state = next_.load();
+    for (;;) {
+      if ((state >> 32) != (generation & 0xffffffffu) || static_cast<int>(state & 0xffffffffu) >= count) return false;
+      if (next_.compare_exchange_weak(state, state + 1)) {
+        *t = static_cast<int>(state & 0xffffffffu);
+        return true;
+      }
+    }
+  }
+
+  void RunClaimed(const std::function<void(int)> &task, uint64_t generation, int count) {
+    int t, finished = 0;
+    while (Claim(generation, count, &t)) {
+      task(t);
+      ++finished;
+    }
+    if (finished == 0) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_ -= finished;
+    if (pending_ == 0) done_.notify_one();
+  }
+
+  void Work() {
     pthread_setname_np(pthread_self(), "vig-kernel");
     uint64_t seen = 0;
     for (;;) {
       const std::function<void(int)> *task;
+      int count;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_ != seen; });
         seen = generation_;
-        if (t >= count_) continue;
         task = task_;
+        count = count_;
         SetControlWord(word_);
       }
-      (*task)(t);
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      RunClaimed(*task, seen, count);
     }
   }
 
@@ -126,6 +155,7 @@ class Pool {
   int count_ = 0, pending_ = 0;
   unsigned word_ = 0;
   uint64_t generation_ = 0;
+  std::atomic<uint64_t> next_{0};  // the call's generation (high 32 bits) and its next unclaimed task
 };
 
 // body(begin, end) over [0, n) in contiguous ranges, one per thread, each of at least `grain` items where
