@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import yaml
@@ -22,7 +23,7 @@ from conftest import family_representatives, write_image_folder
 from src.data import DatasetError, EvalTransformParams, class_names, create_transforms
 from src.models import create_model
 from src.deploy.export import export_network
-from src.models.layers import export_formulation
+from src.models.layers import GELU, export_formulation
 from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
 from src.engine.metrics import cross_entropy_sum
@@ -165,6 +166,26 @@ def test_every_family_exports_to_onnx(graph_mode, tmp_path, arch):
     calibrate(net, structured_images(4, size, seed=1))
     path = export_network(net, "ONNX", str(tmp_path / arch), 2, size)
     onnx_matches_cell(net, path, structured_images(2, size, seed=2))
+    ops = [node.op_type for node in onnx.load(path).graph.node]  # one Erf per GELU, none of the formula left
+    assert ops.count("Erf") == sum(isinstance(cell, GELU) for _, cell in net.cells_and_names()) > 0
+    assert "Abs" not in ops
+
+
+def test_onnx_erf_rewrite_takes_only_the_formula():
+    """A Where(z < 0, -y, y) whose y does not come from Abs(z) is not the formula's erf and stays."""
+    from onnx import TensorProto, helper
+    from src.deploy.onnx_graph import erf_from_formula
+    nodes = [helper.make_node("Less", ["z", "zero"], ["negative"]), helper.make_node("Exp", ["z"], ["y"]),
+             helper.make_node("Neg", ["y"], ["minus"]), helper.make_node("Where", ["negative", "minus", "y"], ["out"])]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("z", TensorProto.FLOAT, [4])], [value("out", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    model = helper.make_model(graph)
+    assert erf_from_formula(model) == 0 and [n.op_type for n in model.graph.node] == ["Less", "Exp", "Neg", "Where"]
+    nodes[1] = helper.make_node("Abs", ["z"], ["y"])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    assert erf_from_formula(model) == 1 and [n.op_type for n in model.graph.node] == ["Erf"]
 
 
 def test_full_size_onnx_export(graph_mode, tmp_path):

@@ -48,18 +48,21 @@ def test_command_line_prints_a_row_per_model():
     assert len(row) == 1 and row[0].split("|")[2].strip() == "32"
 
 
-def test_against_pytorch_prints_both_frameworks():
-    """A tiny input of another height than width, one timed call: a row with both frameworks' figures and the
-    exported models' latencies, and both computed the same function on the same weights."""
+def test_against_pytorch_prints_both_frameworks(tmp_path):
+    """A tiny input of another height than width, one timed call, the official code's weights (made in PyTorch,
+    converted, cached in a folder of the test's): a row with both frameworks' figures and the batch-1 deployments'
+    latencies, and both computed the same function on the same weights."""
     done = subprocess.run([sys.executable, "benchmark.py", "--against-pytorch", "--arch", "vig_ti_224_gelu",
-                           "--image_size", "32", "48", "--batch_size", "2", "--runs", "1", "--mode", "infer"],
+                           "--image_size", "32", "48", "--batch_size", "2", "--runs", "1", "--mode", "infer",
+                           "--weights", "official"], env=dict(os.environ, VIG_BENCHMARK_CACHE=str(tmp_path)),
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_path) == ["vig_ti_224_gelu_32x48_official"]
     lines = done.stdout.splitlines()
-    header = next(line for line in lines if line.startswith("| model | mode | images/s ours"))
-    row = next(line for line in lines if line.startswith("| vig_ti_224_gelu | infer |"))
-    names, cells = ([c.strip() for c in line.split("|")[3:-1]] for line in (header, row))
-    assert len(cells) == len(names) == 12 and names[-2:] == ["output difference", "load"]
+    header = next(line for line in lines if line.startswith("| model | weights | mode | images/s ours"))
+    row = next(line for line in lines if line.startswith("| vig_ti_224_gelu | official | infer |"))
+    names, cells = ([c.strip() for c in line.split("|")[4:-1]] for line in (header, row))
+    assert len(cells) == len(names) == 14 and names[-2:] == ["output difference", "load"]
     assert all(float(v) > 0 for v in cells[:-2])
     assert float(cells[-2]) < 1e-3
     assert any(line.startswith("machine: ") and "PyTorch" in line for line in lines)

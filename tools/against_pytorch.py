@@ -1,14 +1,15 @@
 """Side-by-side benchmark of our models (MindSpore, GRAPH_MODE) and the PyTorch reference
 (``tests/torch_reference.py``, the official code's computation) on the same weights and images.
 
-Per model, one MindSpore process prepares what both sides use: weights with BatchNorm statistics
-calibrated as ``benchmark.py`` does (so neither side runs on denormals), saved as our checkpoint and under
-the official state-dict names (``weights.convert.to_official_names``), the images, and the batch-1
-exports (MINDIR in the model's formulation without compiled kernels, ONNX). Then every measurement runs
-in a fresh process, ours and PyTorch's of one mode back to back: images/s (median of the timed calls),
-the process's peak resident memory, the first call (ours: including the graph compile), and for
-inference the batch-1 latency of the MINDIR in MindSpore and of the ONNX file in onnxruntime (both
-through ``deploy.offline.load_runner``). PyTorch and onnxruntime use as many threads as MindSpore's CPU
+Per model and weight set (``tools.weight_sets``: calibrated, official, trained), one MindSpore process
+prepares what both sides use: the weights, saved as our checkpoint and under the official state-dict names
+(``weights.convert.to_official_names``), the images, and the batch-1 exports (MINDIR in the model's
+formulation without compiled kernels, ONNX). Then every measurement runs in a fresh process, ours and
+PyTorch's of one mode back to back: images/s (median of the timed calls), the process's peak resident
+memory, the first call (ours: including the graph compile), and for inference the batch-1 latency of
+deployment: our MINDIR in MindSpore and our ONNX file in onnxruntime (both through
+``deploy.offline.load_runner``), the reference model in PyTorch (eager) and its ``torch.onnx.export`` (opset
+17, the PyTorch user's ONNX) in onnxruntime. PyTorch and onnxruntime use as many threads as MindSpore's CPU
 kernels. Each side's first output (inference: the logits; training: the first step's loss) is compared,
 which shows that both computed the same function.
 
@@ -52,11 +53,12 @@ def reference_module():
 
 def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tuple[int, int]] = 224,
             modes=("infer", "train"), runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
-            latency: bool = True, log: Callable[[str], None] = None) -> Dict[str, object]:
-    """Measure every model in ``archs`` in both frameworks; returns {"machine": str, "load": (before, after),
-    "settings": dict, "rows": [one dict per (model, mode)]}. ``image_size`` is a side or (height, width);
-    ``latency``: export each model and time its batch-1 MINDIR and ONNX. ``log`` receives a line per
-    finished row."""
+            latency: bool = True, log: Callable[[str], None] = None,
+            weight_sets: Sequence[str] = ("calibrated",)) -> Dict[str, object]:
+    """Measure every model in ``archs`` in both frameworks with each of ``weight_sets``; returns {"machine": str,
+    "load": (before, after), "settings": dict, "rows": [one dict per (model, weights, mode)]}. ``image_size``
+    is a side or (height, width); ``latency``: time the batch-1 deployments (our MINDIR and ONNX, PyTorch eager
+    and its ONNX). ``log`` receives a line per finished row."""
     check_requirements()
     from src.app.config import ConfigError
     from src.models import canonical_name
@@ -71,10 +73,10 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
     settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl,
                     latency=latency)
     with tempfile.TemporaryDirectory(prefix="vig_against_pytorch_") as work:
-        for arch in archs:
-            files = {name: os.path.join(work, f"{arch}_{name}") for name in
-                     ("weights.ckpt", "official.npz", "images.npy", "batch1.mindir", "batch1.onnx")}
-            prepared = _run_worker(work, "prepare", arch, settings, files)
+        for arch, weights in [(arch, weights) for arch in archs for weights in weight_sets]:
+            files = {name: os.path.join(work, f"{arch}_{weights}_{name}") for name in
+                     ("weights.ckpt", "official.npz", "images.npy", "batch1.mindir", "batch1.onnx", "torch.onnx")}
+            prepared = _run_worker(work, "prepare", arch, settings, files, weights=weights)
             versions.update(prepared["versions"])
             threads = prepared["threads"]
             for mode in modes:
@@ -82,15 +84,17 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
                 ours = _run_worker(work, "ours", arch, settings, files, mode=mode)
                 theirs = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads)
                 versions.update(theirs["versions"])
-                row = {"arch": arch, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
+                row = {"arch": arch, "weights": weights, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
                        "difference": relative_difference(ours["first"], theirs["first"])}
                 if mode == "infer" and latency:
                     row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
-                    onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads)
-                    versions.update(onnx["versions"])
-                    row["onnx_ms"] = onnx["ms"]
+                    row["torch_ms"] = _run_worker(work, "pytorch_batch1", arch, settings, files, threads=threads)["ms"]
+                    for key, model_file in (("onnx_ms", files["batch1.onnx"]), ("torch_onnx_ms", files["torch.onnx"])):
+                        onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads, model=model_file)
+                        versions.update(onnx["versions"])
+                        row[key] = onnx["ms"]
                 rows.append(row)
-                log(f"{arch} {mode}: {ours['img_s']:.3g} images/s (PyTorch {theirs['img_s']:.3g}), peak "
+                log(f"{arch} {weights} {mode}: {ours['img_s']:.3g} images/s (PyTorch {theirs['img_s']:.3g}), peak "
                     f"{ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
     machine = (f"{cpu_name()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) +
                f", Python {platform.python_version()}; PyTorch and onnxruntime with {threads} threads, as many as "
@@ -107,7 +111,7 @@ def relative_difference(ours, theirs) -> float:
 
 def _run_worker(work: str, role: str, arch: str, settings: dict, files: dict, **extra) -> dict:
     """Run one worker in a fresh process and return its result; a failure raises with its stderr's end."""
-    tag = "_".join([role, arch] + [str(v) for v in extra.values()])
+    tag = "_".join([role, arch] + [os.path.basename(str(v)) for v in extra.values()])
     spec = dict(settings, role=role, arch=arch, files=files, result=os.path.join(work, tag + ".json"), **extra)
     spec_path = os.path.join(work, tag + ".spec.json")
     with open(spec_path, "w", encoding="utf-8") as handle:
@@ -150,13 +154,15 @@ def format_comparison(rows: List[dict]) -> str:
     """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is).
     Rates and times keep three significant digits: PyTorch's first call on a small input takes milliseconds,
     a batch of one image at a detection size takes seconds."""
-    header = ("| model | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
-              "first call s ours | PyTorch | batch-1 ms MINDIR | ONNX | output difference | load |")
+    header = ("| model | weights | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
+              "first call s ours | PyTorch | batch-1 ms MINDIR | PyTorch eager | ONNX ours | ONNX PyTorch's | "
+              "output difference | load |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         ours, theirs = r["ours"], r["pytorch"]
-        latency = (f"{r['mindir_ms']:.3g} | {r['onnx_ms']:.3g}" if "mindir_ms" in r else "– | –")
-        lines.append(f"| {r['arch']} | {r['mode']} | {ours['img_s']:.3g} | {theirs['img_s']:.3g} | "
+        latency = " | ".join(f"{r[key]:.3g}" if key in r else "–"
+                             for key in ("mindir_ms", "torch_ms", "onnx_ms", "torch_onnx_ms"))
+        lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {ours['img_s']:.3g} | {theirs['img_s']:.3g} | "
                      f"{ours['img_s'] / theirs['img_s']:.2f} | {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | "
                      f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.3g} | {theirs['first_s']:.3g} | "
                      f"{latency} | {r['difference']:.0e} | {r['load']:.1f} |")
@@ -165,13 +171,15 @@ def format_comparison(rows: List[dict]) -> str:
 
 def format_memory(rows: List[dict]) -> str:
     """Resident memory of each measuring process after each stage (MB): framework imported, model built
-    with its weights, first call, timed calls (the peak)."""
-    header = "| model | mode | side | " + " | ".join(STAGES) + " |"
+    with its weights, first call, timed calls (the peak); and the peak above the import, and its ratio."""
+    header = "| model | weights | mode | side | " + " | ".join(STAGES) + " | peak above the import | ratio |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
+        above = {side: r[side]["stages"]["peak"] - r[side]["stages"]["import"] for side in ("ours", "pytorch")}
         for side in ("ours", "pytorch"):
-            lines.append(f"| {r['arch']} | {r['mode']} | {side} | " +
-                         " | ".join(f"{r[side]['stages'][s]:.0f}" for s in STAGES) + " |")
+            ratio = f"{above['ours'] / above['pytorch']:.2f}" if side == "ours" else ""
+            lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {side} | " +
+                         " | ".join(f"{r[side]['stages'][s]:.0f}" for s in STAGES) + f" | {above[side]:.0f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -181,20 +189,22 @@ STAGES = ("import", "model", "first call peak", "peak")
 # ------------------------------------------------------------------------------------------- workers
 
 def _prepare(spec: dict) -> dict:
-    """MindSpore: calibrated weights (ours and official names), the images, the batch-1 exports."""
+    """MindSpore: the weight set's weights (ours and official names), the images, the batch-1 exports."""
     import mindspore as ms
     from src.app.device import init_device
     from src.deploy.export import export_network
     from src.models import create_model, export_formulation
     from src.weights.checkpoint import load_model_weights, save_checkpoint
     from src.weights.convert import to_official_names
-    from tools.calibrate import calibrate, calibration_images
+    from tools.calibrate import calibration_images
+    from tools.weight_sets import apply
 
     init_device("CPU")
     files, arch, size = spec["files"], spec["arch"], spec["image_size"]
     calibration = calibration_images(spec["batch_size"], size)
     images = calibration[:spec["batch_size"]]
-    net = calibrate(create_model(arch, img_size=size, kernel_impl=spec["kernel_impl"]), calibration)
+    net = apply(create_model(arch, img_size=size, kernel_impl=spec["kernel_impl"]), arch, spec["weights"], calibration,
+                size, spec["batch_size"])
     weights = {p.name: p.asnumpy() for p in net.get_parameters()}
     save_checkpoint(weights, files["weights.ckpt"])
     np.savez(files["official.npz"], **to_official_names(weights))
@@ -226,11 +236,8 @@ def _ours(spec: dict) -> dict:
 def _pytorch(spec: dict) -> dict:
     """PyTorch (eager): the reference model in ``spec['mode']``, the same step as ours."""
     import torch
-    torch.set_num_threads(spec["threads"])
-    reference = reference_module()
     stages = {"import": memory_mb()}
-    model = reference.build_named(spec["arch"], spec["image_size"])
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(spec["files"]["official.npz"]).items()})
+    model = _reference_model(spec)
     stages["model"] = memory_mb()
     x = torch.from_numpy(np.load(spec["files"]["images.npy"]))
     if spec["mode"] == "infer":
@@ -260,6 +267,28 @@ def _pytorch(spec: dict) -> dict:
     return dict(_summary(spec, first, first_s, times, stages), versions={"PyTorch": torch.__version__})
 
 
+def _reference_model(spec: dict):
+    """The PyTorch reference model with the prepared weights, on ``spec['threads']`` threads."""
+    import torch
+    torch.set_num_threads(spec["threads"])
+    model = reference_module().build_named(spec["arch"], spec["image_size"])
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(spec["files"]["official.npz"]).items()})
+    return model
+
+
+def _pytorch_batch1(spec: dict) -> dict:
+    """PyTorch: the reference model's eager batch-1 latency (ms), then its ``torch.onnx.export`` (opset 17, as a
+    PyTorch user exports it) into ``files['torch.onnx']``."""
+    import torch
+    model = _reference_model(spec).eval()
+    image = torch.from_numpy(np.load(spec["files"]["images.npy"])[:1])
+    with torch.no_grad():
+        ms_ = 1000 * float(np.median(time_calls(lambda: model(image), spec["warmup"], spec["runs"])))
+        torch.onnx.export(model, (image,), spec["files"]["torch.onnx"], opset_version=17, dynamo=False,
+                          input_names=["image"], output_names=["logits"])
+    return {"ms": ms_}
+
+
 def _latency(spec: dict, model_file: str, threads: int = 0) -> dict:
     """Median batch-1 latency (ms) of an exported model, through the project's offline runner."""
     if model_file.endswith(".mindir"):
@@ -278,8 +307,7 @@ def _mindir(spec: dict) -> dict:
 
 def _onnx(spec: dict) -> dict:
     import onnxruntime
-    return dict(_latency(spec, spec["files"]["batch1.onnx"], spec["threads"]),
-                versions={"onnxruntime": onnxruntime.__version__})
+    return dict(_latency(spec, spec["model"], spec["threads"]), versions={"onnxruntime": onnxruntime.__version__})
 
 
 def _summary(spec: dict, first, first_s: float, times: List[float], stages: dict) -> dict:
@@ -288,7 +316,8 @@ def _summary(spec: dict, first, first_s: float, times: List[float], stages: dict
             "stages": stages, "first": np.asarray(first, np.float64).tolist()}
 
 
-WORKERS = {"prepare": _prepare, "ours": _ours, "pytorch": _pytorch, "mindir": _mindir, "onnx": _onnx}
+WORKERS = {"prepare": _prepare, "ours": _ours, "pytorch": _pytorch, "pytorch_batch1": _pytorch_batch1,
+           "mindir": _mindir, "onnx": _onnx}
 
 
 def run_worker(spec_path: str) -> None:

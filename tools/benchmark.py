@@ -1,22 +1,24 @@
 """Throughput benchmark of a model: inference and/or one training step, in GRAPH_MODE.
 
-Weights are made realistic first (calibrated BatchNorm statistics, or a checkpoint): a fresh model
-in eval mode produces float32 denormals that slow CPU kernels several-fold. Reported per mode:
+Weights are made realistic first (one of ``tools.weight_sets``, or a checkpoint): a fresh model in eval
+mode produces float32 denormals that slow CPU kernels several-fold. Reported per mode:
 images/s (median over the timed runs, and their min..max), compile time (first call), peak
 resident memory of the process, and the share of the time spent in the graph part of the
 Graphers (distance, top-k, neighbour gather and max aggregation), measured by timing that part
 alone on the same inputs.
 """
 import platform
+import time
 from typing import Callable, Dict, List
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from src.models import create_model
-from src.models.layers import Grapher
-from tools.calibrate import calibrate, calibration_images
+from src.models import Formulation, create_model
+from src.models.layers import Grapher, cpu_formulation
+from tools.calibrate import calibration_images
+from tools.weight_sets import apply as apply_weights
 from tools.timing import cpu_name, measure, peak_memory_mb, time_calls
 from src.weights.checkpoint import load_model_weights
 from src.engine.optim import create_optimizer
@@ -76,18 +78,25 @@ def mode_call(net: nn.Cell, images: np.ndarray, mode: str, amp_level: str = "O0"
     return lambda: step(x, labels)
 
 
-def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
-              amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
-              warmup: int = 4, num_classes: int = 1000) -> List[Dict[str, float]]:
-    """Measure ``arch`` and return one result row per mode. Peak memory is the process's after that mode's
-    timed calls (so a second mode's includes the first's), before the graph part is timed alone."""
-    net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)
+def with_weights(net: nn.Cell, arch: str, batch_size: int, image_size: int, pretrained: str, weights: str) -> np.ndarray:
+    """Give ``net`` the checkpoint ``pretrained`` or else the weight set ``weights``; returns the measured images
+    (the first of the calibration images)."""
     calibration = calibration_images(batch_size, image_size)
-    images = calibration[:batch_size]
     if pretrained:
         load_model_weights(net, pretrained, arch=arch)
     else:
-        calibrate(net, calibration)
+        apply_weights(net, arch, weights, calibration, image_size, batch_size)
+    return calibration[:batch_size]
+
+
+def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("infer", "train"),
+              amp_level: str = "O0", runs: int = 10, kernel_impl: str = "cpu", pretrained: str = None,
+              warmup: int = 4, num_classes: int = 1000, weights: str = "calibrated") -> List[Dict[str, float]]:
+    """Measure ``arch`` with ``pretrained`` or else the weight set ``weights`` and return one result row per
+    mode. Peak memory is the process's after that mode's timed calls (so a second mode's includes the
+    first's), before the graph part is timed alone."""
+    net = create_model(arch, num_classes=num_classes, img_size=image_size, kernel_impl=kernel_impl)
+    images = with_weights(net, arch, batch_size, image_size, pretrained, weights)
     rows = []
     for mode in modes:
         call = mode_call(net, images, mode, amp_level, warmup + runs + 2, num_classes)
@@ -95,21 +104,60 @@ def benchmark(arch: str, batch_size: int = 8, image_size: int = 224, modes=("inf
         peak_mb = peak_memory_mb()
         median = float(np.median(times))
         graph = graph_part_seconds(net, images, with_grad=mode == "train", runs=max(3, runs // 2))
-        rows.append({"arch": arch, "mode": mode, "batch": batch_size, "size": image_size, "amp": amp_level,
+        rows.append({"arch": arch, "mode": mode, "weights": "checkpoint" if pretrained else weights,
+                     "batch": batch_size, "size": image_size, "amp": amp_level,
                      "img_s": batch_size / median, "img_s_min": batch_size / max(times),
                      "img_s_max": batch_size / min(times), "ms_per_batch": 1000 * median, "compile_s": compile_s,
                      "peak_mb": peak_mb, "graph_share": graph / median})
     return rows
 
 
+def kernels_against_plain(arch: str, weights: str = "official", batch_size: int = 8, image_size: int = 224,
+                          mode: str = "infer", rounds: int = 10, warmup: int = 3,
+                          pretrained: str = None) -> Dict[str, float]:
+    """The CPU formulation with the compiled kernels against the same formulation on MindSpore's own kernels
+    (what ``VIG_DISABLE_KERNELS=1`` gives), both in one process on the same weights and images, their calls
+    interleaved (one of each per round) so that a busy machine slows both alike. Returns the median seconds
+    per call of each ('compiled', 'plain') and 'speedup' = plain / compiled (above 1: the kernels help)."""
+    form = cpu_formulation()
+    if form.gelu is None or form.topk is None:
+        raise RuntimeError("the compiled CPU kernels are not available here (a C++ compiler, VIG_DISABLE_KERNELS)")
+    compiled = create_model(arch, img_size=image_size, kernel_impl=form)
+    plain = create_model(arch, img_size=image_size, kernel_impl=Formulation(cpu_ops=True))
+    images = with_weights(compiled, arch, batch_size, image_size, pretrained, weights)
+    ms.load_param_into_net(plain, {p.name: ms.Parameter(p.asnumpy(), name=p.name) for p in compiled.get_parameters()},
+                           strict_load=True)
+    calls = {name: mode_call(net, images, mode, steps=warmup + rounds + 2)
+             for name, net in (("compiled", compiled), ("plain", plain))}
+    times = {name: [] for name in calls}
+    for round_ in range(warmup + rounds):
+        for name, call in (calls.items() if round_ % 2 else reversed(calls.items())):
+            start = time.perf_counter()
+            first_array(call())
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    result = {name: float(np.median(t)) for name, t in times.items()}
+    result["speedup"] = result["plain"] / result["compiled"]
+    return result
+
 def format_table(rows: List[Dict[str, float]]) -> str:
-    header = ("| model | mode | batch | size | amp | images/s (median) | min..max | ms/batch | compile s | "
+    header = ("| model | mode | weights | batch | size | amp | images/s (median) | min..max | ms/batch | compile s | "
               "peak RSS MB | graph part |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['mode']} | {r['batch']} | {r['size']} | {r['amp']} | {r['img_s']:.1f} | "
+        lines.append(f"| {r['arch']} | {r['mode']} | {r['weights']} | {r['batch']} | {r['size']} | {r['amp']} | {r['img_s']:.1f} | "
                      f"{r['img_s_min']:.1f}..{r['img_s_max']:.1f} | {r['ms_per_batch']:.0f} | {r['compile_s']:.1f} | "
                      f"{r['peak_mb']:.0f} | {100 * r['graph_share']:.0f}% |")
+    return "\n".join(lines)
+
+
+def format_kernel_rows(rows: List[Dict[str, float]]) -> str:
+    """kernels_against_plain's results, one row per (model, weights, mode)."""
+    header = "| model | weights | mode | ms/call compiled kernels | MindSpore's kernels | speed-up |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {1000 * r['compiled']:.1f} | "
+                     f"{1000 * r['plain']:.1f} | {r['speedup']:.2f} |")
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ The network is built in its export formulation (``export_formulation``): MindSpo
 by default, since an export is meant for the device that runs it (Ascend 310, or onnxruntime);
 ``kernel_impl: cpu`` gives a MINDIR tuned for MindSpore on the CPU. No export holds the compiled CPU
 kernels, whose library exists only in this host's cache. For ONNX, exact GELU is written with basic
-ops (MindSpore's converter has no Erf).
+ops (MindSpore's converter has no Erf) and each such erf is then turned into one Erf node (``onnx_graph``).
 
 The file is written under a temporary name beside its final one (``weights.files``) and renamed;
 an export interrupted before (a kill, a full disk) left such a temporary, which the next export
@@ -21,6 +21,7 @@ from ..choices import EXTENSIONS
 from ..models.base import to_2tuple
 from ..weights.files import check_free_space, check_writable, remove_stale_temporaries, temporary_path
 from .errors import DeployError
+from .onnx_graph import optimize_onnx_file
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -53,6 +54,7 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     try:
         if file_format == "ONNX":
             ms.onnx.export(net, dummy, file_name=tmp + ".onnx", input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+            optimize_onnx_file(tmp + ".onnx")
         else:
             ms.export(net, dummy, file_name=tmp, file_format=file_format)
         os.replace(tmp + EXTENSIONS[file_format], path)

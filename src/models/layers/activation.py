@@ -35,8 +35,8 @@ class GELU(nn.Cell):
         self.fast_gelu = form.gelu
 
     def construct(self, x):
-        if self.use_erf_formula:
-            return 0.5 * x * (1.0 + erf_by_formula(x * 0.7071067811865476))
+        if self.use_erf_formula:  # divided by sqrt 2 as onnxruntime's GELU fusion expects (deploy.onnx_graph)
+            return 0.5 * x * (1.0 + erf_by_formula(x / 1.4142135623730951))
         if self.fast_gelu is not None and x.dtype == ms.float32:
             return self.fast_gelu(x)
         return ops.gelu(x, approximate="none")

@@ -2,7 +2,8 @@
 
 Each kernel is a C++ file next to this module, compiled with the system C++ compiler (``CXX``, else
 ``g++``/``c++``) into a cache folder (``VIG_KERNEL_CACHE``, default ``~/.cache/vig_mindspore``), named by
-a hash of its source and flags. Only the 'cpu' formulation asks for them (``form.cpu_formulation``).
+a hash of its source, the header every kernel includes (``kernel.h``: dtype checks, worker threads) and
+the flags. Only the 'cpu' formulation asks for them (``form.cpu_formulation``).
 
 The cache never breaks a run: whatever goes wrong (no compiler, an unwritable or full folder, a
 compile that fails or exceeds ``COMPILE_TIMEOUT``, an unreadable or damaged library) ``load`` logs a
@@ -30,6 +31,7 @@ from typing import Optional
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SYMBOLS = {"gelu_cpu": ("GeluForward", "GeluBackward"), "topk_cpu": ("DilatedKnn", "DilatedKnnTerm", "DilatedKnnResized"),
            "masked_max_cpu": ("MaskedMaxForward", "MaskedMaxBackward")}
+HEADER = "kernel.h"
 COMPILE_TIMEOUT = 120.0  # seconds; a compile takes about one
 _TMP_PREFIX = ".vig-build"  # temporary files: <prefix>.<pid>.<host>.<random>.so
 _TMP_NAME = re.compile(re.escape(_TMP_PREFIX) + r"\.(\d+)\.(.+)\.[A-Za-z0-9_]+\.so$")
@@ -53,7 +55,7 @@ def _cpu_has(*flags: str) -> bool:
 
 def _flags():
     """Compile and link flags; the AVX2 path calls glibc's vector math (libmvec) explicitly."""
-    flags = ["-O3", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
+    flags = ["-O3", "-std=c++17", "-pthread", "-fPIC", "-shared", "-fno-math-errno"]
     if _cpu_has("avx2", "fma"):
         flags += ["-mavx2", "-mfma", "-DVIG_AVX2", "-lmvec"]
     return flags + ["-lm"]
@@ -76,10 +78,12 @@ def _compiler() -> Optional[str]:
 
 
 def library_path(name: str, compiler: str) -> str:
-    """Where the library of ``<name>.cc`` built by ``compiler`` is cached (named by source and flags)."""
-    with open(os.path.join(_HERE, f"{name}.cc"), "rb") as handle:
-        digest = hashlib.sha256(handle.read() + " ".join([compiler] + _flags()).encode()).hexdigest()[:16]
-    return os.path.join(cache_dir(), f"{name}-{digest}.so")
+    """Where the library of ``<name>.cc`` built by ``compiler`` is cached (named by sources and flags)."""
+    digest = hashlib.sha256(" ".join([compiler] + _flags()).encode())
+    for source in (f"{name}.cc", HEADER):
+        with open(os.path.join(_HERE, source), "rb") as handle:
+            digest.update(handle.read())
+    return os.path.join(cache_dir(), f"{name}-{digest.hexdigest()[:16]}.so")
 
 
 def _build_or_reuse(name: str) -> Optional[str]:

@@ -4,6 +4,8 @@
 // -ffast-math, which could otherwise change the process's floating-point mode at load time.
 #include <cmath>
 #include <cstdint>
+
+#include "kernel.h"
 #if defined(VIG_AVX2)
 #include <immintrin.h>
 extern "C" __m256 _ZGVdN8v_erff(__m256);
@@ -27,22 +29,25 @@ constexpr int64_t kBlock = 4096;  // elements per parallel task (a multiple of t
 // Runs vector(i) on the 8-element groups and scalar(i) on the rest of each block; blocks in parallel.
 template <typename Vector, typename Scalar>
 void ForEach(int64_t n, Vector vector, Scalar scalar) {
-#pragma omp parallel for schedule(static)
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t end = start + kBlock < n ? start + kBlock : n;
-    int64_t i = start;
+  vig::ParallelFor((n + kBlock - 1) / kBlock, [&](int64_t first, int64_t last) {
+    for (int64_t start = first * kBlock; start < last * kBlock && start < n; start += kBlock) {
+      const int64_t end = start + kBlock < n ? start + kBlock : n;
+      int64_t i = start;
 #if defined(VIG_AVX2)
-    for (; i + 8 <= end; i += 8) vector(i);
+      for (; i + 8 <= end; i += 8) vector(i);
 #else
-    (void)vector;
+      (void)vector;
 #endif
-    for (; i < end; ++i) scalar(i);
-  }
+      for (; i < end; ++i) scalar(i);
+    }
+  });
 }
 }  // namespace
 
 // inputs: x (float32); output: y
-extern "C" int GeluForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                           void *) {
+  if (!vig::HasDtypes(nparam, dtypes, {"float32", "float32"})) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   ForEach(
@@ -60,7 +65,9 @@ extern "C" int GeluForward(int, void **params, int *ndims, int64_t **shapes, con
 }
 
 // inputs: x, dy (float32); output: dx = dy * GELU'(x)
-extern "C" int GeluBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+extern "C" int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                            void *) {
+  if (!vig::HasDtypes(nparam, dtypes, {"float32", "float32", "float32"})) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);

@@ -23,6 +23,8 @@
 #include <immintrin.h>
 #endif
 
+#include "kernel.h"
+
 namespace {
 constexpr int kTile = 4;  // queries per tile: 4 x 16 accumulators fit the 16 vector registers
 
@@ -255,18 +257,18 @@ struct Knn {
   void Run() const {
     const int64_t w = (m + kLanes - 1) / kLanes * kLanes;
     std::vector<float> yt(batch * c * w, 0.0f);  // keys transposed per sample, (C, w): a tile reads rows
+    vig::ParallelFor(batch * m, [&](int64_t first, int64_t last) {
+      for (int64_t key = first; key < last; ++key) {  // (b, j)
+        const int64_t b = key / m, j = key % m;
+        for (int64_t t = 0; t < c; ++t) yt[(b * c + t) * w + j] = y[key * c + t];
+      }
+    });
     const int64_t tiles = (n + kTile - 1) / kTile;
-#pragma omp parallel
-    {
-#pragma omp for collapse(2) schedule(static)
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t j = 0; j < m; ++j)
-          for (int64_t t = 0; t < c; ++t) yt[(b * c + t) * w + j] = y[(b * m + j) * c + t];
+    vig::ParallelFor(tiles, [&](int64_t first_tile, int64_t last_tile) {
       std::vector<float> dots(kTile * w), best(need), maxima(need + 7);
       std::vector<float> terms(resize ? kTile * m : 0), resized(resize ? resize->cols : 0);
       std::vector<int32_t> index(need);
-#pragma omp for schedule(static)
-      for (int64_t tile = 0; tile < tiles; ++tile) {  // a tile of queries, for every sample
+      for (int64_t tile = first_tile; tile < last_tile; ++tile) {  // a tile of queries, for every sample
         const int64_t first = tile * kTile, rows = n - first < kTile ? n - first : kTile;
         const float *tile_term = term ? term + first * m : nullptr;
         if (resize) {
@@ -285,7 +287,7 @@ struct Knn {
                  index.data(), maxima.data());
         }
       }
-    }
+    });
   }
 };
 
@@ -294,10 +296,14 @@ struct Knn {
 //   DilatedKnnTerm:    term (1, N, M)
 //   DilatedKnnResized: table (1, rows, cols), row index (N * 4,) int32, row weight (N, 4, 1),
 //                      column index (M * 4,) int32, column weight (M, 4)
-// and positions (k,) int32; output: indices (B, N, k) int32. float32 throughout.
-int Launch(int nparam, void **params, int *ndims, int64_t **shapes, int extra) {
+// and positions (k,) int32; output: indices (B, N, k) int32. float32 otherwise.
+int Launch(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, int extra) {
   const int p = 4 + extra;  // index of positions
-  if (nparam != p + 2 || ndims[0] != 3 || ndims[1] != 3) return 1;
+  constexpr const char *F = "float32", *I = "int32";
+  const bool typed = extra == 0   ? vig::HasDtypes(nparam, dtypes, {F, F, F, F, I, I})
+                     : extra == 1 ? vig::HasDtypes(nparam, dtypes, {F, F, F, F, F, I, I})
+                                  : vig::HasDtypes(nparam, dtypes, {F, F, F, F, F, I, F, I, F, I, I});
+  if (!typed || ndims[0] != 3 || ndims[1] != 3) return 1;
   Knn knn{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
           static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
           extra == 1 ? static_cast<const float *>(params[4]) : nullptr, nullptr,
@@ -320,16 +326,17 @@ int Launch(int nparam, void **params, int *ndims, int64_t **shapes, int extra) {
 }
 }  // namespace
 
-extern "C" int DilatedKnn(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  return Launch(nparam, params, ndims, shapes, 0);
+extern "C" int DilatedKnn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                          void *) {
+  return Launch(nparam, params, ndims, shapes, dtypes, 0);
 }
 
-extern "C" int DilatedKnnTerm(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
-                              void *) {
-  return Launch(nparam, params, ndims, shapes, 1);
+extern "C" int DilatedKnnTerm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *, void *) {
+  return Launch(nparam, params, ndims, shapes, dtypes, 1);
 }
 
-extern "C" int DilatedKnnResized(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
-                                 void *) {
-  return Launch(nparam, params, ndims, shapes, 5);
+extern "C" int DilatedKnnResized(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *, void *) {
+  return Launch(nparam, params, ndims, shapes, dtypes, 5);
 }
