@@ -247,8 +247,8 @@ def test_launch_scripts_check_their_arguments(tmp_path):
         done = run(*args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
     # a second msrun node on the master's own host: msrun would start a second scheduler there, which the plan says
-    plan = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train.sh"), "configs/demo.yaml", "data",
-                           "2", "1", "127.0.0.1", "8118", "1"], cwd=tmp_path, env=_script_env(DRY_RUN="1"),
+    plan = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train.sh"), "configs/demo.yaml",
+                           "data", "2", "1", "127.0.0.1", "8118", "1"], cwd=tmp_path, env=_script_env(DRY_RUN="1"),
                           capture_output=True, text=True, timeout=60)
     assert plan.returncode == 0, plan.stderr
     assert plan.stderr.startswith("warning: MASTER_ADDR 127.0.0.1 is an address of this host, so msrun starts a "

@@ -76,7 +76,8 @@ def direct_eval(image_folder, checkpoint, use_ema=False):
     """Top-1/top-5/loss of ``direct_logits``."""
     logits, labels = direct_logits(image_folder, checkpoint, use_ema)
     order = np.argsort(-logits, 1)
-    return {"top1": 100 * np.mean(order[:, 0] == labels), "top5": 100 * np.mean((order[:, :5] == labels[:, None]).any(1)),
+    return {"top1": 100 * np.mean(order[:, 0] == labels),
+            "top5": 100 * np.mean((order[:, :5] == labels[:, None]).any(1)),
             "loss": cross_entropy_sum(logits, labels) / len(labels), "count": len(labels)}
 
 

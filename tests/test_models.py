@@ -71,7 +71,7 @@ def test_bad_arguments_are_refused_naming_the_argument_and_what_it_takes():
     from src.models import ModelError
 
     for name, img_size, stride in (("vig_nano_gelu", 200, "stem stride 16"), ("pvig_ti_224_gelu", 240,
-                                                                             "total stride 32"),
+                                                                              "total stride 32"),
                                    ("vig_nano_gelu", 0, "stem stride 16"), ("vig_nano_gelu", "224", "stem stride 16"),
                                    ("vig_nano_gelu", (32, 32.0), "stem stride 16")):
         with pytest.raises(ModelError) as refused:

@@ -262,7 +262,7 @@ def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, i
     assert steps and steps[-1]["lr"] > 0
     evaluated = _script("run_eval_ascend.sh", "0", "vig.yaml", "../train_standalone/outputs/best.ckpt", "-a",
                         "vig_nano_gelu", "--image_size", "32", "--num_classes", "3", "--batch_size", "6", "-j", "1",
-                        "--device_target", "CPU", cwd=tmp_path)  # the model and data keys: eval.py takes no training keys
+                        "--device_target", "CPU", cwd=tmp_path)  # model and data keys: eval.py takes no training keys
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "=> eval results:{'Loss': " in (tmp_path / "evaluation_ascend" / "eval.log").read_text()
     assert np.isfinite(float(evaluated.stdout.split("loss ")[-1].split()[0]))
@@ -347,4 +347,5 @@ def test_their_310_flags_and_a_failing_group_init(tmp_path):
         with pytest.raises(DeviceError) as info:
             init_device("CPU", distribute=True)
     assert str(info.value) == ("cannot join the data-parallel group started by msrun (MindSpore: Failed to init the "
-                               "communication: the scheduler at 10.0.0.1:8118 did not answer.); check the launcher's settings and that every rank can reach the others")
+                               "communication: the scheduler at 10.0.0.1:8118 did not answer.); check the launcher's "
+                               "settings and that every rank can reach the others")

@@ -230,9 +230,9 @@ def test_a_second_run_into_the_same_folder_is_refused(chain):
     (status, err), still_running, pid = chain["second_start"]
     assert still_running is None
     assert status == 2
-    assert re.fullmatch(rf"error: {re.escape(repr(str(chain['out'])))} is in use by another training run \(pid {pid} "
-                        rf"on {re.escape(socket.gethostname())}, started [0-9: -]+\); wait for it to finish or stop it, "
-                        rf"or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
+    assert re.fullmatch(rf"error: {re.escape(repr(str(chain['out'])))} is in use by another training run "
+                        rf"\(pid {pid} on {re.escape(socket.gethostname())}, started [0-9: -]+\); wait for it to "
+                        rf"finish or stop it, or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
 
 
 def test_sigterm_saves_the_step_and_exits_143(chain):

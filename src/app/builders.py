@@ -219,8 +219,9 @@ def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):
     updates = (cfg.epochs + cfg.cooldown_epochs) * updates_per_epoch
     if updates > MAX_SCHEDULE_UPDATES:
         raise ConfigError(f"{cfg.epochs + cfg.cooldown_epochs} epochs (epochs + cooldown_epochs) of "
-                          f"{updates_per_epoch} updates make {updates:,} optimizer updates, more than the {MAX_SCHEDULE_UPDATES:,} a "
-                          f"learning-rate schedule may hold; lower epochs, or raise batch_size or accumulation_step")
+                          f"{updates_per_epoch} updates make {updates:,} optimizer updates, more than the "
+                          f"{MAX_SCHEDULE_UPDATES:,} a learning-rate schedule may hold; lower epochs, or raise "
+                          "batch_size or accumulation_step")
     total = cfg.batch_size * world * cfg.accumulation_step
     factor = total / cfg.lr_batch_size if cfg.lr_batch_size else 1.0
     if log and cfg.lr_batch_size:

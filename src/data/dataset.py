@@ -121,7 +121,7 @@ class _LoadImage:
             if image is not None:
                 return image, self.files.labels[other], np.int64(index)
         raise DatasetError(f"{_MAX_TRIES} images in a row from {self.files.path(index)!r} on cannot be read; "
-                         "is the dataset damaged?")
+                           "is the dataset damaged?")
 
 
 def _explain(files: ImageFiles, decode: DecodeImage):
@@ -192,13 +192,13 @@ def create_dataset(root: str, split: str, transform: EvalTransformParams, *, bat
     path = os.path.join(root, split)
     if num_classes is not None and num_classes != len(names):
         raise DatasetError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
-                         "set num_classes to the folder count (or fix the folders)")
+                           "set num_classes to the folder count (or fix the folders)")
     num_classes = len(names)
     files = ImageFiles(root, split, names)
     size = len(files)
     if size == 0:
         raise DatasetError(f"split folder {path!r} has class folders but no images with extensions "
-                         f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
+                           f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
 
     if is_training and repeated_aug > 1:
         sampler = RepeatedAugSampler(size, num_shards=num_shards, shard_id=shard_id,
@@ -217,8 +217,8 @@ def create_dataset(root: str, split: str, transform: EvalTransformParams, *, bat
             last = len(sampler) % batch_size
             if batch_size % 2 or (not drop_remainder and last % 2):
                 raise DatasetError(f"mixup_mode={mix.mixup_mode!r} needs even batches: batch_size={batch_size}, "
-                                 f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
-                                 "even batch_size with drop_remainder=True, or mixup_mode='batch'")
+                                   f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
+                                   "even batch_size with drop_remainder=True, or mixup_mode='batch'")
 
     steps_seed = derive_seed(seed, epoch, shard_id, "transforms") if is_training else None
     (steps,) = create_transforms(transform, augment, seed=steps_seed, max_image_pixels=options.max_image_pixels)

@@ -37,7 +37,7 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
         raise DeployError(f"file_format must be one of {sorted(EXTENSIONS)}, got {file_format!r}")
     if file_format == "AIR" and ms.get_context("device_target") != "Ascend":
         raise DeployError("AIR export needs the Ascend backend (MindSpore writes AIR only with device_target "
-                         "Ascend); run on an Ascend host with --device_target Ascend, or export MINDIR/ONNX here")
+                          "Ascend); run on an Ascend host with --device_target Ascend, or export MINDIR/ONNX here")
     path = os.path.abspath(file_name + EXTENSIONS[file_format])
     if os.path.exists(path):
         raise DeployError(f"{path} already exists; choose another --file_name or move the old file")
