@@ -25,7 +25,7 @@ from src.deploy.export import export_network
 from src.models.layers import export_formulation
 from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
-from src.engine.metrics import cross_entropy_sum
+from src.utils.metrics import cross_entropy_sum
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH, SIZE, CLASSES = "vig_nano_gelu", 32, 3

@@ -43,7 +43,7 @@ import train as train_entry
 from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from src.weights.files import FolderLock, OutputFolderError, remove_stale_temporaries
+from src.utils.files import FolderLock, OutputFolderError, remove_stale_temporaries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -360,7 +360,7 @@ def test_the_folder_lock_refuses_a_second_owner_and_outlives_no_killed_one(tmp_p
         with pytest.raises(OutputFolderError, match=rf"is in use by another training run \(pid {os.getpid()} on "):
             FolderLock(str(tmp_path), "train_url").acquire()
     assert os.listdir(tmp_path) == []
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from src.weights.files import FolderLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from src.utils.files import FolderLock; "
                                f"FolderLock({str(tmp_path)!r}, 'train_url').acquire(); print('held', flush=True); "
                                "time.sleep(600)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
@@ -416,7 +416,7 @@ def test_a_read_only_export_folder_is_one_line(trained_run, read_only_folder):
 
 
 def no_room(monkeypatch):
-    import src.weights.files as files
+    import src.utils.files as files
 
     usage = shutil.disk_usage(ROOT)
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage._replace(free=2 ** 20))

@@ -20,8 +20,8 @@ from ..data.files import BadImagePolicy, ImageFiles
 from ..data.staging import StagedDir
 from ..data.params import DatasetParams, EvalTransformParams
 from ..data.transforms import UndecodableImage, create_transforms
-from ..engine.metrics import topk_correct
-from ..weights.files import check_writable
+from ..utils.files import check_writable
+from ..utils.metrics import topk_correct
 from .errors import DeployError
 
 LABELS = "labels.json"

@@ -35,7 +35,7 @@ from .plot import plot_training_curves
 from .run_checkpoints import RunCheckpoints
 from .train_step import TrainOneStep
 from ..weights.checkpoint import EMA_PREFIX
-from ..weights.files import temporary_path
+from ..utils.files import write_text
 
 
 @dataclass
@@ -292,10 +292,7 @@ def _keep_metrics_until(path: Optional[str], meta: Dict[str, float]) -> None:
         lines = handle.readlines()
     kept = [line if line.endswith("\n") else line + "\n" for line in lines if _before(line, meta)]
     if kept != lines:
-        tmp = temporary_path(path)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(kept)
-        os.replace(tmp, path)
+        write_text(path, "".join(kept))
 
 
 def _before(line: str, meta: Dict[str, float]) -> bool:
