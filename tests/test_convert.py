@@ -1,6 +1,6 @@
 """Official PyTorch checkpoints -> our models: the converted model computes the official function.
 
-The official function is ``tests/torch_reference.py`` (an independent PyTorch implementation with
+The official function is ``tools/torch_reference.py`` (an independent PyTorch implementation with
 the official module tree, checked bit for bit against the official code). Checkpoints are real
 ``torch.save`` files. Comparisons are block by block with teacher forcing (each block gets the
 reference's input), because a free-running float32 run legitimately flips near-tied neighbours;
@@ -18,7 +18,7 @@ from mindspore import Tensor
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
+from tools import torch_reference as ref  # noqa: E402
 from conftest import assert_evaluated_as_officially  # noqa: E402
 from src.models import PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.weights.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402

@@ -1,7 +1,7 @@
 """SViG and GraphConvNet: the threshold graph against its rule, tiny models in both modes, fidelity of
 converted official-format checkpoints at full size, export, and graph options reaching the model.
 
-The official function is ``tests/torch_reference.py`` (``build_svig``: the official SViG forward with
+The official function is ``tools/torch_reference.py`` (``build_svig``: the official SViG forward with
 its edge list and scatter max; ``build_graphconvnet``), checked bit for bit against the official code.
 """
 import math
@@ -18,7 +18,7 @@ from mindspore import Tensor, nn
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
+from tools import torch_reference as ref  # noqa: E402
 from conftest import assert_evaluated_as_officially  # noqa: E402
 from src.app.builders import model_from_config  # noqa: E402
 from src.app.config import ConfigError, load_config  # noqa: E402

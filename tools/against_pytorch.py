@@ -1,5 +1,5 @@
 """Side-by-side benchmark of our models (MindSpore, GRAPH_MODE) and the PyTorch reference
-(``tests/torch_reference.py``, the official code's computation) on the same weights and images.
+(``tools/torch_reference.py``, the official code's computation) on the same weights and images.
 
 Per model, one MindSpore process prepares what both sides use: weights with BatchNorm statistics
 calibrated as ``benchmark.py`` does (so neither side runs on denormals), saved as our checkpoint and under
@@ -29,7 +29,7 @@ import numpy as np
 from tools.timing import cpu_name, measure, memory_mb, peak_memory_mb, time_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(ROOT, "tests", "torch_reference.py")
+REFERENCE = os.path.join(ROOT, "tools", "torch_reference.py")
 LEARNING_RATE, WEIGHT_DECAY = 1e-5, 0.05  # the training step of tools/benchmark.py's mode_call
 
 
@@ -43,7 +43,7 @@ def check_requirements() -> None:
 
 
 def reference_module():
-    """tests/torch_reference.py, imported by its path (it is not a package module)."""
+    """tools/torch_reference.py, imported by its path."""
     spec = importlib.util.spec_from_file_location("torch_reference", REFERENCE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
