@@ -94,6 +94,7 @@ def fit_prototype_head(model, images):
     return model
 
 
+@pytest.mark.slow(reason="full-size models at 224 against the PyTorch reference")
 @pytest.mark.parametrize("arch", ["vig_ti_224_gelu", "pvig_ti_224_gelu"])
 def test_converted_official_model_computes_the_official_function(pynative, tmp_path, arch):
     images = ref.structured_images(4, 224, seed=42)

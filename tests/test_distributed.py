@@ -143,6 +143,7 @@ def one_node_run(image_folder, tmp_path_factory):
     return done, out, {rank: out / "msrun_log" / f"worker_{rank}.log" for rank in range(RANKS)}
 
 
+@pytest.mark.slow(reason="msrun launches two training ranks")
 @pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
 def test_two_rank_data_parallel_training(image_folder, one_node_run):
     from src.models import create_model
@@ -180,6 +181,7 @@ def test_two_rank_data_parallel_training(image_folder, one_node_run):
     assert [r["count"] for r in epochs if r["type"] == "epoch"] == [val_images]
 
 
+@pytest.mark.slow(reason="msrun launches two training ranks")
 @pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
 def test_two_msrun_nodes_train_as_one(image_folder, one_node_run, tmp_path):
     """Node ranks 0 and 1 (one worker each) on this machine over loopback, as two servers would run them with

@@ -168,6 +168,7 @@ def test_every_family_exports_to_onnx(graph_mode, tmp_path, arch):
     onnx_matches_cell(net, path, structured_images(2, size, seed=2))
 
 
+@pytest.mark.slow(reason="the full pvig_ti exported and run in onnxruntime")
 def test_full_size_onnx_export(graph_mode, tmp_path):
     """The full pvig_ti (all parameters, relative-position tables resized in the graph) at 128x128.
 

@@ -278,6 +278,7 @@ def perturbed(state, seed):
             for k, v in state.items()}
 
 
+@pytest.mark.slow(reason="full-size SViG at 224 against the PyTorch reference")
 def test_svig_training_checkpoint_converts_and_computes_the_official_function(pynative, tmp_path):
     """An official-format SViG file (plain and EMA state dicts, timm's training args) at 224."""
     images = ref.structured_images(2, 224, seed=42)
@@ -302,6 +303,7 @@ def test_svig_training_checkpoint_converts_and_computes_the_official_function(py
     np.testing.assert_array_equal(ours(Tensor(images.numpy())).asnumpy().argmax(1), expected)
 
 
+@pytest.mark.slow(reason="full-size GraphConvNet at 224 against the PyTorch reference")
 def test_graphconvnet_checkpoint_converts_and_computes_the_official_function(pynative, tmp_path):
     images = ref.structured_images(2, 224, seed=42)
     official = ref.calibrate_(ref.build_graphconvnet("graphconvnet_ti"), ref.structured_images(4, 224, seed=0),

@@ -244,6 +244,7 @@ def test_rank_table_plan_of_the_second_of_two_servers(tmp_path, modelzoo_yaml, i
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow(reason="two script launches that train and evaluate")
 def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, image_folder):
     """bash scripts/run_standalone_train_ascend.sh [DEVICE_ID] [CONFIG_PATH], then run_eval_ascend.sh, with
     data_url, CONFIG_PATH and CHECKPOINT_PATH relative to the job folders as their users write them;

@@ -202,12 +202,14 @@ def chain(image_folder, tmp_path_factory):
     return stages
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_a_run_killed_before_any_checkpoint_leaves_only_its_lock(chain):
     run, names = chain["killed_early"]
     assert run.returncode == -signal.SIGKILL, run.text()
     assert not [n for n in names if n.endswith(".ckpt")] and ".run.lock" in names
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_a_crash_in_the_first_last_ckpt_write_leaves_complete_checkpoints_and_one_temporary(chain):
     run, names, stored = chain["killed_writing"]
     assert run.returncode == -signal.SIGKILL, run.text()
@@ -216,6 +218,7 @@ def test_a_crash_in_the_first_last_ckpt_write_leaves_complete_checkpoints_and_on
     assert f".last.tmp{run.pid}.tmp" in names and "last.ckpt" not in names
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_resume_auto_takes_the_newest_complete_checkpoint_and_removes_the_dead_temporary(chain):
     out = chain["out"]
     dead = chain["killed_writing"][0].pid
@@ -226,6 +229,7 @@ def test_resume_auto_takes_the_newest_complete_checkpoint_and_removes_the_dead_t
     assert not [n for n in names if n.startswith(".") and n != ".run.lock"]  # the run was stopped, not killed
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_a_second_run_into_the_same_folder_is_refused(chain):
     (status, err), still_running, pid = chain["second_start"]
     assert still_running is None
@@ -235,6 +239,7 @@ def test_a_second_run_into_the_same_folder_is_refused(chain):
                         rf"finish or stop it, or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_sigterm_saves_the_step_and_exits_143(chain):
     out = chain["out"]
     run, names, stored = chain["sigterm"]
@@ -248,6 +253,7 @@ def test_sigterm_saves_the_step_and_exits_143(chain):
     assert ".run.lock" not in names
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_ctrl_c_saves_the_step_exits_130_and_leaves_no_worker(chain):
     out = chain["out"]
     earlier = chain["sigterm"][2]["last.ckpt"][1]
@@ -263,6 +269,7 @@ def test_ctrl_c_saves_the_step_exits_130_and_leaves_no_worker(chain):
     assert left == [], "processes of the stopped run are still alive"
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_the_resumed_chain_ends_with_the_uninterrupted_runs_checkpoint(chain):
     run, names = chain["finished"]
     assert run.returncode == 0, run.text()
