@@ -340,7 +340,8 @@ def test_an_export_removes_the_temporary_of_a_dead_export(tmp_path, graph_mode):
     net = nn.SequentialCell(nn.Flatten(), nn.Dense(3 * 4 * 4, 2))
     path = export_network(net, "MINDIR", str(tmp_path / "tiny"), 1, 4)
     assert sorted(os.listdir(tmp_path)) == sorted([f".tiny.tmp{gone}.bin", "tiny.mindir"])
-    assert nn.GraphCell(ms.load(path)) is not None
+    x = ms.Tensor(np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4) / 48)
+    np.testing.assert_allclose(nn.GraphCell(ms.load(path))(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
 
 
 def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
