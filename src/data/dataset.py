@@ -17,31 +17,9 @@ evaluation the row gets label -1, which ``evaluate`` leaves out.  ``batches`` na
 file once, counts them and stops with one error when there are more than
 ``max_bad_image_fraction`` of the files read.
 
-Randomness and reproducibility (measured on MindSpore 2.10, CPU, ``fork`` start method):
-
-* MindSpore forks ``map`` workers and does not reseed them unless
-  ``mindspore.dataset.config.set_seed`` was called; Python's ``random`` reseeds itself after a
-  fork but ``numpy.random``'s global state does not, so workers share the numpy stream (and
-  repeat it run after run).  With ``set_seed(s)`` worker ``k`` gets ``random``/``numpy`` seeded
-  with ``s + k``.  This module never calls ``set_seed`` (global state) and no transform here
-  uses the global generators: each owns a generator seeded from
-  ``(seed, epoch, shard_id)``, the transform's name and the worker index (``rng.py``), so
-  workers and ranks never share an augmentation stream.
-* Sample order: a pure function of ``(seed, epoch, num_shards, shard_id)``; an iterator over
-  several epochs advances the sampler's epoch itself, so a run resumed at epoch ``e`` (built
-  with ``epoch=e``) sees the same orders as an uninterrupted run.
-* Mixup/CutMix: drawn from a generator seeded by ``(seed, shard_id, epoch, batch number)``
-  inside the batch op, so it is exactly reproducible, also across a resume.
-* Per-image augmentation: in multiprocessing mode (the default with more than one worker)
-  ``map`` hands the rows to its worker processes round-robin (row ``i`` to worker ``i % W``),
-  and each worker's generator is seeded as above, so a pipeline built twice with the same
-  arguments produces the same images (checked in the tests); with one worker it runs in one
-  thread and is reproducible too.  What is *not* reproduced: the per-image stream of epoch
-  ``e`` in a long-running iterator continues from epoch ``e-1``, so it differs from a
-  pipeline freshly built with ``epoch=e``; it changes with ``num_parallel_workers``; and with
-  several threads (``python_multiprocessing=False``) it depends on thread scheduling.
-  ``ds.config.set_seed`` does not affect these transforms (it only reseeds the global
-  ``random``/``numpy`` generators and MindSpore's C++ random ops, none of which are used).
+Randomness: the sample order, mixing and per-image augmentation are pure functions of the seed, epoch, shard
+and worker (``rng.py``), so a pipeline built twice, or a resumed run, sees the same data; what MindSpore
+does with worker seeds and what is not reproduced: docs/data_pipeline.md.
 
 Errors: a missing root or split folder, a split without class folders or images, class
 folders that differ between ``train`` and ``val`` and a ``num_classes`` that does not match
