@@ -8,8 +8,8 @@ import yaml
 
 from src.app.config import COMMAND_LINE, OPTIONS, ConfigError, effective_recipe, load_config, save_config
 from src.models import list_models
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write(tmp_path, data):

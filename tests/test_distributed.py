@@ -24,7 +24,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 SCRIPT = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
 BIN = os.path.dirname(sys.executable)
 BATCH = 6

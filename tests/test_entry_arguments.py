@@ -22,7 +22,7 @@ import predict
 import preprocess
 import train
 import visualize
-from conftest import ROOT, execution_mode, in_process
+from support import ROOT, execution_mode, in_process
 from src.app.cli import TRACEBACK_HINT
 
 BAD = {"zero": "0", "negative": "-3", "huge": "1000000000", "wrong type": "abc",

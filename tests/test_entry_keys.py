@@ -19,7 +19,7 @@ import predict as predict_entry
 import preprocess as preprocess_entry
 import train as train_entry
 import visualize as visualize_entry
-from conftest import execution_mode
+from support import execution_mode
 from src.app import builders, jobs
 from src.app.config import ENTRY_KEYS, Config
 from src.data import EvalTransformParams

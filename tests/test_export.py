@@ -18,7 +18,7 @@ import export as export_entry
 import infer as infer_entry
 import postprocess as postprocess_entry
 import preprocess as preprocess_entry
-from conftest import family_representatives, write_image_folder
+from support import ROOT, family_representatives, write_image_folder
 from src.data import DatasetError, EvalTransformParams, class_names, create_transforms
 from src.models import create_model
 from src.deploy.export import export_network
@@ -27,7 +27,6 @@ from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
 from src.utils.metrics import cross_entropy_sum
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH, SIZE, CLASSES = "vig_nano_gelu", 32, 3
 TRANSFORM = EvalTransformParams(image_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9)
 

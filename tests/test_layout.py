@@ -9,8 +9,8 @@ PyTorch reference, the MAC counter, the IR inventory); tools never use the tests
 import ast
 import glob
 import os
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ["app", "deploy", "engine", "weights", "models", "data", "utils", "choices"]
 # Below models | data, which import only themselves and these, each importing nothing of the project: utils holds
 # the low-level helpers (processes, atomic files, folder locks, metrics) every layer uses; choices the names a

@@ -12,8 +12,8 @@ import pytest
 from src.app.builders import eval_transform, kernel_impl, learning_rates, model_from_config
 from src.app.config import RECIPE_KEYS, ConfigError, effective_recipe, load_config
 from src.app.device import DeviceError, data_parallel
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # research/cv/ViG/src/configs/vig_s_patch16_224.yaml of the ModelZoo, key for key
 MODELZOO_YAML = """\
 # Architecture

@@ -9,7 +9,7 @@ import yaml
 from mindspore import Tensor
 from PIL import Image
 
-from conftest import TRANSFORM
+from support import TRANSFORM
 
 import predict
 from src.app.builders import prediction_class_names

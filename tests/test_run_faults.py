@@ -40,12 +40,11 @@ import export as export_entry
 import infer as infer_entry
 import predict as predict_entry
 import train as train_entry
-from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
+from support import ROOT, TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from src.utils.files import FolderLock, OutputFolderError, remove_stale_temporaries
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
 STEPS = 6  # per epoch: 36 training images, batch 6
 TIMEOUT = 600

@@ -7,8 +7,8 @@ import pytest
 
 from src.app.config import ConfigError
 from src.app.selftest import CHECKS, FamilyResult, format_table, run_selftest, summary
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow(reason="the self-test script: train step, export and a second process")

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import train as train_entry
-from conftest import TRANSFORM, WORKERS, job_args
+from support import TRANSFORM, WORKERS, job_args
 from src.models import model_cfg
 from src.weights.checkpoint import read_checkpoint
 
@@ -125,7 +125,7 @@ def test_o2_trains_as_o0_and_logs_its_skipped_steps(pico, tmp_path):
     """The native form at O2 (float16; graphs, BatchNorm and loss in float32) with a dynamic loss scale reaches the
     top-1 of the same run at O0 within one point (100 validation images); the scale comes down from float16
     overflows, and the skipped steps are counted in the epoch records, the log and the result."""
-    from conftest import write_image_folder
+    from support import write_image_folder
     folder = write_image_folder(tmp_path / "stripes", classes=2, train_per_class=32, val_per_class=50)
     o0 = train_entry.main(o2_pair_args(pico, folder, tmp_path / "o0", "O0"))
     o2 = train_entry.main(o2_pair_args(pico, folder, tmp_path / "o2", "O2"))

@@ -8,7 +8,7 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
-from conftest import NoBadImages
+from support import NoBadImages
 from src.app.config import OPTIONS
 from src.models import VisionGNN
 from src.engine.optim import AdamW, create_optimizer, no_weight_decay, param_groups
