@@ -8,7 +8,7 @@ or, with --flops, its parameters and MACs per image.
     python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224 | H W]
         [--mode infer|train|both] [--runs 10] [--warmup 4] [--no_latency] [--weights SET [SET ...]]
 
---against-pytorch measures each model side by side with the PyTorch reference (tests/torch_reference.py)
+--against-pytorch measures each model side by side with the PyTorch reference (tools/torch_reference.py)
 on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
 There --image_size also takes a height and a width (detection sizes: 800 1344), and --no_latency leaves
 out the batch-1 latency of the exported models (minutes per model at such sizes).

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint (ours, or a converted official one) on the validation split.
 
-    python eval.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet --pretrained vig_ti.ckpt [--use_ema true|false]
+    python eval.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet \
+        --pretrained vig_ti.ckpt [--use_ema true|false]
 
 Prints top-1, top-5 and the mean cross-entropy, computed with the evaluation transform (bicubic resize to
 image_size / crop_pct, centre crop, mean/std: each from the command line, else the config file, else the

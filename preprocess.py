@@ -1,6 +1,7 @@
 """Offline inference, step 1: the validation images as model inputs on disk.
 
-    python preprocess.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet --preprocess_path ./preprocess_Result
+    python preprocess.py --config configs/vig_ti_224_gelu.yaml --data_url /path/to/imagenet \
+        --preprocess_path ./preprocess_Result
 
 Each image of <data_url>/val goes through the model's evaluation transform (bicubic resize to
 image_size / crop_pct, centre crop, the model's mean/std) into <id>.bin (float32, 1x3xSxS), with

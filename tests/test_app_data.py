@@ -36,7 +36,7 @@ def test_every_data_key_reaches_its_object():
                "label_smoothing": "0.2", "num_parallel_workers": "3", "repeated_aug": "2",
                "max_bad_image_fraction": "0.01", "max_image_pixels": "1000"}
     cfg = load_config(["--arch", "vig_ti_224_gelu"] + [token for key, value in changed.items()
-                                                        for token in (f"--{key}", value)])
+                                                       for token in (f"--{key}", value)])
     keyed = []
     for params in _objects(cfg):
         for field in fields(params):

@@ -119,7 +119,7 @@ def test_docs_table_is_the_generated_one():
         "docs/ascend.md differs from the table of docs/ascend_graphs.json: run python -m tools.ascend_graph --write"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="compiles the train, inference and export graphs of every case")
 def test_the_compiled_graphs_are_the_inventory():
     """Every case's train, infer and export graphs compiled now (first and last block of each stage) hold the
     primitives, dtypes and functions of the checked-in inventory (python -m pytest -m slow; about 4 minutes on two

@@ -8,7 +8,7 @@ from src.engine.optim import create_optimizer
 from src.engine.train_step import build_train_step
 from src.models import ModelError, create_model
 from src.weights.checkpoint import load_model_weights, save_checkpoint
-from conftest import family_representatives
+from support import family_representatives
 
 
 FAMILIES = family_representatives()

@@ -8,8 +8,8 @@ import yaml
 
 from src.app.config import COMMAND_LINE, OPTIONS, ConfigError, effective_recipe, load_config, save_config
 from src.models import list_models
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write(tmp_path, data):
@@ -157,7 +157,7 @@ def test_a_config_takes_its_bases_keys_and_overrides_them(tmp_path):
     (tmp_path / "model.yaml").write_text("_base_: [base/family.yaml, base/data.yaml]\narch: vig_nano_gelu\n"
                                          "batch_size: 4\n")
     model, family, root, data = (str(tmp_path / name) for name in ("model.yaml", "base/family.yaml",
-                                                                    "base/root.yaml", "base/data.yaml"))
+                                                                   "base/root.yaml", "base/data.yaml"))
     cfg = load_config(["--config", model, "--seed", "3"])
     assert (cfg.epochs, cfg.base_lr, cfg.weight_decay, cfg.batch_size, cfg.data_url) == (7, 0.25, 0.2, 4, "./d")
     assert cfg.origins == {"epochs": root, "weight_decay": root, "base_lr": family, "data_url": data,

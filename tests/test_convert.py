@@ -1,6 +1,6 @@
 """Official PyTorch checkpoints -> our models: the converted model computes the official function.
 
-The official function is ``tests/torch_reference.py`` (an independent PyTorch implementation with
+The official function is ``tools/torch_reference.py`` (an independent PyTorch implementation with
 the official module tree, checked bit for bit against the official code). Checkpoints are real
 ``torch.save`` files. Comparisons are block by block with teacher forcing (each block gets the
 reference's input), because a free-running float32 run legitimately flips near-tied neighbours;
@@ -18,8 +18,8 @@ from mindspore import Tensor
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
-from conftest import assert_evaluated_as_officially  # noqa: E402
+from tools import torch_reference as ref  # noqa: E402
+from support import ROOT, assert_evaluated_as_officially, fit_prototype_head, relative_error  # noqa: E402
 from src.models import PyramidVisionGNN, VisionGNN, create_model  # noqa: E402
 from src.models.layers import knn_specs  # noqa: E402
 from src.weights.checkpoint import CheckpointError, check_fits, load_model_weights  # noqa: E402
@@ -27,7 +27,6 @@ from src.weights.convert import (convert_official_checkpoint, select_state_dict,
                                  to_official_names)
 from src.weights.pth_reader import PthFormatError, read_pth  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARGIN = 1e-5   # candidate-distance gaps below this may order differently in another float32 implementation
 RTOL = 1e-5     # block outputs: max |ours - official| / max |official|
 
@@ -72,29 +71,7 @@ def compare_block_by_block(official, ours, images):
         assert relative_error(ours.forward_head(to_ms(x)).asnumpy(), logits) < RTOL, "head"
 
 
-def relative_error(got, expected):
-    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
-
-
-def fit_prototype_head(model, images):
-    """A classifier like a trained one: class c's row is image c's (normalised) head feature.
-
-    Randomly weighted models have near-equal logits, so the official float32 and float64 runs of
-    the *same* model already disagree on their argmax; a fitted head has the margins trained
-    models have, and predicted classes then compare two implementations end to end.
-    """
-    with torch.no_grad():
-        x = model.forward_stem(images)
-        for entry in model.backbone:
-            x = entry(x)
-        feats = model.prediction[:4](torch.nn.functional.adaptive_avg_pool2d(x, 1)).flatten(1)
-        weight = torch.zeros_like(model.prediction[4].weight)
-        weight[:len(images), :, 0, 0] = 10 * feats / feats.norm(dim=1, keepdim=True)
-        model.prediction[4].weight.copy_(weight)
-        model.prediction[4].bias.zero_()
-    return model
-
-
+@pytest.mark.slow(reason="full-size models at 224 against the PyTorch reference")
 @pytest.mark.parametrize("arch", ["vig_ti_224_gelu", "pvig_ti_224_gelu"])
 def test_converted_official_model_computes_the_official_function(pynative, tmp_path, arch):
     images = ref.structured_images(4, 224, seed=42)

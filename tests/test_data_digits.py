@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import eval as eval_entry
-from conftest import ROOT, snapshot, write_image_folder
+from support import ROOT, snapshot, write_image_folder
 from src.app.builders import prepare_data
 from src.app.cli import TRACEBACK_HINT
 from src.app.config import load_config

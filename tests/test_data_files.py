@@ -11,7 +11,7 @@ from mindspore import nn
 from PIL import Image, ImageFile
 
 import mindspore.dataset.vision as vision
-from conftest import write_image_folder
+from support import write_image_folder
 from src.data import DatasetError
 from src.data.dataset import batches, class_names, create_dataset
 from src.data.files import BadImagesError, ImageFiles

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import preprocess as preprocess_entry
-from conftest import snapshot, write_image_folder
+from support import snapshot, write_image_folder
 from src.data.files import BadImagesError
 from src.deploy.errors import DeployError
 from test_data_files import _add_hidden_entries

@@ -142,7 +142,8 @@ def test_posterize_zero_bits_gives_black():
 def test_solarize_add_and_solarize():
     img = Image.fromarray(np.array([[[10, 127, 128]]], np.uint8))
     assert np.asarray(apply_op(img, "SolarizeAdd", (99,), fill=(0, 0, 0), resample=0)).tolist() == [[[109, 226, 128]]]
-    assert np.asarray(apply_op(img, "SolarizeIncreasing", (26,), fill=(0, 0, 0), resample=0)).tolist() == [[[10, 128, 127]]]
+    solarized = apply_op(img, "SolarizeIncreasing", (26,), fill=(0, 0, 0), resample=0)
+    assert np.asarray(solarized).tolist() == [[[10, 128, 127]]]
 
 
 @pytest.mark.parametrize("name", RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)

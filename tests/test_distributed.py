@@ -24,7 +24,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
+
 SCRIPT = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
 BIN = os.path.dirname(sys.executable)
 BATCH = 6
@@ -143,6 +144,7 @@ def one_node_run(image_folder, tmp_path_factory):
     return done, out, {rank: out / "msrun_log" / f"worker_{rank}.log" for rank in range(RANKS)}
 
 
+@pytest.mark.slow(reason="msrun launches two training ranks")
 @pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
 def test_two_rank_data_parallel_training(image_folder, one_node_run):
     from src.models import create_model
@@ -180,6 +182,7 @@ def test_two_rank_data_parallel_training(image_folder, one_node_run):
     assert [r["count"] for r in epochs if r["type"] == "epoch"] == [val_images]
 
 
+@pytest.mark.slow(reason="msrun launches two training ranks")
 @pytest.mark.skipif(_msrun_missing() is not None, reason=f"needs msrun: {_msrun_missing()}")
 def test_two_msrun_nodes_train_as_one(image_folder, one_node_run, tmp_path):
     """Node ranks 0 and 1 (one worker each) on this machine over loopback, as two servers would run them with
@@ -247,8 +250,8 @@ def test_launch_scripts_check_their_arguments(tmp_path):
         done = run(*args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
     # a second msrun node on the master's own host: msrun would start a second scheduler there, which the plan says
-    plan = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train.sh"), "configs/demo.yaml", "data",
-                           "2", "1", "127.0.0.1", "8118", "1"], cwd=tmp_path, env=_script_env(DRY_RUN="1"),
+    plan = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train.sh"), "configs/demo.yaml",
+                           "data", "2", "1", "127.0.0.1", "8118", "1"], cwd=tmp_path, env=_script_env(DRY_RUN="1"),
                           capture_output=True, text=True, timeout=60)
     assert plan.returncode == 0, plan.stderr
     assert plan.stderr.startswith("warning: MASTER_ADDR 127.0.0.1 is an address of this host, so msrun starts a "

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
+from tools import torch_reference as ref  # noqa: E402
 import convert_checkpoint  # noqa: E402
 from src.app.cli import run_cli  # noqa: E402
 from src.models import create_model, model_cfg, registry  # noqa: E402

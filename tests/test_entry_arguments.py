@@ -22,7 +22,7 @@ import predict
 import preprocess
 import train
 import visualize
-from conftest import ROOT, execution_mode, in_process
+from support import ROOT, execution_mode, in_process
 from src.app.cli import TRACEBACK_HINT
 
 BAD = {"zero": "0", "negative": "-3", "huge": "1000000000", "wrong type": "abc",
@@ -52,7 +52,8 @@ ENTRIES = {
     "postprocess": (postprocess.main, ["--preprocess_path", "{tmp}/inputs", "--result_path", "{tmp}/results"],
                     {"--preprocess_path": PATH}),
     "predict": (predict.main, ["--arch", "vig_nano_gelu", "--pretrained", f"{{tmp}}/{MISSING}", "{tmp}/x.png"],
-                {"--topk": ("zero", "negative", "wrong type"), "--batch_size": COUNT, "--image_size": COUNT, "--pretrained": PATH}),
+                {"--topk": ("zero", "negative", "wrong type"), "--batch_size": COUNT, "--image_size": COUNT,
+                 "--pretrained": PATH}),
     "visualize": (visualize.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "32",
                                    "--pretrained", "{tmp}/nano.ckpt", "--image", "{tmp}/x.png", "--out",
                                    "{tmp}/drawings"],

@@ -19,7 +19,7 @@ import predict as predict_entry
 import preprocess as preprocess_entry
 import train as train_entry
 import visualize as visualize_entry
-from conftest import execution_mode
+from support import execution_mode
 from src.app import builders, jobs
 from src.app.config import ENTRY_KEYS, Config
 from src.data import EvalTransformParams
@@ -73,8 +73,8 @@ ENTRIES = {
     "eval": (eval_entry.main, MODEL + ["--data_url", "{images}", "--set", "digits", "--pretrained", "{ckpt}",
                                        "--run_modelarts", "true", "--train_url", "{tmp}/results", "--graph_mode", "1"]),
     "export": (export_entry.main, MODEL + ["--pretrained", "{ckpt}", "--file_name", "{tmp}/model"]),
-    "preprocess": (preprocess_entry.main, ["--arch", "vig_nano_gelu", "--image_size", "32", "--data_url", "{images}", "--set", "digits",
-                                                       "--preprocess_path", "{tmp}/pre"]),
+    "preprocess": (preprocess_entry.main, ["--arch", "vig_nano_gelu", "--image_size", "32", "--data_url", "{images}",
+                                           "--set", "digits", "--preprocess_path", "{tmp}/pre"]),
     "infer": (infer_entry.main, ["--arch", "vig_nano_gelu", "--preprocess_path", "{tmp}/pre", "--result_path",
                                  "{tmp}/res"]),
     "postprocess": (postprocess_entry.main, ["--preprocess_path", "{tmp}/pre", "--result_path", "{tmp}/res"]),

@@ -19,16 +19,15 @@ import export as export_entry
 import infer as infer_entry
 import postprocess as postprocess_entry
 import preprocess as preprocess_entry
-from conftest import family_representatives, write_image_folder
+from support import ROOT, family_representatives, write_image_folder
 from src.data import DatasetError, EvalTransformParams, class_names, create_transforms
 from src.models import create_model
 from src.deploy.export import export_network
 from src.models.layers import GELU, export_formulation
 from tools.calibrate import calibrate, knn_margins, structured_images
 from src.weights.checkpoint import load_model_weights, save_checkpoint
-from src.engine.metrics import cross_entropy_sum
+from src.utils.metrics import cross_entropy_sum
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH, SIZE, CLASSES = "vig_nano_gelu", 32, 3
 TRANSFORM = EvalTransformParams(image_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9)
 
@@ -77,7 +76,8 @@ def direct_eval(image_folder, checkpoint, use_ema=False):
     """Top-1/top-5/loss of ``direct_logits``."""
     logits, labels = direct_logits(image_folder, checkpoint, use_ema)
     order = np.argsort(-logits, 1)
-    return {"top1": 100 * np.mean(order[:, 0] == labels), "top5": 100 * np.mean((order[:, :5] == labels[:, None]).any(1)),
+    return {"top1": 100 * np.mean(order[:, 0] == labels),
+            "top5": 100 * np.mean((order[:, :5] == labels[:, None]).any(1)),
             "loss": cross_entropy_sum(logits, labels) / len(labels), "count": len(labels)}
 
 
@@ -188,6 +188,7 @@ def test_onnx_erf_rewrite_takes_only_the_formula():
     assert erf_from_formula(model) == 1 and [n.op_type for n in model.graph.node] == ["Erf"]
 
 
+@pytest.mark.slow(reason="the full pvig_ti exported and run in onnxruntime")
 def test_full_size_onnx_export(graph_mode, tmp_path):
     """The full pvig_ti (all parameters, relative-position tables resized in the graph) at 128x128.
 

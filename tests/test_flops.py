@@ -8,8 +8,8 @@ import pytest
 
 from tools.flops import count_macs, model_size
 from src.models import create_model
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # official_vig.md section 2: README parameters, paper/README GMACs; MACs by torchprofile's rule and conv+matmul
 PUBLISHED = {
     "vig_ti_224_gelu": dict(params_trainable=7_184_744, params_all=7_184_744, gmacs=1.3, official=1.3065,

@@ -81,7 +81,8 @@ def test_graph_conv_forms_agree(pynative, name):
 def test_erf_formula_and_export_gelu():
     from scipy.special import erf
     z = np.linspace(-6, 6, 2001).astype(np.float32)
-    assert np.abs(erf_by_formula(Tensor(z)).asnumpy() - erf(z.astype(np.float64))).max() < 2e-6  # formula 1.5e-7 + float32 rounding
+    # the formula's 1.5e-7 plus float32 rounding
+    assert np.abs(erf_by_formula(Tensor(z)).asnumpy() - erf(z.astype(np.float64))).max() < 2e-6
     x = Tensor((z * 2).reshape(1, -1))
     exact = GELU()(x).asnumpy()
     onnx = GELU(Formulation(erf_formula=True))
@@ -381,7 +382,8 @@ def test_an_unwritable_cache_or_unreadable_library_falls_back(shared_cache):
 def dense_knn(x, y, k, dilation, bias=None):
     """The native formulation's kNN: the whole negated-distance matrix, sorted top-k, every d-th kept."""
     from src.models.layers import l2_normalize, negative_sq_distance
-    score = negative_sq_distance(l2_normalize(Tensor(x)), l2_normalize(Tensor(y)), None if bias is None else Tensor(bias))
+    score = negative_sq_distance(l2_normalize(Tensor(x)), l2_normalize(Tensor(y)),
+                                 None if bias is None else Tensor(bias))
     return ms.ops.topk(score, k * dilation, sorted=True)[1].asnumpy()[..., ::dilation], score.asnumpy()
 
 

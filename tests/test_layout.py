@@ -1,20 +1,21 @@
 """The dependency rule of the code base: entry points -> app -> deploy -> engine -> weights -> models | data ->
-choices.
+utils | choices.
 
 A package imports only packages to its right; models and data import nothing of the project but the packages
-below both (choices, which imports nothing); the
-library never imports the developer tools; only entry points (and the config loader they call)
-read the command line.
+below both (utils and choices, which import nothing of the project); the library never imports the developer
+tools; only entry points (and the config loader they call) read the command line. Tests may import tools (the
+PyTorch reference, the MAC counter, the IR inventory); tools never use the tests.
 """
 import ast
 import glob
 import os
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDER = ["app", "deploy", "engine", "weights", "models", "data", "choices"]
-# Below models | data, which import only themselves and these: choices holds the names a configuration chooses
-# among (importing nothing), so that the schema and every --help need no MindSpore.
-BELOW_MODELS_AND_DATA = ["choices"]
+ORDER = ["app", "deploy", "engine", "weights", "models", "data", "utils", "choices"]
+# Below models | data, which import only themselves and these, each importing nothing of the project: utils holds
+# the low-level helpers (processes, atomic files, folder locks, metrics) every layer uses; choices the names a
+# configuration chooses among, so that the schema and every --help need no MindSpore.
+BELOW_MODELS_AND_DATA = ["utils", "choices"]
 
 
 def imported_packages(source: str, module: str) -> set:
@@ -48,6 +49,8 @@ def test_packages_import_only_to_their_right():
         allowed = set(ORDER[ORDER.index(package):])
         if package in ("models", "data"):
             allowed = {package, *BELOW_MODELS_AND_DATA}
+        elif package in BELOW_MODELS_AND_DATA:
+            allowed = {package}
         for path in glob.glob(os.path.join(ROOT, "src", package, "**", "*.py"), recursive=True):
             module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
             bad = imported_packages(open(path, encoding="utf-8").read(), module) - allowed
@@ -66,6 +69,25 @@ def test_only_entry_points_read_the_command_line():
     readers = [os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "src", "**", "*.py"), recursive=True)
                if "sys.argv" in open(p, encoding="utf-8").read()]
     assert not readers
+
+
+def test_tools_never_use_the_tests():
+    """No tool imports a test module or names a path under tests/ (tests -> tools, one direction)."""
+    test_modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "tests", "*.py"))} | {"tests"}
+    offenders = []
+    for path in glob.glob(os.path.join(ROOT, "tools", "**", "*.py"), recursive=True):
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if not node.level else []
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = ["tests"] if node.value == "tests" or node.value.startswith("tests/") else []
+            else:
+                continue
+            if {name.split(".")[0] for name in names} & test_modules:
+                offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not offenders, offenders
 
 
 def test_the_checker_sees_upward_imports():

@@ -12,8 +12,8 @@ import pytest
 from src.app.builders import eval_transform, kernel_impl, learning_rates, model_from_config
 from src.app.config import RECIPE_KEYS, ConfigError, effective_recipe, load_config
 from src.app.device import DeviceError, data_parallel
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # research/cv/ViG/src/configs/vig_s_patch16_224.yaml of the ModelZoo, key for key
 MODELZOO_YAML = """\
 # Architecture
@@ -244,6 +244,7 @@ def test_rank_table_plan_of_the_second_of_two_servers(tmp_path, modelzoo_yaml, i
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow(reason="two script launches that train and evaluate")
 def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, image_folder):
     """bash scripts/run_standalone_train_ascend.sh [DEVICE_ID] [CONFIG_PATH], then run_eval_ascend.sh, with
     data_url, CONFIG_PATH and CHECKPOINT_PATH relative to the job folders as their users write them;
@@ -262,7 +263,7 @@ def test_their_commands_train_and_evaluate_end_to_end(tmp_path, modelzoo_yaml, i
     assert steps and steps[-1]["lr"] > 0
     evaluated = _script("run_eval_ascend.sh", "0", "vig.yaml", "../train_standalone/outputs/best.ckpt", "-a",
                         "vig_nano_gelu", "--image_size", "32", "--num_classes", "3", "--batch_size", "6", "-j", "1",
-                        "--device_target", "CPU", cwd=tmp_path)  # the model and data keys: eval.py takes no training keys
+                        "--device_target", "CPU", cwd=tmp_path)  # model and data keys: eval.py takes no training keys
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "=> eval results:{'Loss': " in (tmp_path / "evaluation_ascend" / "eval.log").read_text()
     assert np.isfinite(float(evaluated.stdout.split("loss ")[-1].split()[0]))
@@ -347,4 +348,5 @@ def test_their_310_flags_and_a_failing_group_init(tmp_path):
         with pytest.raises(DeviceError) as info:
             init_device("CPU", distribute=True)
     assert str(info.value) == ("cannot join the data-parallel group started by msrun (MindSpore: Failed to init the "
-                               "communication: the scheduler at 10.0.0.1:8118 did not answer.); check the launcher's settings and that every rank can reach the others")
+                               "communication: the scheduler at 10.0.0.1:8118 did not answer.); check the launcher's "
+                               "settings and that every rank can reach the others")

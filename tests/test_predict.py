@@ -9,7 +9,7 @@ import yaml
 from mindspore import Tensor
 from PIL import Image
 
-from conftest import TRANSFORM
+from support import TRANSFORM
 
 import predict
 from src.app.builders import prediction_class_names
@@ -74,7 +74,8 @@ def test_folder_with_odd_modes_and_a_damaged_file(run, tmp_path, capsys):
     assert sorted(results) == sorted(readable + ["damaged.jpg"])
     assert "not a decodable image" in results["damaged.jpg"]["error"]
     assert "damaged.jpg" in captured.err and "1 of 7 images could not be classified" in captured.err
-    (transform,) = create_transforms(EvalTransformParams(image_size=SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.9))
+    params = EvalTransformParams(image_size=SIZE, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.9)
+    (transform,) = create_transforms(params)
     for name in readable:
         top = results[name]["top"]
         assert len(top) == 2 and {t["name"] for t in top} <= {"cat", "dog", "eel"}

@@ -40,12 +40,11 @@ import export as export_entry
 import infer as infer_entry
 import predict as predict_entry
 import train as train_entry
-from conftest import TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
+from support import ROOT, TRANSFORM, NoBadImages, assert_same_checkpoints, in_process, job_args, write_image_folder
 from src.app.cli import TRACEBACK_HINT, run_cli
 from src.weights.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from src.weights.files import FolderLock, OutputFolderError, remove_stale_temporaries
+from src.utils.files import FolderLock, OutputFolderError, remove_stale_temporaries
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
 STEPS = 6  # per epoch: 36 training images, batch 6
 TIMEOUT = 600
@@ -202,12 +201,14 @@ def chain(image_folder, tmp_path_factory):
     return stages
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_a_run_killed_before_any_checkpoint_leaves_only_its_lock(chain):
     run, names = chain["killed_early"]
     assert run.returncode == -signal.SIGKILL, run.text()
     assert not [n for n in names if n.endswith(".ckpt")] and ".run.lock" in names
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_a_crash_in_the_first_last_ckpt_write_leaves_complete_checkpoints_and_one_temporary(chain):
     run, names, stored = chain["killed_writing"]
     assert run.returncode == -signal.SIGKILL, run.text()
@@ -216,6 +217,7 @@ def test_a_crash_in_the_first_last_ckpt_write_leaves_complete_checkpoints_and_on
     assert f".last.tmp{run.pid}.tmp" in names and "last.ckpt" not in names
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_resume_auto_takes_the_newest_complete_checkpoint_and_removes_the_dead_temporary(chain):
     out = chain["out"]
     dead = chain["killed_writing"][0].pid
@@ -226,15 +228,17 @@ def test_resume_auto_takes_the_newest_complete_checkpoint_and_removes_the_dead_t
     assert not [n for n in names if n.startswith(".") and n != ".run.lock"]  # the run was stopped, not killed
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_a_second_run_into_the_same_folder_is_refused(chain):
     (status, err), still_running, pid = chain["second_start"]
     assert still_running is None
     assert status == 2
-    assert re.fullmatch(rf"error: {re.escape(repr(str(chain['out'])))} is in use by another training run \(pid {pid} "
-                        rf"on {re.escape(socket.gethostname())}, started [0-9: -]+\); wait for it to finish or stop it, "
-                        rf"or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
+    assert re.fullmatch(rf"error: {re.escape(repr(str(chain['out'])))} is in use by another training run "
+                        rf"\(pid {pid} on {re.escape(socket.gethostname())}, started [0-9: -]+\); wait for it to "
+                        rf"finish or stop it, or choose another --train_url {re.escape(TRACEBACK_HINT)}\n", err), err
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_sigterm_saves_the_step_and_exits_143(chain):
     out = chain["out"]
     run, names, stored = chain["sigterm"]
@@ -248,6 +252,7 @@ def test_sigterm_saves_the_step_and_exits_143(chain):
     assert ".run.lock" not in names
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_ctrl_c_saves_the_step_exits_130_and_leaves_no_worker(chain):
     out = chain["out"]
     earlier = chain["sigterm"][2]["last.ckpt"][1]
@@ -263,6 +268,7 @@ def test_ctrl_c_saves_the_step_exits_130_and_leaves_no_worker(chain):
     assert left == [], "processes of the stopped run are still alive"
 
 
+@pytest.mark.slow(reason="the kill/resume chain: six training processes")
 def test_the_resumed_chain_ends_with_the_uninterrupted_runs_checkpoint(chain):
     run, names = chain["finished"]
     assert run.returncode == 0, run.text()
@@ -333,7 +339,8 @@ def test_an_export_removes_the_temporary_of_a_dead_export(tmp_path, graph_mode):
     net = nn.SequentialCell(nn.Flatten(), nn.Dense(3 * 4 * 4, 2))
     path = export_network(net, "MINDIR", str(tmp_path / "tiny"), 1, 4)
     assert sorted(os.listdir(tmp_path)) == sorted([f".tiny.tmp{gone}.bin", "tiny.mindir"])
-    assert nn.GraphCell(ms.load(path)) is not None
+    x = ms.Tensor(np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4) / 48)
+    np.testing.assert_allclose(nn.GraphCell(ms.load(path))(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
 
 
 def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
@@ -360,7 +367,7 @@ def test_the_folder_lock_refuses_a_second_owner_and_outlives_no_killed_one(tmp_p
         with pytest.raises(OutputFolderError, match=rf"is in use by another training run \(pid {os.getpid()} on "):
             FolderLock(str(tmp_path), "train_url").acquire()
     assert os.listdir(tmp_path) == []
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from src.weights.files import FolderLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from src.utils.files import FolderLock; "
                                f"FolderLock({str(tmp_path)!r}, 'train_url').acquire(); print('held', flush=True); "
                                "time.sleep(600)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
@@ -416,7 +423,7 @@ def test_a_read_only_export_folder_is_one_line(trained_run, read_only_folder):
 
 
 def no_room(monkeypatch):
-    import src.weights.files as files
+    import src.utils.files as files
 
     usage = shutil.disk_usage(ROOT)
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage._replace(free=2 ** 20))

@@ -7,10 +7,11 @@ import pytest
 
 from src.app.config import ConfigError
 from src.app.selftest import CHECKS, FamilyResult, format_table, run_selftest, summary
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow(reason="the self-test script: train step, export and a second process")
 def test_the_script_checks_a_family_on_the_cpu(tmp_path):
     """The O2 step (with its injected overflow), the forward against a CPU process and the MINDIR pass; AIR is
     skipped with its reason; one table, a summary, the log in the current folder."""

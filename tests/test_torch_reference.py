@@ -1,11 +1,11 @@
-"""Fast self-checks of the PyTorch oracle in tests/torch_reference.py (no official code needed)."""
+"""Fast self-checks of the PyTorch oracle in tools/torch_reference.py (no official code needed)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-import torch_reference as R
+from tools import torch_reference as R
 
 Key = tuple[str, tuple[int, ...]]
 

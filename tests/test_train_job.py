@@ -5,7 +5,7 @@ import os
 import pytest
 
 import train as train_entry
-from conftest import TRANSFORM, WORKERS, job_args
+from support import TRANSFORM, WORKERS, job_args
 from src.models import model_cfg
 from src.weights.checkpoint import read_checkpoint
 
@@ -43,7 +43,8 @@ def test_job_writes_logs_checkpoints_and_curves(first_run):
                                              "crop_pct": defaults["crop_pct"]}
     assert ".run.lock" not in names
     skipped = sum(r["overflow_steps"] for r in epochs)
-    assert f"{skipped} of 12 updates skipped for overflow" in log and int(ckpt["meta.overflow_steps"].asnumpy()) == skipped
+    assert f"{skipped} of 12 updates skipped for overflow" in log
+    assert int(ckpt["meta.overflow_steps"].asnumpy()) == skipped
     assert "pos_embed" in ckpt and "ema.pos_embed" in ckpt
     assert any(k.startswith("train_state.exp_avg.") for k in ckpt) and "train_state.scale_sense" in ckpt
     assert "train_state.global_step" in ckpt
@@ -82,7 +83,8 @@ def test_resume_auto_of_a_finished_run_trains_nothing(first_run, image_folder):
 
 
 def test_resume_auto_without_a_run_starts_one_with_the_scaled_lr(image_folder, tmp_path):
-    """--resume auto in an empty folder starts a new run (logged); lr_batch_size scales the schedule by the total batch."""
+    """--resume auto in an empty folder starts a new run (logged); lr_batch_size scales the schedule by the total
+    batch."""
     out = tmp_path / "new"
     train_entry.main(job_args(image_folder, out, "--resume", "auto", "--epochs", "1", "--warmup_length", "0",
                               "--lr_scheduler", "constant_lr", "--lr_batch_size", "24", "--ema_decay", "0"))
@@ -124,7 +126,7 @@ def test_o2_trains_as_o0_and_logs_its_skipped_steps(pico, tmp_path):
     """The native form at O2 (float16; graphs, BatchNorm and loss in float32) with a dynamic loss scale reaches the
     top-1 of the same run at O0 within one point (100 validation images); the scale comes down from float16
     overflows, and the skipped steps are counted in the epoch records, the log and the result."""
-    from conftest import write_image_folder
+    from support import write_image_folder
     folder = write_image_folder(tmp_path / "stripes", classes=2, train_per_class=32, val_per_class=50)
     o0 = train_entry.main(o2_pair_args(pico, folder, tmp_path / "o0", "O0"))
     o2 = train_entry.main(o2_pair_args(pico, folder, tmp_path / "o2", "O2"))

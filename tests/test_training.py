@@ -8,7 +8,8 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
-from conftest import NoBadImages
+from support import NoBadImages
+from src.app.config import OPTIONS
 from src.models import VisionGNN
 from src.models.layers import knn_specs
 from src.engine.optim import AdamW, create_optimizer, no_weight_decay, param_groups
@@ -192,7 +193,8 @@ def test_logged_lr_is_the_applied_one_after_skipped_steps(tmp_path, pynative):
     metrics = tmp_path / "metrics.jsonl"
     job = TrainJob(model=net, step=step, eval_net=net, train_data=lambda epoch: _Batches([batch] * 4), val_data=None,
                    lrs=lrs, steps_per_epoch=4, total_epochs=1, checkpoints=RunCheckpoints(str(tmp_path), 1, False),
-                   log=logging.getLogger("test.lr"), images_per_step=1, log_every=1, metrics_path=str(metrics))
+                   log=logging.getLogger("test.lr"), images_per_step=1, metrics_path=str(metrics),
+                   **dict(POLICIES, log_every=1))
     record = train_epoch(job, 0, new_run_meta(), _StepClock())
     updates = int(step.optimizer.global_step.asnumpy()[0])
     assert record["overflow_steps"] == 2 and updates == 2
@@ -202,6 +204,11 @@ def test_logged_lr_is_the_applied_one_after_skipped_steps(tmp_path, pynative):
     # with SGD (no momentum) the weights moved by the applied rates only: w = 1000 (1 - prod(1 - 2 lr_i))
     expected = 1000 * (1 - (1 - 2 * 0.1) * (1 - 2 * 0.2))
     np.testing.assert_allclose(net.w.asnumpy(), np.full(4, expected), rtol=1e-5)
+
+
+# TrainJob's run policies as the configuration schema sets them by default
+POLICIES = {key: OPTIONS[key].default for key in ("log_every", "eval_every", "save_every", "max_overflow_fraction",
+                                                  "overflow_window")}
 
 
 def quadratic_job(tmp_path, step, steps, **options):
@@ -214,7 +221,7 @@ def quadratic_job(tmp_path, step, steps, **options):
     return TrainJob(model=step.network, step=step, eval_net=step.network, val_data=None,
                     train_data=lambda epoch: _Batches([batch] * steps), lrs=np.full(100, 0.1, np.float32),
                     steps_per_epoch=steps, checkpoints=RunCheckpoints(str(tmp_path), 1, True),
-                    log=logging.getLogger("test.fit"), images_per_step=1, **options)
+                    log=logging.getLogger("test.fit"), images_per_step=1, **{**POLICIES, **options})
 
 
 def test_a_run_shorter_than_the_overflow_window_is_judged(tmp_path, pynative):

@@ -13,7 +13,7 @@ import visualize as visualize_cli
 from src.deploy.visualize import CANVAS, COLOURS, TITLE, capture, grad_cam, key_grid, visualize
 from src.models import create_model
 from src.weights.checkpoint import save_checkpoint
-from conftest import family_representatives
+from support import family_representatives
 from tools.calibrate import calibrate, structured_images
 
 SIZE = 64

@@ -1,5 +1,5 @@
 """Side-by-side benchmark of our models (MindSpore, GRAPH_MODE) and the PyTorch reference
-(``tests/torch_reference.py``, the official code's computation) on the same weights and images.
+(``tools/torch_reference.py``, the official code's computation) on the same weights and images.
 
 Per model and weight set (``tools.weight_sets``: calibrated, official, trained), one MindSpore process
 prepares what both sides use: the weights, saved as our checkpoint and under the official state-dict names
@@ -30,7 +30,7 @@ import numpy as np
 from tools.timing import cpu_name, measure, memory_mb, peak_memory_mb, time_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(ROOT, "tests", "torch_reference.py")
+REFERENCE = os.path.join(ROOT, "tools", "torch_reference.py")
 LEARNING_RATE, WEIGHT_DECAY = 1e-5, 0.05  # the training step of tools/benchmark.py's mode_call
 
 
@@ -44,7 +44,7 @@ def check_requirements() -> None:
 
 
 def reference_module():
-    """tests/torch_reference.py, imported by its path (it is not a package module)."""
+    """tools/torch_reference.py, imported by its path."""
     spec = importlib.util.spec_from_file_location("torch_reference", REFERENCE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -179,7 +179,8 @@ def format_memory(rows: List[dict]) -> str:
         for side in ("ours", "pytorch"):
             ratio = f"{above['ours'] / above['pytorch']:.2f}" if side == "ours" else ""
             lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {side} | " +
-                         " | ".join(f"{r[side]['stages'][s]:.0f}" for s in STAGES) + f" | {above[side]:.0f} | {ratio} |")
+                         " | ".join(f"{r[side]['stages'][s]:.0f}" for s in STAGES)
+                         + f" | {above[side]:.0f} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -78,7 +78,8 @@ def mode_call(net: nn.Cell, images: np.ndarray, mode: str, amp_level: str = "O0"
     return lambda: step(x, labels)
 
 
-def with_weights(net: nn.Cell, arch: str, batch_size: int, image_size: int, pretrained: str, weights: str) -> np.ndarray:
+def with_weights(net: nn.Cell, arch: str, batch_size: int, image_size: int, pretrained: str,
+                 weights: str) -> np.ndarray:
     """Give ``net`` the checkpoint ``pretrained`` or else the weight set ``weights``; returns the measured images
     (the first of the calibration images)."""
     calibration = calibration_images(batch_size, image_size)
@@ -145,7 +146,8 @@ def format_table(rows: List[Dict[str, float]]) -> str:
               "peak RSS MB | graph part |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['mode']} | {r['weights']} | {r['batch']} | {r['size']} | {r['amp']} | {r['img_s']:.1f} | "
+        lines.append(f"| {r['arch']} | {r['mode']} | {r['weights']} | {r['batch']} | {r['size']} | {r['amp']} | "
+                     f"{r['img_s']:.1f} | "
                      f"{r['img_s_min']:.1f}..{r['img_s_max']:.1f} | {r['ms_per_batch']:.0f} | {r['compile_s']:.1f} | "
                      f"{r['peak_mb']:.0f} | {100 * r['graph_share']:.0f}% |")
     return "\n".join(lines)

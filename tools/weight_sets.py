@@ -3,7 +3,7 @@ depends on the set shows a data-dependent cost (docs/performance.md):
 
 - ``calibrated``: our initialisation, BatchNorm affine parameters drawn, running statistics measured on the
   measured images (``tools.calibrate.calibrate``, run in PyNative mode);
-- ``official``: the official code's own initialisation (PyTorch's, ``tests/torch_reference.py``), BatchNorm
+- ``official``: the official code's own initialisation (PyTorch's, ``tools/torch_reference.py``), BatchNorm
   affine parameters and ``pos_embed`` drawn, running statistics calibrated by cumulative average on the
   measured images in PyTorch, converted to our names as ``convert_checkpoint.py`` converts;
 - ``trained``: ``train.py`` for ``TRAIN_EPOCHS`` epochs on the demo digits (10 classes) at the measured image
@@ -48,7 +48,8 @@ def weights_file(arch: str, which: str, image_size: Union[int, tuple], batch_siz
         return path
     os.makedirs(folder, exist_ok=True)
     if which == "official":
-        command = [sys.executable, "-m", "tools.weight_sets", "official", arch, size_tag(image_size), str(batch_size), path]
+        command = [sys.executable, "-m", "tools.weight_sets", "official", arch, size_tag(image_size), str(batch_size),
+                   path]
     else:
         run = tempfile.mkdtemp(prefix="run-", dir=folder)  # a failed attempt's run does not block the next
         command = [sys.executable, "train.py", "--config", "configs/demo.yaml", "--arch", arch, "--num_classes", "10",

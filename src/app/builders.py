@@ -1,6 +1,5 @@
 """Objects built from a configuration: the data root, the model, the datasets, the optimisation step."""
 import os
-import time
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
@@ -17,6 +16,7 @@ from ..engine.optim import create_optimizer
 from ..engine.schedule import create_lr_schedule
 from ..engine.train_step import build_train_step, create_loss_scale, mixed_precision
 from ..models import canonical_name, create_model, model_cfg, resolve_kernel_impl
+from ..utils.processes import wait_until
 from ..weights.checkpoint import read_checkpoint, stored_data
 
 DIGITS_WAIT_SECONDS = 600
@@ -26,17 +26,16 @@ def prepare_data(cfg: Config, rank: int, wait_seconds: float = DIGITS_WAIT_SECON
     """The dataset root; the bundled digits are written there first when ``set`` is 'digits' (by rank 0;
     the other ranks wait for its finished tree, say so if it never comes, and stop at once on a folder
     the digits may not go to)."""
+    def written() -> bool:
+        return find_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed) is not None
+
     if cfg.set == "digits":
         if rank == 0:
             write_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed)
-        else:
-            deadline = time.time() + wait_seconds
-            while find_digits_dataset(cfg.data_url, image_size=cfg.image_size, seed=cfg.seed) is None:
-                if time.time() > deadline:
-                    raise DatasetError(f"rank {rank} waited {wait_seconds:.0f} s for rank 0 to write the digits "
-                                       f"dataset to {cfg.data_url!r} ({DIGITS_MARKER} never appeared); check rank "
-                                       f"0's log, or write the data first with set: digits on one process")
-                time.sleep(1)
+        elif not wait_until(written, wait_seconds):
+            raise DatasetError(f"rank {rank} waited {wait_seconds:.0f} s for rank 0 to write the digits dataset to "
+                               f"{cfg.data_url!r} ({DIGITS_MARKER} never appeared); check rank 0's log, or write the "
+                               f"data first with set: digits on one process")
     return cfg.data_url
 
 
@@ -219,8 +218,9 @@ def learning_rates(cfg: Config, updates_per_epoch: int, world: int, log=None):
     updates = (cfg.epochs + cfg.cooldown_epochs) * updates_per_epoch
     if updates > MAX_SCHEDULE_UPDATES:
         raise ConfigError(f"{cfg.epochs + cfg.cooldown_epochs} epochs (epochs + cooldown_epochs) of "
-                          f"{updates_per_epoch} updates make {updates:,} optimizer updates, more than the {MAX_SCHEDULE_UPDATES:,} a "
-                          f"learning-rate schedule may hold; lower epochs, or raise batch_size or accumulation_step")
+                          f"{updates_per_epoch} updates make {updates:,} optimizer updates, more than the "
+                          f"{MAX_SCHEDULE_UPDATES:,} a learning-rate schedule may hold; lower epochs, or raise "
+                          "batch_size or accumulation_step")
     total = cfg.batch_size * world * cfg.accumulation_step
     factor = total / cfg.lr_batch_size if cfg.lr_batch_size else 1.0
     if log and cfg.lr_batch_size:

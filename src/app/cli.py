@@ -17,7 +17,7 @@ from typing import Callable, Optional, Tuple
 # imports anything.
 USER_ERRORS = {"app.config": "ConfigError", "app.device": "DeviceError", "data.errors": "DatasetError",
                "deploy.errors": "DeployError", "models.errors": "ModelError", "weights.checkpoint": "CheckpointError",
-               "weights.files": "OutputFolderError", "weights.pth_reader": "PthFormatError"}
+               "utils.files": "OutputFolderError", "weights.pth_reader": "PthFormatError"}
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 RUN_STOPPED = ("engine.trainer", "RunStopped")  # a training run that stopped early and said why
 TRACEBACK_HINT = "(set VIG_TRACEBACK=1 to see the traceback)"

@@ -184,7 +184,7 @@ OPTIONS: Dict[str, Option] = {
     "use_ema": Option(None, _optional(_bool), "evaluate/export the EMA weights (true) or the model weights "
                                               "(false); null: the weights the checkpoint records as its best"),
     "crop_pct": Option(_EVAL.crop_pct, _optional(_float), "evaluation centre-crop fraction: resize to image_size / "
-                                                           "crop_pct, crop image_size (null: the model's default)",
+                       "crop_pct, crop image_size (null: the model's default)",
                        check=in_range(0.0, 1.0, low_open=True), origin=MZ_DATA),
     "mean": Option(_EVAL.mean, _floats, "per-channel mean of the input normalisation (training and evaluation)",
                    check=each(in_range(0.0, 1.0), 3), origin=MZ_DATA),
@@ -315,7 +315,7 @@ OPTIONS: Dict[str, Option] = {
     "graph_mode": Option(MODES["GRAPH_MODE"], _mode, f"MindSpore mode: {_mode.__name__}", tuple(MODES.values())),
     "run_modelarts": Option(False, _bool, "ModelArts job: obs:// config/data_url/pretrained/train_url through "
                                           "moxing, local copies under cache_dir", origin=MZ_ARGS,
-                           flags=("--enable_modelarts",)),
+                            flags=("--enable_modelarts",)),
     "cache_dir": Option("/cache", _str, "ModelArts: local folder for the copies of data, weights and outputs"),
     # ----- evaluation, export and offline inference
     "eval_amp_level": Option("O0", _str, "precision of validation, eval.py and export: O0 fp32 (default), O2, O3",
@@ -323,9 +323,9 @@ OPTIONS: Dict[str, Option] = {
     "file_format": Option("MINDIR", _str, "export format", tuple(EXTENSIONS)),
     "file_name": Option(None, _optional(str), "export file name without extension (default: the arch)"),
     "preprocess_path": Option("./preprocess_Result", _str, "offline inference inputs: one .bin per validation "
-                                                            "image and labels.json"),
+                              "image and labels.json"),
     "result_path": Option("./result_Files", _str, "offline inference outputs: one <id>_0.bin of logits per input",
-                         flags=("--result_dir",)),
+                          flags=("--result_dir",)),
 }
 
 _MODEL = ("arch", "num_classes", "in_channel", "mlp_ratio", "image_size", "kernel_impl", "pretrained", "use_ema",

@@ -34,7 +34,7 @@ from ..engine.run_checkpoints import RunCheckpoints, new_run_meta
 from ..engine.trainer import TrainJob, fit, loss_bound, sum_over_ranks
 from ..models import export_formulation, model_cfg
 from ..weights.checkpoint import CheckpointError, data_differences, load_model_weights, read_checkpoint, stored_data
-from ..weights.files import FolderLock, OutputFolderError, check_free_space, check_writable
+from ..utils.files import FolderLock, OutputFolderError, check_free_space, check_writable
 
 
 def run_training(cfg: Config, stop: Optional[Callable[[], int]] = None) -> Dict[str, float]:

@@ -14,11 +14,12 @@ An evaluation job writes its results as JSON to ``train_url`` (ModelArts passes 
 import itertools
 import json
 import os
-import time
 from typing import Dict, Optional, Tuple
 
 from .config import Config, ConfigError, is_remote
 from ..engine.run_checkpoints import RunCheckpoints
+from ..utils.files import write_text
+from ..utils.processes import wait_until
 
 SYNC_WAIT_SECONDS = 6 * 3600  # an ImageNet copy takes tens of minutes
 
@@ -53,21 +54,16 @@ def sync_in(url: str, local: str, is_file: bool = False, wait_seconds: float = S
         try:
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
-            deadline = time.time() + wait_seconds
-            while not os.path.exists(done):
-                if time.time() > deadline:
-                    raise ConfigError(f"waited {wait_seconds:.0f} s for another process to copy {url} to {local} "
-                                      f"({done} never appeared); if a copier died, delete {lock} and restart")
-                time.sleep(1)
+            if not wait_until(lambda: os.path.exists(done), wait_seconds):
+                raise ConfigError(f"waited {wait_seconds:.0f} s for another process to copy {url} to {local} "
+                                  f"({done} never appeared); if a copier died, delete {lock} and restart")
         else:
             mox = require_moxing()
             if is_file:
                 mox.file.copy(url, local)
             else:
                 mox.file.copy_parallel(url, local)
-            with open(done + ".tmp", "w", encoding="utf-8") as handle:
-                handle.write(url)
-            os.replace(done + ".tmp", done)
+            write_text(done, url)
     with open(done, encoding="utf-8") as handle:
         copied = handle.read()
     if copied != url:
@@ -114,9 +110,7 @@ def _check_remote_run(cfg: Config, local: str) -> None:
         if owner != url:
             raise ConfigError(f"{local} holds the outputs of {owner}, not of {url}: use another cache_dir")
     else:
-        with open(source + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(url)
-        os.replace(source + ".tmp", source)
+        write_text(source, url)
     names = mox.file.list_directory(url) if mox.file.exists(url) else []
     if cfg.resume is None and any(name.endswith(".ckpt") for name in names):
         raise ConfigError(f"{cfg.train_url!r} already holds checkpoints; pass --resume auto to continue that run or "

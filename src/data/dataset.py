@@ -17,31 +17,9 @@ evaluation the row gets label -1, which ``evaluate`` leaves out.  ``batches`` na
 file once, counts them and stops with one error when there are more than
 ``max_bad_image_fraction`` of the files read.
 
-Randomness and reproducibility (measured on MindSpore 2.10, CPU, ``fork`` start method):
-
-* MindSpore forks ``map`` workers and does not reseed them unless
-  ``mindspore.dataset.config.set_seed`` was called; Python's ``random`` reseeds itself after a
-  fork but ``numpy.random``'s global state does not, so workers share the numpy stream (and
-  repeat it run after run).  With ``set_seed(s)`` worker ``k`` gets ``random``/``numpy`` seeded
-  with ``s + k``.  This module never calls ``set_seed`` (global state) and no transform here
-  uses the global generators: each owns a generator seeded from
-  ``(seed, epoch, shard_id)``, the transform's name and the worker index (``rng.py``), so
-  workers and ranks never share an augmentation stream.
-* Sample order: a pure function of ``(seed, epoch, num_shards, shard_id)``; an iterator over
-  several epochs advances the sampler's epoch itself, so a run resumed at epoch ``e`` (built
-  with ``epoch=e``) sees the same orders as an uninterrupted run.
-* Mixup/CutMix: drawn from a generator seeded by ``(seed, shard_id, epoch, batch number)``
-  inside the batch op, so it is exactly reproducible, also across a resume.
-* Per-image augmentation: in multiprocessing mode (the default with more than one worker)
-  ``map`` hands the rows to its worker processes round-robin (row ``i`` to worker ``i % W``),
-  and each worker's generator is seeded as above, so a pipeline built twice with the same
-  arguments produces the same images (checked in the tests); with one worker it runs in one
-  thread and is reproducible too.  What is *not* reproduced: the per-image stream of epoch
-  ``e`` in a long-running iterator continues from epoch ``e-1``, so it differs from a
-  pipeline freshly built with ``epoch=e``; it changes with ``num_parallel_workers``; and with
-  several threads (``python_multiprocessing=False``) it depends on thread scheduling.
-  ``ds.config.set_seed`` does not affect these transforms (it only reseeds the global
-  ``random``/``numpy`` generators and MindSpore's C++ random ops, none of which are used).
+Randomness: the sample order, mixing and per-image augmentation are pure functions of the seed, epoch, shard
+and worker (``rng.py``), so a pipeline built twice, or a resumed run, sees the same data; what MindSpore
+does with worker seeds and what is not reproduced: docs/data_pipeline.md.
 
 Errors: a missing root or split folder, a split without class folders or images, class
 folders that differ between ``train`` and ``val`` and a ``num_classes`` that does not match
@@ -121,7 +99,7 @@ class _LoadImage:
             if image is not None:
                 return image, self.files.labels[other], np.int64(index)
         raise DatasetError(f"{_MAX_TRIES} images in a row from {self.files.path(index)!r} on cannot be read; "
-                         "is the dataset damaged?")
+                           "is the dataset damaged?")
 
 
 def _explain(files: ImageFiles, decode: DecodeImage):
@@ -192,13 +170,13 @@ def create_dataset(root: str, split: str, transform: EvalTransformParams, *, bat
     path = os.path.join(root, split)
     if num_classes is not None and num_classes != len(names):
         raise DatasetError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
-                         "set num_classes to the folder count (or fix the folders)")
+                           "set num_classes to the folder count (or fix the folders)")
     num_classes = len(names)
     files = ImageFiles(root, split, names)
     size = len(files)
     if size == 0:
         raise DatasetError(f"split folder {path!r} has class folders but no images with extensions "
-                         f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
+                           f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
 
     if is_training and repeated_aug > 1:
         sampler = RepeatedAugSampler(size, num_shards=num_shards, shard_id=shard_id,
@@ -217,8 +195,8 @@ def create_dataset(root: str, split: str, transform: EvalTransformParams, *, bat
             last = len(sampler) % batch_size
             if batch_size % 2 or (not drop_remainder and last % 2):
                 raise DatasetError(f"mixup_mode={mix.mixup_mode!r} needs even batches: batch_size={batch_size}, "
-                                 f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
-                                 "even batch_size with drop_remainder=True, or mixup_mode='batch'")
+                                   f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
+                                   "even batch_size with drop_remainder=True, or mixup_mode='batch'")
 
     steps_seed = derive_seed(seed, epoch, shard_id, "transforms") if is_training else None
     (steps,) = create_transforms(transform, augment, seed=steps_seed, max_image_pixels=options.max_image_pixels)

@@ -66,11 +66,11 @@ def _existing(root: str, settings: dict) -> Optional[Dict[str, int]]:
         info = json.load(fh)
     if info.get("settings") != settings:
         raise DatasetError(f"{root} already holds a digits tree written with {info.get('settings')}, "
-                         f"not {settings}; use another data_url or delete {root}")
+                           f"not {settings}; use another data_url or delete {root}")
     counts = _count_pngs(root)
     if "train" not in info or counts["train"] != info["train"] or counts["val"] != info["val"]:
         raise DatasetError(f"the digits tree in {root} is damaged ({counts} files, {MARKER} says "
-                         f"train={info.get('train')}, val={info.get('val')}); delete {root} and run again")
+                           f"train={info.get('train')}, val={info.get('val')}); delete {root} and run again")
     return {"train": info["train"], "val": info["val"], "num_classes": info["num_classes"]}
 
 

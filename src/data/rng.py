@@ -1,13 +1,7 @@
 """Per-process random generators for data transforms that run in MindSpore workers.
 
-Why this exists: ``dataset.map(..., python_multiprocessing=True)`` forks its worker
-processes (start method ``fork`` on Linux) and, unless ``mindspore.dataset.config.set_seed``
-was called, does not reseed them.  Python's ``random`` module reseeds itself after a
-fork, but ``numpy.random``'s global state is copied unchanged, so two workers draw the
-*same* numpy numbers (measured on MindSpore 2.10: worker 0 and worker 1 produced
-identical ``np.random.rand()`` streams, and the same stream again in the next run).
-Code that uses the global numpy RNG (timm's RandAugment picks its ops with
-``np.random.choice``) therefore augments the images of different workers identically.
+Why this exists: MindSpore forks its ``map`` workers without reseeding numpy's global generator, so
+workers would draw the same numbers (measured: docs/data_pipeline.md).
 
 Every random transform of this package instead owns a :class:`ProcessLocalRNG`.  It
 builds its ``numpy.random.Generator`` lazily and rebuilds it whenever it finds itself in

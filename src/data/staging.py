@@ -21,27 +21,12 @@ import shutil
 import socket
 import uuid
 
-__all__ = ["StagedDir", "write_json"]
+from ..utils.files import write_json
+from ..utils.processes import process_alive
+
+__all__ = ["StagedDir"]
 
 logger = logging.getLogger(__name__)
-
-
-def write_json(path: str, data: dict) -> None:
-    """Write ``data`` as JSON; a crash leaves the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 class StagedDir:
@@ -67,7 +52,7 @@ class StagedDir:
                 writer = json.load(handle).get("writer", {})
         except (OSError, ValueError, AttributeError):
             return False
-        return writer == {"host": socket.gethostname(), "pid": pid} and not _alive(pid)
+        return writer == {"host": socket.gethostname(), "pid": pid} and not process_alive(pid)
 
     def remove_stale(self) -> None:
         """Remove the unfinished siblings of writers that died (see the module docstring)."""

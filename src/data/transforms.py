@@ -13,26 +13,8 @@ Evaluation (timm ``transforms_imagenet_eval``), one fused Python op::
     decode (PIL, as in training) -> resize the shorter side to floor(S / crop_pct) (PIL bicubic,
     antialiased) -> centre crop S with torchvision's offsets -> /255, (x - mean) / std, HWC->CHW
 
-Why everything is Python/PIL (measured on MindSpore 2.10, Pillow 13, 2 CPUs):
-
-* One decoder for training, evaluation and offline preprocessing, so that an image is either
-  read the same way everywhere or skipped everywhere.  MindSpore's C++ ``vision.Decode`` gives
-  the same pixels as PIL for RGB/grey/CMYK JPEG, RGB/RGBA/grey/palette PNG and BMP, but it
-  returns an image for some truncated JPEGs without an error, killed the process with a
-  floating-point exception on another (a 40x40 JPEG cut to 30%), and writes every file it
-  rejects to ``./abnormal_image.jpg`` / ``./unsupported_image.<ext>`` in the working directory.
-* The resize is PIL's antialiased bicubic, as in timm, done width first then height
-  (``ResizeShorter``); that is exactly what MindSpore's ``vision.Resize(Inter.PILCUBIC)`` computed
-  before (``Inter.BICUBIC`` is OpenCV's and differs by up to 40+ grey levels).  The long side
-  is ``int(S * long / short)`` like torchvision.
-* torchvision centres the crop with Python's ``round`` (half to even); ``vision.CenterCrop``
-  uses ``floor`` and lands one pixel off for some odd margins.
-* Training's random ops must draw from this package's per-process generators (``rng.py``);
-  MindSpore's C++ random ops draw from their own engine, seeded only through the global
-  ``ds.config.set_seed``.  Shipping compressed bytes to the workers instead of decoded images
-  was also faster (about 10-20% less CPU per image on 500x375 JPEGs).
-* Consecutive Python steps are fused (``PythonChain``) so that an image crosses the process
-  boundary once.
+Everything is Python/PIL, one fused op per image: MindSpore's C++ decode, resize and crop differ from timm
+or fail on damaged files (measured: docs/data_pipeline.md).
 
 Decoding (``DecodeImage``): ``Image.open(...).convert("RGB")`` like timm's loader, except
 16-bit grey PNGs (modes ``I;16*`` / ``I``), whose samples are scaled to 8 bits by their high

@@ -6,7 +6,7 @@ by default, since an export is meant for the device that runs it (Ascend 310, or
 kernels, whose library exists only in this host's cache. For ONNX, exact GELU is written with basic
 ops (MindSpore's converter has no Erf) and each such erf is then turned into one Erf node (``onnx_graph``).
 
-The file is written under a temporary name beside its final one (``weights.files``) and renamed;
+The file is written under a temporary name beside its final one (``utils.files``) and renamed;
 an export interrupted before (a kill, a full disk) left such a temporary, which the next export
 into the folder removes once its process is gone.
 """
@@ -19,7 +19,7 @@ from mindspore import Tensor, nn
 
 from ..choices import EXTENSIONS
 from ..models.base import to_2tuple
-from ..weights.files import check_free_space, check_writable, remove_stale_temporaries, temporary_path
+from ..utils.files import atomic_path, check_free_space, check_writable, remove_stale_temporaries
 from .errors import DeployError
 from .onnx_graph import optimize_onnx_file
 
@@ -38,7 +38,7 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
         raise DeployError(f"file_format must be one of {sorted(EXTENSIONS)}, got {file_format!r}")
     if file_format == "AIR" and ms.get_context("device_target") != "Ascend":
         raise DeployError("AIR export needs the Ascend backend (MindSpore writes AIR only with device_target "
-                         "Ascend); run on an Ascend host with --device_target Ascend, or export MINDIR/ONNX here")
+                          "Ascend); run on an Ascend host with --device_target Ascend, or export MINDIR/ONNX here")
     path = os.path.abspath(file_name + EXTENSIONS[file_format])
     if os.path.exists(path):
         raise DeployError(f"{path} already exists; choose another --file_name or move the old file")
@@ -47,20 +47,16 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
     remove_stale_temporaries(folder, [ext[1:] for ext in EXTENSIONS.values()])
     check_free_space(folder, sum(p.nbytes for p in net.get_parameters()), "export folder", "file_name",
                      f"the {file_format} file")
-    tmp = temporary_path(path)[:-len(EXTENSIONS[file_format])]  # the exporters add the extension
     height, width = to_2tuple(image_size)
     dummy = Tensor(np.zeros((batch_size, 3, height, width), np.float32))
     net.set_train(False)
     try:
-        if file_format == "ONNX":
-            ms.onnx.export(net, dummy, file_name=tmp + ".onnx", input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
-            optimize_onnx_file(tmp + ".onnx")
-        else:
-            ms.export(net, dummy, file_name=tmp, file_format=file_format)
-        os.replace(tmp + EXTENSIONS[file_format], path)
+        with atomic_path(path) as tmp:
+            if file_format == "ONNX":
+                ms.onnx.export(net, dummy, file_name=tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+                optimize_onnx_file(tmp)
+            else:  # MindSpore's exporter adds the extension
+                ms.export(net, dummy, file_name=tmp[:-len(EXTENSIONS[file_format])], file_format=file_format)
     except OSError as err:
         raise DeployError(f"cannot write {path} ({err.strerror or err}); nothing was written under that name") from None
-    finally:
-        if os.path.exists(tmp + EXTENSIONS[file_format]):
-            os.remove(tmp + EXTENSIONS[file_format])
     return path

@@ -20,8 +20,8 @@ from ..data.files import BadImagePolicy, ImageFiles
 from ..data.staging import StagedDir
 from ..data.params import DatasetParams, EvalTransformParams
 from ..data.transforms import UndecodableImage, create_transforms
-from ..engine.metrics import topk_correct
-from ..weights.files import check_writable
+from ..utils.files import check_writable
+from ..utils.metrics import topk_correct
 from .errors import DeployError
 
 LABELS = "labels.json"
@@ -45,7 +45,7 @@ def preprocess(data_root: str, preprocess_path: str, params: EvalTransformParams
         return {"images": len(read_labels(out)["images"]), "classes": len(files.classes), "reused": True}
     if os.path.exists(out) and (not os.path.isdir(out) or any(os.scandir(out))):
         raise DeployError(f"{out!r} is not empty and holds no {LABELS} written by preprocess.py; nothing was changed: "
-                         f"choose a new or empty --preprocess_path")
+                          f"choose a new or empty --preprocess_path")
     check_writable(os.path.dirname(out), "parent folder", "preprocess_path")
     reasons: Dict[int, str] = {}
     policy = BadImagePolicy(files, options.max_bad_image_fraction, reasons.get)
@@ -65,7 +65,7 @@ def preprocess(data_root: str, preprocess_path: str, params: EvalTransformParams
         stage.write_marker({"images": images, "skipped": skipped})
         if not stage.publish():
             raise DeployError(f"{out!r} was filled by another process while preprocessing; choose another "
-                             "--preprocess_path")
+                              "--preprocess_path")
     policy.summary()
     return {"images": len(images), "classes": len(files.classes), "reused": False}
 
@@ -75,14 +75,14 @@ def _check_reusable(out: str, settings: dict, listing: list, folder: str) -> Non
     done = read_labels(out)
     if {k: done.get(k) for k in settings} != settings:
         raise DeployError(f"{out!r} holds inputs preprocessed with other settings; choose another "
-                         f"--preprocess_path")
+                          f"--preprocess_path")
     before = sorted([item["file"] for item in done["images"].values()] + done.get("skipped", []))
     now = sorted(listing)
     if before != now:
         gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
         raise DeployError(f"{out!r} holds inputs preprocessed from other images than {folder!r} now has "
-                         f"({len(before)} files then, {len(now)} now; {len(gone)} gone, e.g. {gone[:2]}, {len(new)} "
-                         f"new, e.g. {new[:2]}); choose another --preprocess_path or move the old one away")
+                          f"({len(before)} files then, {len(now)} now; {len(gone)} gone, e.g. {gone[:2]}, {len(new)} "
+                          f"new, e.g. {new[:2]}); choose another --preprocess_path or move the old one away")
 
 
 def read_labels(preprocess_path: str) -> dict:
@@ -132,7 +132,7 @@ def run_inference(model_file: str, preprocess_path: str, result_path: str) -> in
             logits = runner(x)
         except Exception as err:  # the runtimes raise their own types for a wrong input shape
             raise DeployError(f"{model_file} cannot run a (1, 3, {size}, {size}) input ({str(err).splitlines()[0]}); "
-                             f"export it with --batch_size 1 --image_size {size}") from None
+                              f"export it with --batch_size 1 --image_size {size}") from None
         np.asarray(logits, np.float32).reshape(-1).tofile(os.path.join(result_path, f"{key}_0.bin"))
     return len(labels["images"])
 
@@ -148,7 +148,7 @@ def postprocess(preprocess_path: str, result_path: str) -> Dict[str, float]:
         values = np.fromfile(path, "<f4")
         if values.size != len(labels["classes"]):
             raise DeployError(f"result {path} holds {values.size} float32 values, expected {len(labels['classes'])} "
-                             f"logits (one per class); was the model exported for another num_classes or batch?")
+                              f"logits (one per class); was the model exported for another num_classes or batch?")
         logits.append(values)
         targets.append(item["label"])
     if not logits:

@@ -58,8 +58,8 @@ def erf_from_formula(model: onnx.ModelProto) -> int:
             continue
         zero = _constant(less.input[1], producer, initializers)
         z = less.input[0]
-        if zero is None or zero.size != 1 or float(zero.reshape(())) != 0.0 or not _reaches(node.input[2], z, producer,
-                                                                                           "Abs"):
+        if (zero is None or zero.size != 1 or float(zero.reshape(())) != 0.0
+                or not _reaches(node.input[2], z, producer, "Abs")):
             continue
         graph.node[index].CopyFrom(helper.make_node("Erf", [z], list(node.output), name=node.name + "_erf"))
         replaced += 1

@@ -7,7 +7,7 @@ from mindspore import Tensor, nn, ops
 
 from ..data import DatasetError
 from ..data.dataset import batches
-from .metrics import cross_entropy_sum, topk_correct
+from ..utils.metrics import cross_entropy_sum, topk_correct
 
 
 def evaluate(net: nn.Cell, dataset, distributed: bool = False,

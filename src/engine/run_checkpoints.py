@@ -27,7 +27,7 @@ from mindspore import Tensor, nn
 from ..weights.checkpoint import (CHECKPOINT_TEMPORARIES, DATA_KEY, EMA_PREFIX, META_PREFIX, STATE_PREFIX,
                                   CheckpointError, check_fits, data_differences, model_entries, read_checkpoint,
                                   save_checkpoint, stored_data)
-from ..weights.files import remove_stale_temporaries
+from ..utils.files import remove_stale_temporaries
 
 PERIODIC = re.compile(r"epoch_(\d{4,})\.ckpt$")
 _PREFERENCE = {"last.ckpt": 2, "best.ckpt": 0}  # equal steps: last.ckpt, then epoch_NNNN, then best

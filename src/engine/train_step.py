@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from ..choices import AMP_LEVELS
 from ..models.layers import graphs_in_float32
 
 _unscale = ops.MultitypeFuncGraph("unscale")

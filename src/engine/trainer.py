@@ -35,12 +35,13 @@ from .plot import plot_training_curves
 from .run_checkpoints import RunCheckpoints
 from .train_step import TrainOneStep
 from ..weights.checkpoint import EMA_PREFIX
-from ..weights.files import temporary_path
+from ..utils.files import write_text
 
 
 @dataclass
 class TrainJob:
-    """Everything one training run needs, built by the application layer from a configuration."""
+    """Everything one training run needs, built by the application layer from a configuration (whose schema
+    holds the defaults of the run's policies: logging, validation, saving, the overflow rule)."""
     model: nn.Cell                             # the trained network (float32 master weights)
     step: TrainOneStep                         # one optimisation step on a batch
     eval_net: nn.Cell                          # a second instance of the model for validation
@@ -52,16 +53,16 @@ class TrainJob:
     checkpoints: RunCheckpoints
     log: logging.Logger
     images_per_step: int                       # over all ranks
+    log_every: int                             # steps
+    eval_every: int                            # epochs
+    save_every: int                            # epochs
+    max_overflow_fraction: float               # stop when more of the last overflow_window steps were skipped
+    overflow_window: int
     world: int = 1
     with_ema: bool = False
-    log_every: int = 20
-    eval_every: int = 1
-    save_every: int = 1
     metrics_path: Optional[str] = None         # JSON lines of step and epoch records (rank 0)
     curves_path: Optional[str] = None          # PNG of the curves, written at the end (rank 0)
     stop: Optional[Callable[[], int]] = None   # the signal number of a pending stop request, else 0
-    max_overflow_fraction: float = 0.5         # stop when more of the last overflow_window steps were skipped
-    overflow_window: int = 100
     loss_bound: float = math.inf               # stop when a training loss is above it (``loss_bound``)
 
 
@@ -292,10 +293,7 @@ def _keep_metrics_until(path: Optional[str], meta: Dict[str, float]) -> None:
         lines = handle.readlines()
     kept = [line if line.endswith("\n") else line + "\n" for line in lines if _before(line, meta)]
     if kept != lines:
-        tmp = temporary_path(path)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(kept)
-        os.replace(tmp, path)
+        write_text(path, "".join(kept))
 
 
 def _before(line: str, meta: Dict[str, float]) -> bool:

@@ -137,7 +137,7 @@ class GraphClassifier(nn.Cell):
         entries = [item["index"] for item in self.feature_info]
         count = len(entries)
         if not (indices is None or _is_int(indices) or (isinstance(indices, (tuple, list))
-                                                         and all(_is_int(i) for i in indices))):
+                                                        and all(_is_int(i) for i in indices))):
             raise ModelError(f"out_indices takes None (all feature points), an int n (the last n) or a sequence of "
                              f"ints (those points, 0..{count - 1}), got {indices!r}")
         if indices is None:

@@ -17,7 +17,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from .files import temporary_path
+from ..utils.files import atomic_path, temporary_path
 
 EMA_PREFIX = "ema."
 STATE_PREFIX = "train_state."
@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(entries: Mapping[str, Union[Tensor, np.ndarray, int, float, str]], path: str) -> str:
     """Write ``entries`` (tensors, numbers, texts) to ``path`` atomically: a temporary file in the same
-    folder (``files.temporary_path``), then a rename.
+    folder (``utils.files.atomic_path``), then a rename.
 
     An interrupted write never leaves a truncated file under ``path``, and an existing file at
     ``path`` is only replaced by a complete one. A failed write (full disk, lost permission) is a
@@ -41,22 +41,20 @@ def save_checkpoint(entries: Mapping[str, Union[Tensor, np.ndarray, int, float, 
     """
     if not path.endswith(".ckpt"):
         raise CheckpointError(f"checkpoint path {path!r} must end with .ckpt")
-    tmp = temporary_path(path)
-    staging = os.path.splitext(tmp)[0] + ".tmp"  # MindSpore writes here, then renames to ``tmp``
+    staging = os.path.splitext(temporary_path(path))[0] + ".tmp"  # MindSpore writes here, then renames it
     payload = [{"name": name, "data": _as_tensor(value)} for name, value in entries.items()
                if not isinstance(value, str)]
     texts = {name: value for name, value in entries.items() if isinstance(value, str)}
     try:
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
-        ms.save_checkpoint(payload, tmp, append_dict=texts or None)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_path(path) as tmp:
+            ms.save_checkpoint(payload, tmp, append_dict=texts or None)
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint {path!r} ({err.strerror or err}); it was left as it was"
                               ) from None
     finally:
-        for leftover in (tmp, staging):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        if os.path.exists(staging):
+            os.remove(staging)
     return path
 
 

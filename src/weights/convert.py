@@ -14,7 +14,7 @@ from ..data.params import EvalTransformParams
 from ..models import canonical_name, create_model, model_cfg
 from .checkpoint import DATA_KEY, CheckpointError, check_fits, save_checkpoint
 from .download import download
-from .files import check_writable
+from ..utils.files import check_writable
 from .pth_reader import read_pth
 
 BN_RENAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}

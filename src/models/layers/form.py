@@ -7,8 +7,8 @@ A layer takes its ``form`` as a constructor argument and never changes it afterw
   convolution as a batched matmul, the form Ascend documents support for.
 - ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul and the
   neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated kNN and the
-  threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
-  and falls back to MindSpore's kernels with a warning where they are unavailable.
+  threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them
+  (once; cached on disk) and falls back to MindSpore's kernels with a warning where they are unavailable.
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
   host's cache; MINDIR and AIR hold grouped convolutions as the native form's batched matmul, ONNX as the
   convolution operator; ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).

@@ -29,7 +29,8 @@ import time
 from typing import Optional
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SYMBOLS = {"gelu_cpu": ("GeluForward", "GeluBackward"), "topk_cpu": ("DilatedKnn", "DilatedKnnTerm", "DilatedKnnResized"),
+SYMBOLS = {"gelu_cpu": ("GeluForward", "GeluBackward"),
+           "topk_cpu": ("DilatedKnn", "DilatedKnnTerm", "DilatedKnnResized"),
            "masked_max_cpu": ("MaskedMaxForward", "MaskedMaxBackward")}
 HEADER = "kernel.h"
 COMPILE_TIMEOUT = 120.0  # seconds; a compile takes about one

@@ -4,7 +4,8 @@
   file (a probe file it creates and removes) and has room for what it will write, instead of failing
   with a traceback after an epoch.
 * ``temporary_path``: every file is written as ``.<stem>.tmp<pid><ext>`` beside its final name and
-  renamed into place, so an interrupted write never leaves a truncated file under the real name.
+  renamed into place (``atomic_path``, ``write_text``, ``write_json``), so an interrupted write never
+  leaves a truncated file under the real name.
   ``remove_stale_temporaries`` removes what such a write left behind: only names of this pattern
   (MindSpore's checkpoint writer adds its own ``.tmp`` suffix step, ``.<stem>.tmp<pid>.tmp``) whose
   process ``<pid>`` no longer runs on this host; nothing else is ever removed.
@@ -13,6 +14,7 @@
   stale lock after a kill -9); the file names the owner (pid, host, start time) for the message
   a second run gets.
 """
+import contextlib
 import errno
 import fcntl
 import json
@@ -21,7 +23,9 @@ import re
 import shutil
 import socket
 import time
-from typing import List, Optional
+from typing import Iterator, List, Optional
+
+from .processes import process_alive
 
 TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.tmp(?P<pid>\d+)\.(?P<ext>[A-Za-z0-9]+)$")
 LOCK_NAME = ".run.lock"
@@ -38,15 +42,28 @@ def temporary_path(path: str) -> str:
     return os.path.join(folder, f".{stem}.tmp{os.getpid()}{ext}")
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (a process of another user counts as running)."""
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """``with atomic_path(path) as tmp:`` write the file ``tmp``; it is renamed onto ``path`` when the block
+    ends normally and removed when it does not, so ``path`` holds the old file or the whole new one."""
+    tmp = temporary_path(path)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (``atomic_path``)."""
+    write_text(path, json.dumps(data, indent=1))
 
 
 def remove_stale_temporaries(folder: str, extensions) -> List[str]:
