@@ -152,51 +152,15 @@ def create_dataset(root: str, split: str, transform: EvalTransformParams, *, bat
     is_training = augment is not None
     if mix is not None and not is_training:
         raise ValueError("mixing applies to training batches only: pass augment too, or no mix")
-    num_parallel_workers, repeated_aug = options.num_parallel_workers, options.repeated_aug
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if int(repeated_aug) != repeated_aug or repeated_aug < 0:
-        raise ValueError(f"repeated_aug must be 0/1 (off) or the number of repeats, got {repeated_aug!r}")
-    if int(num_parallel_workers) != num_parallel_workers or num_parallel_workers < 1:
-        raise ValueError(f"num_parallel_workers must be a positive int, got {num_parallel_workers!r}")
-    workers = min(int(num_parallel_workers), os.cpu_count() or 1)
-    if workers < num_parallel_workers:
-        logger.warning("num_parallel_workers=%d lowered to the %d CPUs of this machine",
-                       num_parallel_workers, workers)
+    workers = _worker_count(options.num_parallel_workers)
     drop_remainder = is_training if drop_remainder is None else bool(drop_remainder)
-
-    names = class_names(root, split)
-    _check_other_split(root, split, names)
-    path = os.path.join(root, split)
-    if num_classes is not None and num_classes != len(names):
-        raise DatasetError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
-                           "set num_classes to the folder count (or fix the folders)")
-    num_classes = len(names)
-    files = ImageFiles(root, split, names)
+    files = _split_files(root, split, num_classes)
     size = len(files)
-    if size == 0:
-        raise DatasetError(f"split folder {path!r} has class folders but no images with extensions "
-                           f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
-
-    if is_training and repeated_aug > 1:
-        sampler = RepeatedAugSampler(size, num_shards=num_shards, shard_id=shard_id,
-                                     num_repeats=repeated_aug, seed=seed, epoch=epoch)
-    else:
-        sampler = DistributedShuffleSampler(size, num_shards=num_shards, shard_id=shard_id,
-                                            shuffle=is_training, seed=seed, epoch=epoch,
-                                            pad=is_training)
-
-    mixup = None
-    if mix is not None and mix.soft_labels:
-        mixup = Mixup(mixup_alpha=mix.mix_up, cutmix_alpha=mix.cutmix, prob=mix.mixup_prob,
-                      switch_prob=mix.switch_prob, mode=mix.mixup_mode, label_smoothing=mix.label_smoothing,
-                      num_classes=num_classes)
-        if mix.mixup_mode in ("pair", "elem"):
-            last = len(sampler) % batch_size
-            if batch_size % 2 or (not drop_remainder and last % 2):
-                raise DatasetError(f"mixup_mode={mix.mixup_mode!r} needs even batches: batch_size={batch_size}, "
-                                   f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
-                                   "even batch_size with drop_remainder=True, or mixup_mode='batch'")
+    sampler = _sampler(size, options.repeated_aug, training=is_training, num_shards=num_shards, shard_id=shard_id,
+                       seed=seed, epoch=epoch)
+    mixup = _mixer(mix, len(files.classes), len(sampler), batch_size, drop_remainder)
 
     steps_seed = derive_seed(seed, epoch, shard_id, "transforms") if is_training else None
     (steps,) = create_transforms(transform, augment, seed=steps_seed, max_image_pixels=options.max_image_pixels)
@@ -219,6 +183,59 @@ def create_dataset(root: str, split: str, transform: EvalTransformParams, *, bat
     data.bad_image_policy = BadImagePolicy(files, options.max_bad_image_fraction, explain,
                                            expected=min(size, math.ceil(size / num_shards)))
     return data
+
+
+def _worker_count(num_parallel_workers: int) -> int:
+    """The pipeline's workers: ``num_parallel_workers`` lowered to the CPU count (MindSpore refuses more)."""
+    if int(num_parallel_workers) != num_parallel_workers or num_parallel_workers < 1:
+        raise ValueError(f"num_parallel_workers must be a positive int, got {num_parallel_workers!r}")
+    workers = min(int(num_parallel_workers), os.cpu_count() or 1)
+    if workers < num_parallel_workers:
+        logger.warning("num_parallel_workers=%d lowered to the %d CPUs of this machine",
+                       num_parallel_workers, workers)
+    return workers
+
+
+def _split_files(root: str, split: str, num_classes: Optional[int]) -> ImageFiles:
+    """The images of ``root/split``, checked against the other split's classes and ``num_classes``."""
+    names = class_names(root, split)
+    _check_other_split(root, split, names)
+    path = os.path.join(root, split)
+    if num_classes is not None and num_classes != len(names):
+        raise DatasetError(f"num_classes={num_classes} but {path!r} has {len(names)} class folders; "
+                           "set num_classes to the folder count (or fix the folders)")
+    files = ImageFiles(root, split, names)
+    if len(files) == 0:
+        raise DatasetError(f"split folder {path!r} has class folders but no images with extensions "
+                           f"{list(IMAGE_EXTENSIONS)} (any case); {LAYOUT}")
+    return files
+
+
+def _sampler(size: int, repeated_aug: int, *, training: bool, num_shards: int, shard_id: int, seed: int, epoch: int):
+    """For training, repeated augmentation (``repeated_aug`` > 1 copies of each image, DeiT's sampler) or shuffled
+    and padded shards; for evaluation, shards in order without padding."""
+    if int(repeated_aug) != repeated_aug or repeated_aug < 0:
+        raise ValueError(f"repeated_aug must be 0/1 (off) or the number of repeats, got {repeated_aug!r}")
+    if training and repeated_aug > 1:
+        return RepeatedAugSampler(size, num_shards=num_shards, shard_id=shard_id, num_repeats=repeated_aug,
+                                  seed=seed, epoch=epoch)
+    return DistributedShuffleSampler(size, num_shards=num_shards, shard_id=shard_id, shuffle=training, seed=seed,
+                                     epoch=epoch, pad=training)
+
+
+def _mixer(mix: Optional[MixParams], num_classes: int, samples: int, batch_size: int,
+           drop_remainder: bool) -> Optional[Mixup]:
+    """The batches' mixup/cutmix (None without soft labels); pair and element modes need even batches."""
+    if mix is None or not mix.soft_labels:
+        return None
+    if mix.mixup_mode in ("pair", "elem"):
+        last = samples % batch_size
+        if batch_size % 2 or (not drop_remainder and last % 2):
+            raise DatasetError(f"mixup_mode={mix.mixup_mode!r} needs even batches: batch_size={batch_size}, "
+                               f"drop_remainder={drop_remainder}, last batch {last or batch_size}; use an "
+                               "even batch_size with drop_remainder=True, or mixup_mode='batch'")
+    return Mixup(mixup_alpha=mix.mix_up, cutmix_alpha=mix.cutmix, prob=mix.mixup_prob, switch_prob=mix.switch_prob,
+                 mode=mix.mixup_mode, label_smoothing=mix.label_smoothing, num_classes=num_classes)
 
 
 def batches(dataset: ds.Dataset):
