@@ -334,7 +334,7 @@ def test_their_310_flags_and_a_failing_group_init(tmp_path):
     assert load_config(["--result_dir", "r", "--preprocess_path", "p"], entry="postprocess").result_path == "r"
     cfg = load_config(["--arch", "vig_nano_gelu", "--data_path", "d", "--dataset_name", "imagenet2012"],
                       entry="preprocess", arguments=[preprocess_entry.DATASET_NAME])
-    assert (cfg.data_url, cfg.dataset_name) == ("d", "imagenet2012")
+    assert (cfg.data_url, cfg.arguments.dataset_name) == ("d", "imagenet2012")
     with pytest.raises(ConfigError, match="invalid choice"):
         load_config(["--arch", "x", "--dataset_name", "cifar10"], entry="preprocess",
                     arguments=[preprocess_entry.DATASET_NAME])
