@@ -26,6 +26,7 @@ def o2_forward():
     return collect([case("pvig"), case("svig")], quick=True, graphs=("forward",))
 
 
+@pytest.mark.slow(reason="compiles an O2 training step")
 def test_o2_keeps_the_graphs_the_loss_and_batchnorm_in_float32(o2_forward):
     """In the compiled O2 graph every input of the kNN (distance matmul, top-k, relative-position term), of the
     SViG similarity, of the loss and of BatchNorm is float32; the rest of the network runs in float16."""
@@ -64,6 +65,7 @@ class GraphProbe(nn.Cell):
         return out
 
 
+@pytest.mark.slow(reason="O2 and float32 graphs of every family")
 @pytest.mark.parametrize("family", ["vig", "pvig", "svig", "graphconvnet", "pgraphconvnet"])
 def test_o2_graphs_equal_the_float32_graphs(graph_mode, family):
     """Under O2 each Grapher's graph (neighbour indices; SViG: adjacency) of a family's native form equals the one

@@ -18,6 +18,7 @@ def images(size, batch=1, seed=0):
     return Tensor(np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32))
 
 
+@pytest.mark.slow(reason="every family compiled at two sizes")
 @pytest.mark.parametrize("name", FAMILIES)
 def test_feature_maps_of_every_family_at_two_sizes(pynative, name, tmp_path):
     full = create_model(name, num_classes=10, img_size=64, kernel_impl="native")
@@ -84,6 +85,7 @@ def _stage_prefixes(net, stages):
     return ("stem.", "pos_embed") + tuple(f"backbone.{i}." for i in entries)
 
 
+@pytest.mark.slow(reason="training steps of every family")
 @pytest.mark.parametrize("name", ["pvig_ti_224_gelu", "vig_nano_gelu"])
 def test_frozen_stages_do_not_learn(pynative, name):
     net = create_model(name, num_classes=4, img_size=64, drop_path_rate=0.1, frozen_stages=2, kernel_impl="native")

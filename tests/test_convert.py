@@ -129,6 +129,7 @@ def test_our_names_map_back_to_the_official_state_dict(arch):
     assert list(back) == list(ours) and all(np.array_equal(back[k], ours[k]) for k in ours)
 
 
+@pytest.mark.slow(reason="the official schedules step by step")
 def test_schedules_equal_the_reference():
     for name in ref.OFFICIAL_CONFIGS:
         graphers = [c for _, c in create_model(name, kernel_impl="native").cells_and_names()

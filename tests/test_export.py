@@ -81,6 +81,7 @@ def direct_eval(image_folder, checkpoint, use_ema=False):
             "loss": cross_entropy_sum(logits, labels) / len(labels), "count": len(labels)}
 
 
+@pytest.mark.slow(reason="compiles evaluation and the model")
 @pytest.mark.parametrize("use_ema", [False, True])
 def test_eval_equals_a_direct_computation(graph_mode, image_folder, checkpoint, use_ema):
     """The config trains in O2; evaluation still runs in float32 unless eval_amp_level says otherwise."""
@@ -93,6 +94,7 @@ def test_eval_equals_a_direct_computation(graph_mode, image_folder, checkpoint, 
     assert result["loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
+@pytest.mark.slow(reason="export and reload")
 def test_mindir_export_reloads_with_the_same_outputs(graph_mode, image_folder, checkpoint, tmp_path):
     stem = tmp_path / "tiny"
     path = export_entry.main(base_args(image_folder, checkpoint, "--file_format", "MINDIR", "--file_name", str(stem),
@@ -118,6 +120,7 @@ np.save(sys.argv[3], net(ms.Tensor(np.load(sys.argv[2]))).asnumpy())
 """
 
 
+@pytest.mark.slow(reason="exports and reloads in another process")
 def test_a_cpu_mindir_needs_no_compiled_kernel(graph_mode, image_folder, checkpoint, tmp_path, isolated_kernels):
     """A MINDIR exported from the CPU formulation holds no compiled-kernel operator: with the exporting
     host's kernel cache deleted, a fresh process with an empty cache runs it and gets the logits of
@@ -154,6 +157,7 @@ def onnx_matches_cell(net, path, images):
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.slow(reason="exports every family and runs it in onnxruntime")
 @pytest.mark.parametrize("arch", family_representatives())
 def test_every_family_exports_to_onnx(graph_mode, tmp_path, arch):
     """Each family's ONNX graph computes the Cell's function. The sizes of a family (Ti/S/M/B) differ
@@ -219,6 +223,7 @@ def test_air_on_cpu_is_one_clear_line(image_folder, checkpoint, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow(reason="the whole offline flow")
 @pytest.mark.parametrize("file_format", ["MINDIR", "ONNX"])
 def test_offline_flow_gives_eval_top1(graph_mode, image_folder, checkpoint, tmp_path, file_format):
     stem = str(tmp_path / "model")

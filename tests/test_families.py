@@ -186,6 +186,7 @@ def tiny_pgraphconvnet(**kwargs):
 TINY = {"svig": tiny_svig, "graphconvnet": tiny_graphconvnet, "pgraphconvnet": tiny_pgraphconvnet}
 
 
+@pytest.mark.slow(reason="forward and backward compiled in both modes, every family")
 @pytest.mark.parametrize("family", ["svig", "graphconvnet"])
 def test_forward_backward_both_modes(any_mode, family):
     net = TINY[family](drop_path_rate=0.1)
@@ -196,6 +197,7 @@ def test_forward_backward_both_modes(any_mode, family):
     assert out.shape == (2, 5)
 
 
+@pytest.mark.slow(reason="export and reload of every family")
 @pytest.mark.parametrize("family", ["svig", "pgraphconvnet"])
 def test_mindir_export_reloads_with_the_same_outputs(graph_mode, tmp_path, family):
     net = calibrate(TINY[family](), structured_images(4, 64, seed=1))

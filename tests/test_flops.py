@@ -48,6 +48,7 @@ def test_command_line_prints_a_row_per_model():
     assert len(row) == 1 and row[0].split("|")[2].strip() == "32"
 
 
+@pytest.mark.slow(reason="the side-by-side benchmark in fresh processes")
 def test_against_pytorch_prints_both_frameworks(tmp_path):
     """A tiny input of another height than width, one timed call, the official code's weights (made in PyTorch,
     converted, cached in a folder of the test's): a row with both frameworks' figures and the batch-1 deployments'

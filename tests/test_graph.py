@@ -202,6 +202,7 @@ def test_resized_rows_equal_the_whole_resize(pynative):
         assert rows.tobytes() == whole.tobytes()
 
 
+@pytest.mark.slow(reason="a pyramid model in two forms")
 def test_pyramid_logits_do_not_depend_on_the_knn_formulation(pynative, monkeypatch):
     """A pyramid model (pvig_ti's layout, fewer and narrower blocks) at a size whose relative-position terms
     are resized: the compiled kNN gives the logits of MindSpore's dense kNN in the same CPU formulation,

@@ -35,6 +35,7 @@ def modelarts_args(cache, *extra):
     return ["--vig_config", "obs://bucket/vig.yaml", "--run_modelarts", "True", "--cache_dir", str(cache), *extra]
 
 
+@pytest.mark.slow(reason="training jobs in two caches")
 def test_job_copies_in_uploads_each_checkpoint_and_resumes_from_the_store(obs, tmp_path):
     import moxing
 
@@ -103,6 +104,7 @@ def test_object_store_paths_need_run_modelarts(tmp_path):
         load_config(["--config", str(path)])
 
 
+@pytest.mark.slow(reason="a training job, then an evaluation job")
 def test_an_evaluation_job_writes_its_results_to_the_output_location(obs, tmp_path, image_folder):
     """ModelArts passes --train_url to every job; an evaluation job's results go there as JSON, never replacing
     an earlier one."""

@@ -96,6 +96,7 @@ def tiny_pyramid(**kwargs):
                             img_size=64, **kwargs)
 
 
+@pytest.mark.slow(reason="forward and backward compiled in both modes")
 @pytest.mark.parametrize("build", [tiny_isotropic, tiny_pyramid], ids=["isotropic", "pyramid"])
 def test_forward_backward_both_modes(any_mode, build):
     net = build(drop_path_rate=0.1)

@@ -282,6 +282,7 @@ def test_their_checkpoints_are_refused_with_the_reason(tmp_path):
         load_model_weights(create_model("vig_nano_gelu", num_classes=3, img_size=32), path)
 
 
+@pytest.mark.slow(reason="a training run")
 def test_start_epoch_begins_a_new_run_there(tmp_path, modelzoo_yaml, image_folder):
     import train as train_entry
     out = tmp_path / "out"

@@ -410,6 +410,7 @@ def test_a_read_only_train_url_is_one_line_at_start(image_folder, read_only_fold
     assert "Traceback" not in done.stderr and os.listdir(read_only_folder) == []
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_a_read_only_export_folder_is_one_line(trained_run, read_only_folder):
     done = subprocess.run([sys.executable, "export.py", "--arch", "vig_nano_gelu", "--num_classes", "3",
                            "--image_size", "32", "--pretrained", str(trained_run / "last.ckpt"), "--file_name",
@@ -442,6 +443,7 @@ def test_a_full_train_url_is_refused_before_writing_anything(image_folder, tmp_p
     assert not out.exists()
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_a_full_export_folder_is_refused(trained_run, tmp_path, monkeypatch, graph_mode):
     no_room(monkeypatch)
     status, err = in_process(export_entry.main, ["--arch", "vig_nano_gelu", "--num_classes", "3", "--image_size", "32",
@@ -466,6 +468,7 @@ def diverging_run(image_folder, out, capsys, *extra):
     return capsys.readouterr().out.splitlines()[-1], sorted(n for n in os.listdir(out) if n.endswith(".ckpt"))
 
 
+@pytest.mark.slow(reason="a training run")
 def test_an_exploding_training_loss_stops_the_run(image_folder, tmp_path, capsys):
     """base_lr 1e3 makes the loss explode after the first update; the run stops there, before any
     checkpoint (the other ways a run diverges: tests/test_training.py)."""
@@ -494,6 +497,7 @@ def eval_args(data, checkpoint, *extra):
             "--pretrained", str(checkpoint), "--batch_size", "6", "--num_parallel_workers", "1", *TRANSFORM, *extra]
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_eval_refuses_other_classes(trained_run, renamed_classes):
     status, err = in_process(eval_entry.main, eval_args(renamed_classes, trained_run / "best.ckpt"))
     assert status == 2
@@ -503,6 +507,7 @@ def test_eval_refuses_other_classes(trained_run, renamed_classes):
                    f"classes it was trained for {TRACEBACK_HINT}\n")
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_eval_export_and_predict_refuse_another_transform(trained_run, image_folder, tmp_path):
     status, err = in_process(eval_entry.main, eval_args(image_folder, trained_run / "best.ckpt", "--crop_pct", "0.8"))
     assert status == 2
@@ -520,6 +525,7 @@ def test_eval_export_and_predict_refuse_another_transform(trained_run, image_fol
                                            str(image_folder)]) == (status, err)
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_the_same_classes_in_another_order_are_matched_by_name(trained_run, image_folder, tmp_path):
     from src.app.config import load_config
     from src.app.jobs import trained_for

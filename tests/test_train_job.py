@@ -15,6 +15,7 @@ def first_run(trained_run):
     return trained_run
 
 
+@pytest.mark.slow(reason="trains the shared demo run (about 40 s)")
 def test_job_writes_logs_checkpoints_and_curves(first_run):
     names = set(os.listdir(first_run))
     assert {"config.yaml", "train.log", "metrics.jsonl", "training_curves.png", "best.ckpt", "last.ckpt",
@@ -50,6 +51,7 @@ def test_job_writes_logs_checkpoints_and_curves(first_run):
     assert "train_state.global_step" in ckpt
 
 
+@pytest.mark.slow(reason="a second training run")
 def test_resume_from_a_named_checkpoint_continues_after_its_epoch(first_run, image_folder, tmp_path):
     """--resume PATH (the ModelZoo's way) into a new folder continues after that checkpoint's epoch and
     step, with its best top-1. That a resumed run is bit-exact is the fault chain's test (test_run_faults)."""
@@ -63,6 +65,7 @@ def test_resume_from_a_named_checkpoint_continues_after_its_epoch(first_run, ima
     assert float(last["meta.best_top1"].asnumpy()) >= float(first["meta.best_top1"].asnumpy())
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_existing_run_is_not_overwritten(first_run, image_folder):
     before = os.path.getmtime(first_run / "last.ckpt")
     with pytest.raises(ValueError, match="already holds checkpoints.*--resume auto"):
@@ -75,6 +78,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         train_entry.main(job_args(str(tmp_path / "no_such_data"), tmp_path / "out"))
 
 
+@pytest.mark.slow(reason="needs the shared trained run")
 def test_resume_auto_of_a_finished_run_trains_nothing(first_run, image_folder):
     before = os.path.getmtime(first_run / "last.ckpt")
     result = train_entry.main(job_args(image_folder, first_run, "--resume", "auto"))
@@ -82,6 +86,7 @@ def test_resume_auto_of_a_finished_run_trains_nothing(first_run, image_folder):
     assert "already finished its 2 epochs" in open(first_run / "train.log").read()
 
 
+@pytest.mark.slow(reason="a training run")
 def test_resume_auto_without_a_run_starts_one_with_the_scaled_lr(image_folder, tmp_path):
     """--resume auto in an empty folder starts a new run (logged); lr_batch_size scales the schedule by the total
     batch."""
@@ -122,6 +127,7 @@ def o2_pair_args(arch, folder, out, amp_level):
             "--keep_last", "1", *TRANSFORM]
 
 
+@pytest.mark.slow(reason="two training runs, O2 and O0")
 def test_o2_trains_as_o0_and_logs_its_skipped_steps(pico, tmp_path):
     """The native form at O2 (float16; graphs, BatchNorm and loss in float32) with a dynamic loss scale reaches the
     top-1 of the same run at O0 within one point (100 validation images); the scale comes down from float16

@@ -47,6 +47,7 @@ def drawn_kinds(path, grid):
     return kinds
 
 
+@pytest.mark.slow(reason="every family drawn and read back")
 @pytest.mark.parametrize("name", family_representatives())
 def test_marked_cells_are_the_blocks_neighbours(pynative, name, tmp_path):
     net = model(name)
@@ -78,6 +79,7 @@ def test_marked_cells_are_the_blocks_neighbours(pynative, name, tmp_path):
     assert summary["target"] == summary["predicted"]
 
 
+@pytest.mark.slow(reason="visualize.py in a process")
 def test_dilated_neighbours_and_chosen_node_through_the_command_line(pynative, tmp_path, capsys):
     net = model("vig_ti_224_gelu")  # blocks 5-12 are dilated (d = 2, 3)
     ckpt = save_checkpoint({p.name: p for p in net.get_parameters()}, str(tmp_path / "vig_ti.ckpt"))
@@ -101,6 +103,7 @@ def test_dilated_neighbours_and_chosen_node_through_the_command_line(pynative, t
     assert "already exists; nothing was written" in capsys.readouterr().err
 
 
+@pytest.mark.slow(reason="compiles a gradient graph")
 def test_grad_cam_shape_target_class_and_true_gradient(pynative):
     net = model("vig_nano_gelu")
     x = Tensor(structured_images(1, SIZE, seed=7))
