@@ -115,6 +115,38 @@ def test_compiled_gelu_is_exact(any_mode):
     np.testing.assert_allclose(half.astype(np.float64), exact, atol=3e-2, rtol=1e-2)
 
 
+@needs_compiler
+def test_compiled_gather_max_is_the_running_maximum(any_mode):
+    """The compiled neighbour max equals the per-slot running maximum bit for bit (ties, -0.0 against 0.0, NaN
+    and infinities included), sends each gradient to the first slot that attained the maximum as the per-slot
+    backward does, and refuses an index outside the table."""
+    from src.models.layers import NeighbourMax
+    rng = np.random.default_rng(3)
+    table = rng.integers(-3, 4, (2, 50, 24)).astype(np.float32)  # small integers: many ties
+    table[0, :5] = [[np.nan], [np.inf], [-np.inf], [-0.0], [0.0]]
+    idx = rng.integers(0, 50, (2, 37, 9)).astype(np.int32)
+    weights = Tensor(rng.standard_normal((2, 37, 24)).astype(np.float32))
+    compiled = NeighbourMax(24, cpu_formulation())
+    assert compiled.rows.kernel is not None, "the CPU kernel did not compile here"
+    per_slot = NeighbourMax(24, CPU_OPS)
+    got, expected = (m(Tensor(table), Tensor(idx)).asnumpy() for m in (compiled, per_slot))
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    finite = np.where(np.isfinite(table), table, 7.0).astype(np.float32)
+
+    def weighted_sum(aggregate):
+        def loss(t):
+            return (aggregate(t, Tensor(idx)) * weights).sum()
+        return loss
+
+    grads = [ms.grad(weighted_sum(m))(Tensor(finite)).asnumpy() for m in (compiled, per_slot)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-6)
+    half = compiled(Tensor(finite, ms.float16), Tensor(idx))
+    assert half.dtype == ms.float16
+    np.testing.assert_array_equal(half.asnumpy(), per_slot(Tensor(finite), Tensor(idx)).asnumpy())
+    idx[1, 3, 4] = 50
+    with pytest.raises(RuntimeError, match=r"function\(GatherMaxForward\) is 2"):
+        compiled(Tensor(table), Tensor(idx)).asnumpy()
+
 
 def kernel_threads():
     """Thread ids of the compiled kernels' workers in this process (named by kernels/kernel.h)."""
@@ -177,6 +209,8 @@ REFUSED = [  # (library, symbol, the dtypes of its inputs, one of them not the o
     ("topk_cpu", "DilatedKnnResized", [F32, F32, F32, F32, F32, I32, F32, np.int64, F32, I32]),
     ("masked_max_cpu", "MaskedMaxForward", [F16, U8]),
     ("masked_max_cpu", "MaskedMaxBackward", [F32, np.bool_, F32]),
+    ("gather_max_cpu", "GatherMaxForward", [F16, I32]),
+    ("gather_max_cpu", "GatherMaxBackward", [F32, np.int64, F32]),
 ]
 
 
@@ -196,8 +230,8 @@ def test_kernels_fall_back_without_a_compiler(isolated_kernels, monkeypatch, cap
     """The CPU formulation keeps its plain-operator forms and MindSpore's kernels, with a warning."""
     monkeypatch.setenv("CXX", str(isolated_kernels.parent / "no-such-compiler"))
     form = cpu_formulation()
-    assert form.cpu_ops and form.gelu is None and form.topk is None and form.masked_max is None
-    assert [r.name for r in caplog.records if r.levelname == "WARNING"] == [kernels.__name__] * 3
+    assert form.cpu_ops and (form.gelu, form.topk, form.masked_max, form.gather_max) == (None,) * 4
+    assert [r.name for r in caplog.records if r.levelname == "WARNING"] == [kernels.__name__] * len(kernels.SYMBOLS)
     assert "no C++ compiler found" in caplog.text
 
 

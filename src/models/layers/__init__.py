@@ -4,8 +4,8 @@ from .blocks import FFN, DyGraphConv2d, Grapher, graphs_in_float32, vig_block
 from .bottleneck import Bottleneck
 from .conv import Conv2d, conv_bn, conv_bn_layers
 from .drop import DropPath, drop_path_schedule
-from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_gelu, compiled_masked_max, compiled_topk,
-                   cpu_formulation, export_formulation, formulation, resolve_kernel_impl)
+from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_gather_max, compiled_gelu, compiled_masked_max,
+                   compiled_topk, cpu_formulation, export_formulation, formulation, resolve_kernel_impl)
 from .gcn import GRAPH_CONVS, create_graph_conv
 from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_rows, l2_normalize, negative_sq_distance
 from .graph_spec import GraphSpec, KnnGraphSpec, ThresholdGraphSpec, knn_specs, threshold_specs
@@ -32,6 +32,7 @@ __all__ = [
     "KERNEL_IMPLS",
     "NATIVE",
     "Formulation",
+    "compiled_gather_max",
     "compiled_gelu",
     "compiled_masked_max",
     "compiled_topk",

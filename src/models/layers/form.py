@@ -5,10 +5,11 @@ A layer takes its ``form`` as a constructor argument and never changes it afterw
 
 - ``native``: MindSpore's own kernels, for Ascend and GPU (the default); the graph conv's 4-group
   convolution as a batched matmul, the form Ascend documents support for.
-- ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul and the
-  neighbour max as a running maximum (plain MindSpore operators), and GELU, the dilated kNN and the
-  threshold graph's masked max as compiled C++ kernels (``kernels``). Building this formulation compiles them
-  (once; cached on disk) and falls back to MindSpore's kernels with a warning where they are unavailable.
+- ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul (plain
+  MindSpore operators), and GELU, the dilated kNN, the neighbour max and the threshold graph's masked max
+  as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
+  and falls back to MindSpore's kernels with a warning where they are unavailable (the neighbour max then
+  as a running maximum over per-slot gathers).
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
   host's cache; MINDIR and AIR hold grouped convolutions as the native form's batched matmul, ONNX as the
   convolution operator; ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
@@ -30,6 +31,7 @@ class Formulation:
     gelu: Optional[Any] = None    # compiled float32 GELU (custom operator with its derivative)
     topk: Optional[Any] = None    # compiled dilated kNN (custom operators, see compiled_topk)
     masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
+    gather_max: Optional[Any] = None  # compiled (forward, backward) max over gathered neighbour rows
     erf_formula: bool = False     # GELU's erf from elementary operators
     # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
     # ops.conv2d on Ascend for depthwise convolutions only (docs/ascend.md)
@@ -88,9 +90,25 @@ def compiled_masked_max():
                  for name in ("MaskedMaxForward", "MaskedMaxBackward"))
 
 
+def _gather_max_shape(flat, idx):
+    return idx[:-1] + flat[-1:]
+
+
+@lru_cache(maxsize=None)
+def compiled_gather_max():
+    """(forward, backward) compiled operators of the neighbour max over gathered rows (the max-relative
+    conv), or None."""
+    library = kernels.load("gather_max_cpu")
+    if library is None:
+        return None
+    return (ops.Custom(f"{library}:GatherMaxForward", out_shape=_gather_max_shape, out_dtype=_same, func_type="aot"),
+            ops.Custom(f"{library}:GatherMaxBackward", out_shape=_same, out_dtype=_same, func_type="aot"))
+
+
 def cpu_formulation() -> Formulation:
     """The CPU formulation, with the compiled kernels that are available (compiled here if needed)."""
-    return Formulation(cpu_ops=True, gelu=compiled_gelu(), topk=compiled_topk(), masked_max=compiled_masked_max())
+    return Formulation(cpu_ops=True, gelu=compiled_gelu(), topk=compiled_topk(), masked_max=compiled_masked_max(),
+                       gather_max=compiled_gather_max())
 
 
 def formulation(kernel_impl: Union[str, Formulation] = "native") -> Formulation:

@@ -207,25 +207,30 @@ def gather_rows(table, idx):
 class MaxOverRows(nn.Cell):
     """max over t of flat[idx[..., t]] for global row indices idx (..., k) -> (..., C).
 
-    The CPU formulation (``per_slot``) gathers one neighbour slot at a time and keeps a running
-    maximum, several times faster on the CPU than one large gather followed by a reduction; the
-    result is identical.
+    The CPU formulation computes it with its compiled kernel (``form.gather_max``), which reads each
+    neighbour row once, or without one (``per_slot``) gathers one neighbour slot at a time and keeps a
+    running maximum, several times faster on the CPU than one large gather followed by a reduction;
+    the result is identical, bit for bit.
     The backward sends each output gradient to the one row that attained the maximum (the first
-    on ties, as torch.max does) with a single segment sum: the generic backward of a chain of
-    element-wise maxima costs several selects and comparisons per slot, which made it the largest
-    single cost of a CPU training step.
+    on ties, as torch.max does): the compiled kernel's, or a single segment sum, since the generic
+    backward of a chain of element-wise maxima costs several selects and comparisons per slot, which
+    made it the largest single cost of a CPU training step.
 
     Args:
         channels: C, the rows' width.
-        form: the layers' formulation: ``cpu_ops`` chooses the per-slot running maximum.
+        form: the layers' formulation: ``cpu_ops`` chooses the per-slot running maximum, its
+            ``gather_max`` the compiled kernel.
     """
 
     def __init__(self, channels: int, form: Formulation = NATIVE):
         super().__init__()
         self.per_slot = form.cpu_ops
+        self.kernel = form.gather_max
         self.channel_index = Tensor(np.arange(channels), ms.int32)  # a constant: ops.arange fails in a bprop
 
     def construct(self, flat, idx):
+        if self.kernel is not None:  # a maximum of float16 values is exact in float32 and back
+            return self.kernel[0](flat.astype(ms.float32), idx).astype(flat.dtype)
         if not self.per_slot:
             return ops.amax(ops.gather(flat, idx, 0), -2)
         out = ops.gather(flat, idx[..., 0], 0)
@@ -234,6 +239,9 @@ class MaxOverRows(nn.Cell):
         return out
 
     def bprop(self, flat, idx, out, dout):
+        if self.kernel is not None:
+            grad = self.kernel[1](flat.astype(ms.float32), idx, dout.astype(ms.float32))
+            return grad.astype(flat.dtype), ops.zeros_like(idx)
         winner = ops.argmax(ops.gather(flat, idx, 0), dim=-2).astype(ms.int32)  # (..., C): slot of the max
         rows = ops.gather_elements(idx, idx.ndim - 1, winner)                    # (..., C): its row
         elements = rows * flat.shape[1] + self.channel_index
