@@ -207,6 +207,7 @@ REFUSED = [  # (library, symbol, the dtypes of its inputs, one of them not the o
     ("topk_cpu", "DilatedKnn", [F32, F32, F32, F32, np.int64]),
     ("topk_cpu", "DilatedKnnTerm", [F32, F32, F32, F32, F16, I32]),
     ("topk_cpu", "DilatedKnnResized", [F32, F32, F32, F32, F32, I32, F32, np.int64, F32, I32]),
+    ("topk_cpu", "NormalizedRows", [F16]),
     ("masked_max_cpu", "MaskedMaxForward", [F16, U8]),
     ("masked_max_cpu", "MaskedMaxBackward", [F32, np.bool_, F32]),
     ("gather_max_cpu", "GatherMaxForward", [F16, I32]),
@@ -452,6 +453,24 @@ def test_compiled_knn_equals_the_dense_knn(any_mode, case):
 
 
 @needs_compiler
+def test_compiled_normalization_is_mindspores(pynative):
+    """The kNN kernels' normalisation gives l2_normalize's rows and squared_norm's values bit for bit: zero rows
+    (the 1e-12 floor), tiny and huge magnitudes, widths that are no multiple of the vector width."""
+    from src.models.layers import compiled_topk, l2_normalize
+    from src.models.layers.graph import squared_norm
+    normalized = compiled_topk()[3]
+    rng = np.random.default_rng(5)
+    for shape in [(2, 50, 384), (3, 7, 13), (1, 4, 1)]:
+        x = rng.standard_normal(shape) * np.exp(rng.uniform(-30, 30, shape[:-1] + (1,)))
+        x[0, 0] = 0
+        x = Tensor(x.astype(np.float32))
+        expected = l2_normalize(x)
+        got, got_sq = normalized(x)
+        for a, b in [(got, expected), (got_sq, squared_norm(expected))]:
+            np.testing.assert_array_equal(a.asnumpy().view(np.uint32), b.asnumpy().view(np.uint32))
+
+
+@needs_compiler
 @pytest.mark.parametrize("k,dilation", [(5, 1), (4, 3)])
 def test_compiled_knn_ties_take_the_earlier_index(any_mode, k, dilation):
     """Exactly equal distances (keys repeated): the compiled kNN takes the earlier index first (a stable
@@ -478,7 +497,7 @@ def test_compiled_knn_resizes_the_term_as_mindspore_does(pynative):
     decided by the term alone, among many ties, and equals the ranking by MindSpore's resized term."""
     from src.models.layers import BicubicResize, compiled_topk, relative_pos_table
     from src.models.layers.graph import squared_norm
-    plain, whole, resized = compiled_topk()
+    plain, whole, resized, _ = compiled_topk()
     table = Tensor(relative_pos_table(16, 8, 2))
     for out_hw in [(96, 24), (64, 24), (96, 16)]:  # both axes resized, the keys' only, the queries' only
         resize = BicubicResize((64, 16), out_hw)

@@ -67,17 +67,29 @@ def _knn_dtype(*inputs):
     return inputs[-1]
 
 
+def _normalized_shape(x):
+    return x, x[:-1] + [1]
+
+
+def _normalized_dtype(x):
+    return x, x
+
+
 @lru_cache(maxsize=None)
 def compiled_topk():
     """The compiled dilated kNN (``kernels/topk_cpu.cc``), or None: the neighbour indices (B, N, k) of the
     queries (B, N, C) among the keys (B, M, C) at the ranked positions (k,), from distances computed a tile
     of queries at a time; three operators: without a relative-position term, with the whole term, and
-    with the term's table and resize taps."""
+    with the term's table and resize taps; then a fourth, the rows L2-normalised with their squared norms
+    (the first three's inputs)."""
     library = kernels.load("topk_cpu")
     if library is None:
         return None
+    *knn, normalized = kernels.SYMBOLS["topk_cpu"]
     return tuple(ops.Custom(f"{library}:{name}", out_shape=_knn_shape, out_dtype=_knn_dtype, func_type="aot")
-                 for name in kernels.SYMBOLS["topk_cpu"])
+                 for name in knn) + (
+        ops.Custom(f"{library}:{normalized}", out_shape=_normalized_shape, out_dtype=_normalized_dtype,
+                   func_type="aot"),)
 
 
 @lru_cache(maxsize=None)

@@ -115,13 +115,14 @@ class DilatedKnnGraph(nn.Cell):
     def construct(self, x, y, relative_pos=None):
         """x: queries (B, N, C); y: keys (B, M, C); relative_pos: None, the (1, N, M) term, or the table
         that ``position_resize`` resizes to it."""
-        x = ops.stop_gradient(l2_normalize(x.astype(ms.float32)))
-        y = ops.stop_gradient(l2_normalize(y.astype(ms.float32)))
         if relative_pos is not None:
             relative_pos = ops.stop_gradient(relative_pos.astype(ms.float32))
         positions = self._positions() if self.stochastic and self.training else self.dilated_positions
         if self.knn is not None:
-            return self._compiled_knn(x, y, relative_pos, positions)
+            return self._compiled_knn(ops.stop_gradient(x.astype(ms.float32)), ops.stop_gradient(y.astype(ms.float32)),
+                                      relative_pos, positions)
+        x = ops.stop_gradient(l2_normalize(x.astype(ms.float32)))
+        y = ops.stop_gradient(l2_normalize(y.astype(ms.float32)))
         num_queries = x.shape[1]
         chunks = query_chunks(num_queries, y.shape[1])
         if len(chunks) == 1:
@@ -134,14 +135,17 @@ class DilatedKnnGraph(nn.Cell):
         return ops.concat(found, 1)
 
     def _compiled_knn(self, x, y, relative_pos, positions):
-        """All queries at once: the kernel resizes a table itself, a tile of rows at a time."""
+        """All queries at once, from the raw rows (the kernels normalise them, as l2_normalize and squared_norm
+        do); the kernel resizes a table itself, a tile of rows at a time."""
+        normalized = self.knn[3]
+        x, x_sq = normalized(x)
+        y, y_sq = normalized(y)
         if relative_pos is None:
-            return self.knn[0](x, y, squared_norm(x), squared_norm(y), positions)
+            return self.knn[0](x, y, x_sq, y_sq, positions)
         if relative_pos.shape[-2:] == (x.shape[1], y.shape[1]):
-            return self.knn[1](x, y, squared_norm(x), squared_norm(y), relative_pos, positions)
+            return self.knn[1](x, y, x_sq, y_sq, relative_pos, positions)
         taps = self.position_resize
-        return self.knn[2](x, y, squared_norm(x), squared_norm(y), relative_pos, taps.idx_h, taps.w_h, taps.idx_w,
-                           taps.w_w, positions)
+        return self.knn[2](x, y, x_sq, y_sq, relative_pos, taps.idx_h, taps.w_h, taps.idx_w, taps.w_w, positions)
 
     def _term_rows(self, relative_pos, start: int, stop: int, num_queries: int, num_keys: int):
         """Rows start:stop of the relative-position term of num_queries x num_keys, or None."""

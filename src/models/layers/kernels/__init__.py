@@ -30,7 +30,7 @@ from typing import Optional
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SYMBOLS = {"gelu_cpu": ("GeluForward", "GeluBackward"),
-           "topk_cpu": ("DilatedKnn", "DilatedKnnTerm", "DilatedKnnResized"),
+           "topk_cpu": ("DilatedKnn", "DilatedKnnTerm", "DilatedKnnResized", "NormalizedRows"),
            "masked_max_cpu": ("MaskedMaxForward", "MaskedMaxBackward"),
            "gather_max_cpu": ("GatherMaxForward", "GatherMaxBackward")}
 HEADER = "kernel.h"

@@ -340,3 +340,35 @@ extern "C" int DilatedKnnResized(int nparam, void **params, int *ndims, int64_t 
                                  void *, void *) {
   return Launch(nparam, params, ndims, shapes, dtypes, 5);
 }
+
+// inputs: x (float32, (..., C)); outputs: xn (float32, (..., C)), xsq (float32, (..., 1)): the rows
+// L2-normalised and the squared norms of the normalised rows, the kNN's inputs, as graph.py's
+// l2_normalize and squared_norm compute them on MindSpore's CPU (products rounded to float32, summed
+// over the channels in order in float64 as its ReduceSum does, then rounded; sqrt, the 1e-12 floor and
+// the division in float32), in one pass instead of five operators.
+extern "C" int NormalizedRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                              void *) {
+  if (!vig::HasDtypes(nparam, dtypes, {"float32", "float32", "float32"})) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *xn = static_cast<float *>(params[1]), *xsq = static_cast<float *>(params[2]);
+  const int64_t c = shapes[0][ndims[0] - 1];
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < ndims[0]; ++d) rows *= shapes[0][d];
+  vig::ParallelFor(rows, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const float *in = x + r * c;
+      float *out = xn + r * c;
+      double sum = 0.0;
+      for (int64_t t = 0; t < c; ++t) sum += static_cast<double>(in[t] * in[t]);
+      const float norm = std::sqrt(static_cast<float>(sum));
+      const float divisor = norm > 1e-12f ? norm : 1e-12f;
+      double squares = 0.0;
+      for (int64_t t = 0; t < c; ++t) {
+        out[t] = in[t] / divisor;
+        squares += static_cast<double>(out[t] * out[t]);
+      }
+      xsq[r] = static_cast<float>(squares);
+    }
+  });
+  return 0;
+}
