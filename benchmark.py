@@ -7,11 +7,14 @@ or, with --flops, its parameters and MACs per image.
     python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
     python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224 | H W]
         [--mode infer|train|both] [--runs 10] [--warmup 4] [--no_latency] [--weights SET [SET ...]]
+    python benchmark.py --against-pytorch --op_profile --arch NAME [--mode ...] [--runs 3] [--weights SET]
 
 --against-pytorch measures each model side by side with the PyTorch reference (tools/torch_reference.py)
 on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
 There --image_size also takes a height and a width (detection sizes: 800 1344), and --no_latency leaves
-out the batch-1 latency of the exported models (minutes per model at such sizes).
+out the batch-1 latency of the exported models (minutes per model at such sizes). With --op_profile it
+profiles instead: ms per call by operator kind on both sides (MindSpore's profiler, torch.profiler), then each
+side's costliest operators.
 --against_plain_kernels times the CPU formulation with its compiled kernels and without them (MindSpore's
 own kernels, as VIG_DISABLE_KERNELS=1 runs), their calls interleaved in one process, on each weight set.
 
@@ -45,6 +48,9 @@ def main(argv=None):
                         help="--against-pytorch: untimed calls before the runs (0 to 1000)")
     parser.add_argument("--no_latency", action="store_true",
                         help="--against-pytorch: leave out the exported models' batch-1 latency")
+    parser.add_argument("--op_profile", action="store_true",
+                        help="--against-pytorch: where one call's time goes, per operator, on both sides "
+                             "(one model, one weight set; --runs profiled calls)")
     parser.add_argument("--kernel_impl", choices=("auto", "native", "cpu"), default="auto")
     parser.add_argument("--against_plain_kernels", action="store_true",
                         help="the CPU formulation with its compiled kernels against it on MindSpore's own kernels, "
@@ -56,8 +62,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if len(args.image_size) > 2 or (len(args.image_size) == 2 and not args.against_pytorch):
         parser.error("--image_size takes one side (a square input); --against-pytorch also takes H W")
-    if not args.against_pytorch and (args.no_latency or args.warmup != parser.get_default("warmup")):
-        parser.error("--warmup and --no_latency belong to --against-pytorch")
+    if not args.against_pytorch and (args.no_latency or args.op_profile or
+                                     args.warmup != parser.get_default("warmup")):
+        parser.error("--warmup, --no_latency and --op_profile belong to --against-pytorch")
     if args.pretrained and args.weights != parser.get_default("weights"):
         parser.error("--pretrained and --weights both name the weights: pass one of them")
     args.image_size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
@@ -69,6 +76,10 @@ def main(argv=None):
         if args.amp_level != "O0" or args.pretrained or args.device_target != "CPU":
             parser.error("--against-pytorch compares float32 models with the weight sets of --weights on the CPU: "
                          "leave out --amp_level, --pretrained and --device_target")
+        if args.op_profile:
+            if len(args.arch) > 1 or len(args.weights) > 1:
+                parser.error("--op_profile profiles one model with one weight set: one --arch NAME, one --weights SET")
+            return op_profile(args)
         return against_pytorch(args)
     if not args.arch or len(args.arch) > 1:
         parser.error("speed is measured for one model: pass --arch NAME (or --flops for sizes)")
@@ -115,6 +126,16 @@ def against_pytorch(args):
                      kernel_impl=resolve_kernel_impl(args.kernel_impl, "CPU"), latency=not args.no_latency,
                      weight_sets=args.weights)
     print(report(result))
+    return result
+
+
+def op_profile(args):
+    from src.models import resolve_kernel_impl
+    from tools.against_pytorch import format_op_profile, profile_ops
+    modes = ("infer", "train") if args.mode == "both" else (args.mode,)
+    result = profile_ops(args.arch[0], args.batch_size, args.image_size, modes, args.runs, args.warmup,
+                         kernel_impl=resolve_kernel_impl(args.kernel_impl, "CPU"), weights=args.weights[0])
+    print(format_op_profile(result))
     return result
 
 

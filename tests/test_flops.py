@@ -84,3 +84,36 @@ def test_against_pytorch_without_torch_is_one_clear_error(monkeypatch):
                         find_spec(name))
     with pytest.raises(ConfigError, match=r"needs PyTorch .* pip install -r requirements-test.txt"):
         against_pytorch.compare(["vig_ti_224_gelu"])
+
+
+def test_op_profile_sorts_both_frameworks_operators_into_one_set_of_kinds():
+    """Names as MindSpore's profiler and torch.profiler give them: by type, our compiled kernels by scope, an
+    optimizer's element-wise work as the optimizer's; the table sums each kind per side and gives the ratio."""
+    from tools.against_pytorch import format_op_profile, op_kind
+    kinds = {
+        "Conv2DBackpropFilter network-WithLossCell/_backbone-VisionGNN/Grapher/fc1-SequentialCell/Conv2d/Grad_Conv2D":
+            "convolution and matmul",
+        "BatchNorm backbone-SequentialCell/Grapher/graph_conv-DyGraphConv2d/gconv-MRConv2d/nn-SequentialCell/"
+        "BatchNorm2d": "batch norm",
+        "Custom backbone-SequentialCell/Grapher/graph_conv-DyGraphConv2d/graph_builder-DilatedKnnGraph":
+            "kNN (distances, top-k)",
+        "Custom Grapher/graph_conv-DyGraphConv2d/gconv-MRConv2d/aggregate-NeighbourMax/rows-MaxOverRows":
+            "neighbour gather and max",
+        "Custom backbone-SequentialCell/FFN/act-GELU": "GELU",
+        "Mul optimizer-AdamWeightDecay": "optimizer",
+        "SoftmaxCrossEntropyWithLogits network-WithLossCell/_loss_fn-CrossEntropyLoss": "loss",
+        "aten::mkldnn_convolution": "convolution and matmul", "aten::native_batch_norm_backward": "batch norm",
+        "aten::linalg_vector_norm": "kNN (distances, top-k)", "aten::topk": "kNN (distances, top-k)",
+        "aten::max": "neighbour gather and max", "aten::scatter_add_": "neighbour gather and max",
+        "aten::mul_ optimizer": "optimizer", "aten::_log_softmax": "loss", "aten::permute": "layout (transpose, "
+        "copy, concat, broadcast)", "aten::sub": "element-wise and reductions", "ReduceSum Grapher": "element-wise "
+        "and reductions",
+    }
+    assert {name: op_kind(name) for name in kinds} == kinds
+    result = {"machine": "m", "settings": dict(arch="vig_ti_224_gelu", weights="official", batch_size=8,
+                                               image_size=224, runs=3, warmup=2),
+              "rows": [{"mode": "train", "ours": {"aten::topk": 1.0, "Custom x/act-GELU": 4.0, "Mul y": 2.0},
+                        "pytorch": {"aten::gelu": 2.0, "aten::gelu_backward": 6.0, "aten::mul": 1.0}}]}
+    lines = format_op_profile(result).splitlines()
+    assert "| GELU | 4.0 | 8.0 | 0.50 |" in lines and "| kNN (distances, top-k) | 1.0 | 0.0 | – |" in lines
+    assert "| total | 7.0 | 9.0 | 0.78 |" in lines

@@ -102,6 +102,61 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
     return {"machine": machine, "load": (load_before, os.getloadavg()[0]), "settings": settings, "rows": rows}
 
 
+def profile_ops(arch: str, batch_size: int = 8, image_size: Union[int, Tuple[int, int]] = 224, modes=("train",),
+                runs: int = 3, warmup: int = 2, kernel_impl: str = "cpu",
+                weights: str = "calibrated") -> Dict[str, object]:
+    """Where one call's time goes, per operator, on each side: MindSpore's profiler (its CPU operator times) over
+    ``runs`` calls of our model, torch.profiler's self times over as many calls of the reference, same weights
+    and images. Returns {"machine", "settings", "rows": [{"mode", "ours": {op: ms}, "pytorch": {op: ms}}]}; both
+    in ms per call."""
+    check_requirements()
+    from src.models import canonical_name
+    arch = canonical_name(arch)
+    settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl,
+                    latency=False)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vig_op_profile_") as work:
+        files = {name: os.path.join(work, name) for name in ("weights.ckpt", "official.npz", "images.npy")}
+        prepared = _run_worker(work, "prepare", arch, settings, files, weights=weights)
+        for mode in modes:
+            rows.append({"mode": mode, **{side: _run_worker(work, f"{side}_ops", arch, settings, files, mode=mode,
+                                                            threads=prepared["threads"], weights=weights)
+                                          for side in ("ours", "pytorch")}})
+    machine = f"{cpu_name()}; MindSpore and PyTorch with {prepared['threads']} threads"
+    return {"machine": machine, "settings": dict(settings, arch=arch, weights=weights), "rows": rows}
+
+
+# Operator kinds by name (MindSpore op types, PyTorch aten ops), checked in order.
+OP_KINDS = (
+    ("loss", ("softmax", "cross_entropy", "crossentropy", "nll")),
+    ("optimizer", ("adam",)),
+    ("batch norm", ("batchnorm", "batch_norm")),
+    ("kNN (distances, top-k)", ("dilatedknn", "topk", "sort", "cdist", "normalize", "norm")),
+    ("neighbour gather and max", ("neighbourmax", "maxoverrows", "gather", "index", "max", "scatter", "segment")),
+    ("convolution and matmul", ("conv", "matmul", "mm", "im2col", "col2im", "unfold", "linear")),
+    ("GELU", ("gelu",)),
+    ("bias add", ("biasadd",)),
+    ("layout (transpose, copy, concat, broadcast)",
+     ("transpose", "permute", "reshape", "copy", "clone", "contiguous", "concat", "cat", "stack", "broadcast",
+      "expand", "tile", "repeat", "pad", "slice", "split", "narrow", "view")),
+)
+
+
+def op_kind(name: str) -> str:
+    """The kind of an operator named 'type scope' (MindSpore: 'Conv2D backbone-.../fc1-SequentialCell/Conv2d';
+    PyTorch: 'aten::mul_ optimizer'): an operator in an optimizer's scope is the optimizer's, a custom operator
+    is known by its scope (our compiled kernels), every other by its type; the rest is element-wise and
+    reductions."""
+    op_type, _, scope = name.partition(" ")
+    if "optimizer" in scope.lower():
+        return "optimizer"
+    lowered = (scope if op_type == "Custom" else op_type).lower()
+    for kind, keys in OP_KINDS:
+        if any(key in lowered for key in keys):
+            return kind
+    return "element-wise and reductions"
+
+
 def relative_difference(ours, theirs) -> float:
     """max |ours - theirs| / max |theirs|: float32 rounding gives ~1e-6; a neighbour chosen differently
     at a near-tie gives more; other weights or another function give ~1."""
@@ -142,6 +197,34 @@ def report(result: dict) -> str:
         "",
         "resident memory (MB) of each measuring process after each stage:",
         format_memory(result["rows"])])
+
+
+def format_op_profile(result: dict) -> str:
+    """``profile_ops``'s result as printed: per mode, ms per call by operator kind on both sides, then each
+    side's ten costliest operators."""
+    settings = result["settings"]
+    lines = [f"machine: {result['machine']}",
+             f"{settings['arch']}, {settings['weights']} weights, batch {settings['batch_size']}, "
+             f"{size_text(settings['image_size'])}, float32; ms per call, the mean of {settings['runs']} profiled "
+             f"calls after {settings['warmup']} (ours: MindSpore's profiler, operator execution times; PyTorch: "
+             f"torch.profiler, self CPU times)"]
+    for row in result["rows"]:
+        kinds = {side: {} for side in ("ours", "pytorch")}
+        for side in kinds:
+            for name, ms_ in row[side].items():
+                kinds[side][op_kind(name)] = kinds[side].get(op_kind(name), 0.0) + ms_
+        order = sorted(set(kinds["ours"]) | set(kinds["pytorch"]), key=lambda k: -kinds["ours"].get(k, 0.0))
+        lines += ["", f"{row['mode']}:", "| operators | ms ours | ms PyTorch | ours / PyTorch |", "|---|---|---|---|"]
+        for kind in order + ["total"]:
+            ours, theirs = ((sum(kinds[side].values()) if kind == "total" else kinds[side].get(kind, 0.0))
+                            for side in ("ours", "pytorch"))
+            ratio = f"{ours / theirs:.2f}" if theirs > 0 else "–"
+            lines.append(f"| {kind} | {ours:.1f} | {theirs:.1f} | {ratio} |")
+        for side, title in (("ours", "ours (op type, scope)"), ("pytorch", "PyTorch")):
+            lines += ["", f"{row['mode']}, the ten costliest operators, {title}:", "| operator | ms |", "|---|---|"]
+            for name, ms_ in sorted(row[side].items(), key=lambda item: -item[1])[:10]:
+                lines.append(f"| {name} | {ms_:.2f} |")
+    return "\n".join(lines)
 
 
 def size_text(image_size) -> str:
@@ -238,8 +321,20 @@ def _pytorch(spec: dict) -> dict:
     """PyTorch (eager): the reference model in ``spec['mode']``, the same step as ours."""
     import torch
     stages = {"import": memory_mb()}
+    call = _pytorch_call(spec, stages)
+    first, first_s, stages["first call peak"], times = measure(call, spec["warmup"], spec["runs"])
+    if "mindspore" in sys.modules:
+        raise RuntimeError("the PyTorch measurement loaded MindSpore, whose memory would count against PyTorch")
+    return dict(_summary(spec, first, first_s, times, stages), versions={"PyTorch": torch.__version__})
+
+
+def _pytorch_call(spec: dict, stages: dict = None) -> Callable[[], object]:
+    """The reference model's call in ``spec['mode']``: inference, or a step as ours (cross-entropy, backward,
+    AdamW without weight decay on 1-D parameters and position embeddings, as src/engine/optim.py)."""
+    import torch
     model = _reference_model(spec)
-    stages["model"] = memory_mb()
+    if stages is not None:
+        stages["model"] = memory_mb()
     x = torch.from_numpy(np.load(spec["files"]["images.npy"]))
     if spec["mode"] == "infer":
         model.eval()
@@ -247,25 +342,21 @@ def _pytorch(spec: dict) -> dict:
         def call():
             with torch.no_grad():
                 return model(x).numpy()
-    else:
-        model.train()
-        labels = torch.arange(len(x)) % 1000
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        # as ours (src/engine/optim.py): no weight decay on 1-D parameters and position embeddings
-        groups = [{"params": [p for n, p in params if p.ndim > 1 and "pos_embed" not in n]},
-                  {"params": [p for n, p in params if p.ndim <= 1 or "pos_embed" in n], "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+        return call
+    model.train()
+    labels = torch.arange(len(x)) % 1000
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if p.ndim > 1 and "pos_embed" not in n]},
+              {"params": [p for n, p in params if p.ndim <= 1 or "pos_embed" in n], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
-        def call():
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), labels)
-            loss.backward()
-            optimizer.step()
-            return loss.detach().numpy()
-    first, first_s, stages["first call peak"], times = measure(call, spec["warmup"], spec["runs"])
-    if "mindspore" in sys.modules:
-        raise RuntimeError("the PyTorch measurement loaded MindSpore, whose memory would count against PyTorch")
-    return dict(_summary(spec, first, first_s, times, stages), versions={"PyTorch": torch.__version__})
+    def call():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.detach().numpy()
+    return call
 
 
 def _reference_model(spec: dict):
@@ -311,6 +402,57 @@ def _onnx(spec: dict) -> dict:
     return dict(_latency(spec, spec["model"], spec["threads"]), versions={"onnxruntime": onnxruntime.__version__})
 
 
+def _ours_ops(spec: dict) -> dict:
+    """MindSpore's profiler over ``runs`` calls of our model: ms per call per operator, keyed 'type scope' with
+    the scope's layer indices dropped, so that the blocks' operators add up."""
+    import csv
+    import glob
+    import re
+    from src.app.device import init_device
+    init_device("CPU")
+    from mindspore import Profiler
+    from src.models import create_model
+    from src.weights.checkpoint import load_model_weights
+    from tools.benchmark import first_array, mode_call
+    net = create_model(spec["arch"], img_size=spec["image_size"], kernel_impl=spec["kernel_impl"])
+    load_model_weights(net, spec["files"]["weights.ckpt"], arch=spec["arch"])
+    step = mode_call(net, np.load(spec["files"]["images.npy"]), spec["mode"], steps=spec["warmup"] + spec["runs"] + 2)
+
+    def call():
+        return first_array(step())
+    time_calls(call, max(1, spec["warmup"]), 0)  # the graph compile stays out of the profile
+    folder = os.path.join(os.path.dirname(spec["result"]), f"mindspore_profile_{spec['mode']}")
+    profiler = Profiler(output_path=folder)
+    time_calls(call, 0, spec["runs"])
+    profiler.analyse()
+    per_op = {}
+    for path in glob.glob(os.path.join(folder, "**", "cpu_op_detail_info_*.csv"), recursive=True):
+        with open(path, encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                scope = re.sub(r"(^|/)\d+-", r"\1", row["full_op_name"].rsplit("/", 1)[0])
+                key = f"{row['op_type']} {scope.removeprefix('Default/')}"
+                per_op[key] = per_op.get(key, 0.0) + float(row["op_total_time(ms)"]) / spec["runs"]
+    return per_op
+
+
+def _pytorch_ops(spec: dict) -> dict:
+    """torch.profiler over ``runs`` calls of the reference: ms per call per aten operator (self CPU time)."""
+    import torch
+    call = _pytorch_call(spec)
+    time_calls(call, spec["warmup"], 0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        time_calls(call, 0, spec["runs"])
+    per_op = {}
+    for event in profile.events():
+        parent, scope = event.cpu_parent, ""
+        while parent is not None and not scope:
+            scope = "optimizer" if parent.name.startswith("Optimizer.step") else ""
+            parent = parent.cpu_parent
+        key = f"{event.name} {scope}".strip()
+        per_op[key] = per_op.get(key, 0.0) + event.self_cpu_time_total / 1000 / spec["runs"]
+    return {key: ms_ for key, ms_ in per_op.items() if ms_ > 0}
+
+
 def _summary(spec: dict, first, first_s: float, times: List[float], stages: dict) -> dict:
     stages["peak"] = peak_memory_mb()
     return {"img_s": spec["batch_size"] / float(np.median(times)), "first_s": first_s, "peak_mb": stages["peak"],
@@ -318,7 +460,7 @@ def _summary(spec: dict, first, first_s: float, times: List[float], stages: dict
 
 
 WORKERS = {"prepare": _prepare, "ours": _ours, "pytorch": _pytorch, "pytorch_batch1": _pytorch_batch1,
-           "mindir": _mindir, "onnx": _onnx}
+           "mindir": _mindir, "onnx": _onnx, "ours_ops": _ours_ops, "pytorch_ops": _pytorch_ops}
 
 
 def run_worker(spec_path: str) -> None:

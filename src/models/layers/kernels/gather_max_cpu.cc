@@ -2,11 +2,12 @@
 // backend as ahead-of-time custom operators. In MindSpore's operators it is k gathers of (P, C) and k - 1
 // maxima forward, and a (P, k, C) gather, an argmax and a segment sum backward, each a pass over memory;
 // here each neighbour row is read once, where it is needed.
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <vector>
+#if defined(VIG_AVX2)
+#include <immintrin.h>
+#endif
 
 #include "kernel.h"
 
@@ -65,23 +66,38 @@ extern "C" int GatherMaxBackward(int nparam, void **params, int *ndims, int64_t 
   if (k < 1 || !InRange(idx, points * k, rows)) return 2;
   std::memset(dflat, 0, rows * channels * sizeof(float));
   vig::ParallelFor(channels, [&](int64_t c0, int64_t c1) {
-    const int64_t width = c1 - c0;
-    std::vector<float> best(width);
-    std::vector<int32_t> winner(width);
     for (int64_t p = 0; p < points; ++p) {
       const int32_t *slots = idx + p * k;
-      std::memcpy(best.data(), flat + int64_t{slots[0]} * channels + c0, width * sizeof(float));
-      std::fill(winner.begin(), winner.end(), slots[0]);
-      for (int64_t t = 1; t < k; ++t) {
-        const float *next = flat + int64_t{slots[t]} * channels + c0;
-        for (int64_t c = 0; c < width; ++c) {
-          const bool larger = next[c] > best[c];
-          best[c] = larger ? next[c] : best[c];
-          winner[c] = larger ? slots[t] : winner[c];
+      const float *g = dout + p * channels;
+      int64_t c = c0;
+#if defined(VIG_AVX2)
+      for (; c + 8 <= c1; c += 8) {  // eight channels' maxima and winners in registers, over the k slots
+        __m256 best = _mm256_loadu_ps(flat + int64_t{slots[0]} * channels + c);
+        __m256i winner = _mm256_set1_epi32(slots[0]);
+        for (int64_t t = 1; t < k; ++t) {
+          const __m256 value = _mm256_loadu_ps(flat + int64_t{slots[t]} * channels + c);
+          const __m256 larger = _mm256_cmp_ps(value, best, _CMP_GT_OQ);
+          best = _mm256_blendv_ps(best, value, larger);
+          winner = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(winner),
+                                                        _mm256_castsi256_ps(_mm256_set1_epi32(slots[t])), larger));
         }
+        alignas(32) int32_t rows[8];
+        _mm256_store_si256(reinterpret_cast<__m256i *>(rows), winner);
+        for (int lane = 0; lane < 8; ++lane) dflat[int64_t{rows[lane]} * channels + c + lane] += g[c + lane];
       }
-      const float *g = dout + p * channels + c0;
-      for (int64_t c = 0; c < width; ++c) dflat[int64_t{winner[c]} * channels + c0 + c] += g[c];
+#endif
+      for (; c < c1; ++c) {
+        int32_t winner = slots[0];
+        float best = flat[int64_t{winner} * channels + c];
+        for (int64_t t = 1; t < k; ++t) {
+          const float value = flat[int64_t{slots[t]} * channels + c];
+          if (value > best) {
+            best = value;
+            winner = slots[t];
+          }
+        }
+        dflat[int64_t{winner} * channels + c] += g[c];
+      }
     }
   }, 8);
   return 0;
