@@ -212,7 +212,8 @@ def format_op_profile(result: dict) -> str:
         kinds = {side: {} for side in ("ours", "pytorch")}
         for side in kinds:
             for name, ms_ in row[side].items():
-                kinds[side][op_kind(name)] = kinds[side].get(op_kind(name), 0.0) + ms_
+                kind = op_kind(name)
+                kinds[side][kind] = kinds[side].get(kind, 0.0) + ms_
         order = sorted(set(kinds["ours"]) | set(kinds["pytorch"]), key=lambda k: -kinds["ours"].get(k, 0.0))
         lines += ["", f"{row['mode']}:", "| operators | ms ours | ms PyTorch | ours / PyTorch |", "|---|---|---|---|"]
         for kind in order + ["total"]:
@@ -303,18 +304,28 @@ def _prepare(spec: dict) -> dict:
 
 def _ours(spec: dict) -> dict:
     """MindSpore: our model in ``spec['mode']`` (tools/benchmark.py's measured call)."""
+    from tools.benchmark import first_array
+    stages = {}
+    call = _our_call(spec, stages)
+    first, first_s, stages["first call peak"], times = measure(call, spec["warmup"], spec["runs"], first_array)
+    return _summary(spec, first, first_s, times, stages)
+
+
+def _our_call(spec: dict, stages: dict = None) -> Callable[[], object]:
+    """Our model with the prepared weights, on the CPU, and its call in ``spec['mode']`` (tools/benchmark.py's
+    ``mode_call``); ``stages`` receives the memory after the import and after the model."""
     from src.app.device import init_device
     init_device("CPU")
     from src.models import create_model
     from src.weights.checkpoint import load_model_weights
-    from tools.benchmark import first_array, mode_call
-    stages = {"import": memory_mb()}
+    from tools.benchmark import mode_call
+    if stages is not None:
+        stages["import"] = memory_mb()
     net = create_model(spec["arch"], img_size=spec["image_size"], kernel_impl=spec["kernel_impl"])
     load_model_weights(net, spec["files"]["weights.ckpt"], arch=spec["arch"])
-    stages["model"] = memory_mb()
-    call = mode_call(net, np.load(spec["files"]["images.npy"]), spec["mode"], steps=spec["warmup"] + spec["runs"] + 2)
-    first, first_s, stages["first call peak"], times = measure(call, spec["warmup"], spec["runs"], first_array)
-    return _summary(spec, first, first_s, times, stages)
+    if stages is not None:
+        stages["model"] = memory_mb()
+    return mode_call(net, np.load(spec["files"]["images.npy"]), spec["mode"], steps=spec["warmup"] + spec["runs"] + 2)
 
 
 def _pytorch(spec: dict) -> dict:
@@ -408,15 +419,9 @@ def _ours_ops(spec: dict) -> dict:
     import csv
     import glob
     import re
-    from src.app.device import init_device
-    init_device("CPU")
+    from tools.benchmark import first_array
+    step = _our_call(spec)
     from mindspore import Profiler
-    from src.models import create_model
-    from src.weights.checkpoint import load_model_weights
-    from tools.benchmark import first_array, mode_call
-    net = create_model(spec["arch"], img_size=spec["image_size"], kernel_impl=spec["kernel_impl"])
-    load_model_weights(net, spec["files"]["weights.ckpt"], arch=spec["arch"])
-    step = mode_call(net, np.load(spec["files"]["images.npy"]), spec["mode"], steps=spec["warmup"] + spec["runs"] + 2)
 
     def call():
         return first_array(step())
