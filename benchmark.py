@@ -7,14 +7,16 @@ or, with --flops, its parameters and MACs per image.
     python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
     python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224 | H W]
         [--mode infer|train|both] [--runs 10] [--warmup 4] [--no_latency] [--weights SET [SET ...]]
+        [--official_code PATH/TO/Efficient-AI-Backbones/vig_pytorch]
     python benchmark.py --against-pytorch --op_profile --arch NAME [--mode ...] [--runs 3] [--weights SET]
 
 --against-pytorch measures each model side by side with the PyTorch reference (tools/torch_reference.py)
 on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
 There --image_size also takes a height and a width (detection sizes: 800 1344), and --no_latency leaves
-out the batch-1 latency of the exported models (minutes per model at such sizes). With --op_profile it
-profiles instead: ms per call by operator kind on both sides (MindSpore's profiler, torch.profiler), then each
-side's costliest operators.
+out the batch-1 latency of the exported models (minutes per model at such sizes). --official_code measures the
+official model too (the official repository's own files, tools/official_code.py), the second anchor. With
+--op_profile it profiles instead: ms per call by operator kind on both sides (MindSpore's profiler,
+torch.profiler), then each side's costliest operators.
 --against_plain_kernels times the CPU formulation with its compiled kernels and without them (MindSpore's
 own kernels, as VIG_DISABLE_KERNELS=1 runs), their calls interleaved in one process, on each weight set.
 
@@ -48,6 +50,9 @@ def main(argv=None):
                         help="--against-pytorch: untimed calls before the runs (0 to 1000)")
     parser.add_argument("--no_latency", action="store_true",
                         help="--against-pytorch: leave out the exported models' batch-1 latency")
+    parser.add_argument("--official_code", metavar="DIR",
+                        help="--against-pytorch: also measure the official model, from the vig_pytorch folder of a "
+                             "clone of github huawei-noah/Efficient-AI-Backbones (ViG and Pyramid ViG, 224)")
     parser.add_argument("--op_profile", action="store_true",
                         help="--against-pytorch: where one call's time goes, per operator, on both sides "
                              "(one model, one weight set; --runs profiled calls)")
@@ -62,9 +67,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if len(args.image_size) > 2 or (len(args.image_size) == 2 and not args.against_pytorch):
         parser.error("--image_size takes one side (a square input); --against-pytorch also takes H W")
-    if not args.against_pytorch and (args.no_latency or args.op_profile or
+    if not args.against_pytorch and (args.no_latency or args.op_profile or args.official_code or
                                      args.warmup != parser.get_default("warmup")):
-        parser.error("--warmup, --no_latency and --op_profile belong to --against-pytorch")
+        parser.error("--warmup, --no_latency, --official_code and --op_profile belong to --against-pytorch")
     if args.pretrained and args.weights != parser.get_default("weights"):
         parser.error("--pretrained and --weights both name the weights: pass one of them")
     args.image_size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
@@ -124,7 +129,7 @@ def against_pytorch(args):
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     result = compare(args.arch, args.batch_size, args.image_size, modes, args.runs, args.warmup,
                      kernel_impl=resolve_kernel_impl(args.kernel_impl, "CPU"), latency=not args.no_latency,
-                     weight_sets=args.weights)
+                     weight_sets=args.weights, official_code=args.official_code)
     print(report(result))
     return result
 

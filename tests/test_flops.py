@@ -117,3 +117,73 @@ def test_op_profile_sorts_both_frameworks_operators_into_one_set_of_kinds():
     lines = format_op_profile(result).splitlines()
     assert "| GELU | 4.0 | 8.0 | 0.50 |" in lines and "| kNN (distances, top-k) | 1.0 | 0.0 | – |" in lines
     assert "| total | 7.0 | 9.0 | 0.78 |" in lines
+
+
+@pytest.fixture
+def clean_modules():
+    """The modules and path entries a test's imports add are removed afterwards."""
+    before, path = set(sys.modules), list(sys.path)
+    yield
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+    sys.path[:] = path
+
+
+def test_the_official_code_runs_from_its_folder_with_timm_or_its_stand_in(tmp_path, clean_modules, monkeypatch):
+    """The official files are imported from the folder given (its gcn_lib beside them); where timm does not
+    import, its five names come from the stand-in, with timm's drop path; a wrong folder, a model the official
+    code lacks and another size than 224 are one-line errors naming the fix."""
+    import torch
+    from src.app.config import ConfigError
+    from tools.against_pytorch import check_official_code
+    from tools.official_code import official_builders
+    with pytest.raises(FileNotFoundError, match="not the official vig_pytorch folder .*huawei-noah"):
+        official_builders(str(tmp_path))
+    with pytest.raises(ConfigError, match="has no vig.py: pass the vig_pytorch folder"):
+        check_official_code(str(tmp_path), ["vig_ti_224_gelu"], 224)
+    (tmp_path / "gcn_lib").mkdir()
+    (tmp_path / "gcn_lib" / "__init__.py").write_text("WIDTH = 3\n")
+    (tmp_path / "vig.py").write_text(
+        "from gcn_lib import WIDTH\nfrom timm.data import IMAGENET_DEFAULT_MEAN\n"
+        "from timm.models.layers import DropPath, to_2tuple, trunc_normal_\n"
+        "from timm.models.registry import register_model\n"
+        "@register_model\ndef vig_ti_224_gelu(pretrained=False, **kwargs):\n"
+        "    return DropPath(0.5), to_2tuple(WIDTH)\n")
+    (tmp_path / "pyramid_vig.py").write_text("def pvig_ti_224_gelu(pretrained=False, **kwargs):\n    return None\n")
+    check_official_code(str(tmp_path), ["vig_ti_224_gelu", "pvig_ti_224_gelu"], 224)
+    with pytest.raises(ConfigError, match="no svig_ti_224_gelu .*leave --official_code out"):
+        check_official_code(str(tmp_path), ["svig_ti_224_gelu"], 224)
+    with pytest.raises(ConfigError, match="224x224 only, not 32x48"):
+        check_official_code(str(tmp_path), ["vig_ti_224_gelu"], (32, 48))
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as where timm's torchvision does not import
+    builders = official_builders(str(tmp_path))
+    assert sorted(builders) == ["pvig_ti_224_gelu", "vig_ti_224_gelu"]
+    drop, pair = builders["vig_ti_224_gelu"]()
+    assert pair == (3, 3) and sys.modules["timm.data"].IMAGENET_DEFAULT_MEAN == (0.485, 0.456, 0.406)
+    x = torch.ones(64, 2, 3)
+    assert torch.equal(drop.eval()(x), x)
+    dropped = drop.train()(x)  # whole samples dropped, the kept ones scaled by 1 / (1 - 0.5)
+    assert set(dropped.flatten().tolist()) == {0.0, 2.0}
+    assert torch.equal(dropped, dropped[:, :1, :1].expand_as(dropped))
+
+
+def test_the_official_code_is_a_second_anchor_in_both_tables():
+    """With the official model measured, the comparison table has its images/s and ours / it, and the memory
+    table a row of its own with ours / it above the import; without it, the tables are as before."""
+    from tools.against_pytorch import format_comparison, format_memory
+
+    def side(img_s, peak, imported):
+        return {"img_s": img_s, "peak_mb": peak, "first_s": 1.0,
+                "stages": {"import": imported, "model": imported, "first call peak": peak, "peak": peak}}
+    row = {"arch": "vig_ti_224_gelu", "weights": "official", "mode": "infer", "load": 1.0, "difference": 1e-6,
+           "ours": side(30.0, 700, 400), "pytorch": side(20.0, 500, 200), "official": side(12.0, 600, 200)}
+    header, _, line = format_comparison([row]).splitlines()
+    cells = [(name.strip(), cell.strip()) for name, cell in zip(header.split("|")[4:11], line.split("|")[4:11])]
+    assert cells == [("images/s ours", "30"), ("PyTorch", "20"), ("ratio", "1.50"), ("official code", "12"),
+                     ("ratio", "2.50"), ("peak RSS MB ours", "700"), ("PyTorch", "500")]
+    memory = format_memory([row]).splitlines()
+    assert memory[-2].endswith("| pytorch | 200 | 200 | 500 | 500 | 300 | 1.00 |")
+    assert memory[-1].endswith("| official code | 200 | 200 | 600 | 600 | 400 | 0.75 |")
+    plain = {key: value for key, value in row.items() if key != "official"}
+    assert "official code" not in format_comparison([plain]) and len(format_memory([plain]).splitlines()) == 4

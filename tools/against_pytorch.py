@@ -10,8 +10,10 @@ memory, the first call (ours: including the graph compile), and for inference th
 deployment: our MINDIR in MindSpore and our ONNX file in onnxruntime (both through
 ``deploy.offline.load_runner``), the reference model in PyTorch (eager) and its ``torch.onnx.export`` (opset
 17, the PyTorch user's ONNX) in onnxruntime. PyTorch and onnxruntime use as many threads as MindSpore's CPU
-kernels. Each side's first output (inference: the logits; training: the first step's loss) is compared,
-which shows that both computed the same function.
+kernels. With ``official_code`` (the ``vig_pytorch`` folder of a clone of the official repository,
+``tools.official_code``) the official model itself is measured too, on the same weights and images, as the second
+anchor; the batch-1 PyTorch columns are then the official model's. Each side's first output (inference: the
+logits; training: the first step's loss) is compared, which shows that both computed the same function.
 
 This module imports neither MindSpore nor PyTorch at the top: its workers run as
 ``python -m tools.against_pytorch SPEC.json`` and each loads only its own framework.
@@ -54,11 +56,12 @@ def reference_module():
 def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tuple[int, int]] = 224,
             modes=("infer", "train"), runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
             latency: bool = True, log: Callable[[str], None] = None,
-            weight_sets: Sequence[str] = ("calibrated",)) -> Dict[str, object]:
+            weight_sets: Sequence[str] = ("calibrated",), official_code: str = None) -> Dict[str, object]:
     """Measure every model in ``archs`` in both frameworks with each of ``weight_sets``; returns {"machine": str,
     "load": (before, after), "settings": dict, "rows": [one dict per (model, weights, mode)]}. ``image_size``
     is a side or (height, width); ``latency``: time the batch-1 deployments (our MINDIR and ONNX, PyTorch eager
-    and its ONNX). ``log`` receives a line per finished row."""
+    and its ONNX); ``official_code``: also measure the official model from that ``vig_pytorch`` folder (rows'
+    ``official``). ``log`` receives a line per finished row."""
     check_requirements()
     from src.app.config import ConfigError
     from src.models import canonical_name
@@ -68,10 +71,12 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
     if unknown:
         raise ConfigError(f"the PyTorch reference has no {', '.join(unknown)}; --against-pytorch measures "
                           f"{', '.join(supported)}")
+    if official_code:
+        check_official_code(official_code, archs, image_size)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     load_before, rows, versions, threads = os.getloadavg()[0], [], {}, None
     settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl,
-                    latency=latency)
+                    latency=latency, official_code=official_code and os.path.abspath(official_code))
     with tempfile.TemporaryDirectory(prefix="vig_against_pytorch_") as work:
         for arch, weights in [(arch, weights) for arch in archs for weights in weight_sets]:
             files = {name: os.path.join(work, f"{arch}_{weights}_{name}") for name in
@@ -86,6 +91,9 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
                 versions.update(theirs["versions"])
                 row = {"arch": arch, "weights": weights, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
                        "difference": relative_difference(ours["first"], theirs["first"])}
+                if official_code:
+                    row["official"] = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads,
+                                                  anchor="official")
                 if mode == "infer" and latency:
                     row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
                     row["torch_ms"] = _run_worker(work, "pytorch_batch1", arch, settings, files, threads=threads)["ms"]
@@ -94,8 +102,9 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
                         versions.update(onnx["versions"])
                         row[key] = onnx["ms"]
                 rows.append(row)
-                log(f"{arch} {weights} {mode}: {ours['img_s']:.3g} images/s (PyTorch {theirs['img_s']:.3g}), peak "
-                    f"{ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
+                official = f", official code {row['official']['img_s']:.3g}" if official_code else ""
+                log(f"{arch} {weights} {mode}: {ours['img_s']:.3g} images/s (PyTorch {theirs['img_s']:.3g}{official}), "
+                    f"peak {ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
     machine = (f"{cpu_name()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) +
                f", Python {platform.python_version()}; PyTorch and onnxruntime with {threads} threads, as many as "
                f"MindSpore's CPU kernels")
@@ -155,6 +164,28 @@ def op_kind(name: str) -> str:
         if any(key in lowered for key in keys):
             return kind
     return "element-wise and reductions"
+
+
+def check_official_code(folder: str, archs: Sequence[str], image_size) -> None:
+    """The official code's folder holds a builder of every model asked for, at 224 (the official code builds
+    its position tables for 224 only); a one-line error otherwise (read as text: no PyTorch in this process)."""
+    from src.app.config import ConfigError
+    from tools.official_code import OFFICIAL_FILES
+    texts = []
+    for file in OFFICIAL_FILES:
+        path = os.path.join(os.path.expanduser(folder), file)
+        if not os.path.isfile(path):
+            raise ConfigError(f"--official_code {folder!r} has no {file}: pass the vig_pytorch folder of a clone of "
+                              f"github huawei-noah/Efficient-AI-Backbones")
+        with open(path, encoding="utf-8") as handle:
+            texts.append(handle.read())
+    missing = [a for a in archs if not any(f"def {a}(" in text for text in texts)]
+    if missing:
+        raise ConfigError(f"the official code has no {', '.join(missing)} (it builds ViG and Pyramid ViG); leave "
+                          f"--official_code out for the other families")
+    if image_size not in (224, (224, 224), [224, 224]):
+        raise ConfigError(f"the official code builds its models for 224x224 only, not {size_text(image_size)}; "
+                          f"leave --official_code out or measure at --image_size 224")
 
 
 def relative_difference(ours, theirs) -> float:
@@ -238,16 +269,23 @@ def format_comparison(rows: List[dict]) -> str:
     """The comparison table: ratios are ours / PyTorch (images/s: higher is better; memory: lower is).
     Rates and times keep three significant digits: PyTorch's first call on a small input takes milliseconds,
     a batch of one image at a detection size takes seconds."""
-    header = ("| model | weights | mode | images/s ours | PyTorch | ratio | peak RSS MB ours | PyTorch | ratio | "
-              "first call s ours | PyTorch | batch-1 ms MINDIR | PyTorch eager | ONNX ours | ONNX PyTorch's | "
-              "output difference | load |")
+    official = any("official" in r for r in rows)
+    header = ("| model | weights | mode | images/s ours | PyTorch | ratio | " +
+              ("official code | ratio | " if official else "") +
+              "peak RSS MB ours | PyTorch | ratio | first call s ours | PyTorch | batch-1 ms MINDIR | PyTorch eager | "
+              "ONNX ours | ONNX PyTorch's | output difference | load |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         ours, theirs = r["ours"], r["pytorch"]
         latency = " | ".join(f"{r[key]:.3g}" if key in r else "–"
                              for key in ("mindir_ms", "torch_ms", "onnx_ms", "torch_onnx_ms"))
+        anchor = ""
+        if official:
+            anchor = (f"{r['official']['img_s']:.3g} | {ours['img_s'] / r['official']['img_s']:.2f} | "
+                      if "official" in r else "– | – | ")
         lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {ours['img_s']:.3g} | {theirs['img_s']:.3g} | "
-                     f"{ours['img_s'] / theirs['img_s']:.2f} | {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | "
+                     f"{ours['img_s'] / theirs['img_s']:.2f} | {anchor}{ours['peak_mb']:.0f} | "
+                     f"{theirs['peak_mb']:.0f} | "
                      f"{ours['peak_mb'] / theirs['peak_mb']:.2f} | {ours['first_s']:.3g} | {theirs['first_s']:.3g} | "
                      f"{latency} | {r['difference']:.0e} | {r['load']:.1f} |")
     return "\n".join(lines)
@@ -255,14 +293,17 @@ def format_comparison(rows: List[dict]) -> str:
 
 def format_memory(rows: List[dict]) -> str:
     """Resident memory of each measuring process after each stage (MB): framework imported, model built
-    with its weights, first call, timed calls (the peak); and the peak above the import, and its ratio."""
-    header = "| model | weights | mode | side | " + " | ".join(STAGES) + " | peak above the import | ratio |"
+    with its weights, first call, timed calls (the peak); and the peak above the import, on each PyTorch side's
+    row as ours / that side's."""
+    header = "| model | weights | mode | side | " + " | ".join(STAGES) + " | peak above the import | ours / this |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    names = {"ours": "ours", "pytorch": "pytorch", "official": "official code"}
     for r in rows:
-        above = {side: r[side]["stages"]["peak"] - r[side]["stages"]["import"] for side in ("ours", "pytorch")}
-        for side in ("ours", "pytorch"):
-            ratio = f"{above['ours'] / above['pytorch']:.2f}" if side == "ours" else ""
-            lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {side} | " +
+        sides = [side for side in names if side in r]
+        above = {side: r[side]["stages"]["peak"] - r[side]["stages"]["import"] for side in sides}
+        for side in sides:
+            ratio = f"{above['ours'] / above[side]:.2f}" if side != "ours" else ""
+            lines.append(f"| {r['arch']} | {r['weights']} | {r['mode']} | {names[side]} | " +
                          " | ".join(f"{r[side]['stages'][s]:.0f}" for s in STAGES)
                          + f" | {above[side]:.0f} | {ratio} |")
     return "\n".join(lines)
@@ -371,19 +412,24 @@ def _pytorch_call(spec: dict, stages: dict = None) -> Callable[[], object]:
 
 
 def _reference_model(spec: dict):
-    """The PyTorch reference model with the prepared weights, on ``spec['threads']`` threads."""
+    """The PyTorch model with the prepared weights, on ``spec['threads']`` threads: the reference, or with
+    ``spec['anchor'] == 'official'`` the official code's model."""
     import torch
     torch.set_num_threads(spec["threads"])
-    model = reference_module().build_named(spec["arch"], spec["image_size"])
+    if spec.get("anchor") == "official":
+        from tools.official_code import official_builders
+        model = official_builders(spec["official_code"])[spec["arch"]]()
+    else:
+        model = reference_module().build_named(spec["arch"], spec["image_size"])
     model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(spec["files"]["official.npz"]).items()})
     return model
 
 
 def _pytorch_batch1(spec: dict) -> dict:
-    """PyTorch: the reference model's eager batch-1 latency (ms), then its ``torch.onnx.export`` (opset 17, as a
-    PyTorch user exports it) into ``files['torch.onnx']``."""
+    """PyTorch: the reference model's (with ``official_code``: the official model's) eager batch-1 latency (ms),
+    then its ``torch.onnx.export`` (opset 17, as a PyTorch user exports it) into ``files['torch.onnx']``."""
     import torch
-    model = _reference_model(spec).eval()
+    model = _reference_model(dict(spec, anchor="official" if spec["official_code"] else "reference")).eval()
     image = torch.from_numpy(np.load(spec["files"]["images.npy"])[:1])
     with torch.no_grad():
         ms_ = 1000 * float(np.median(time_calls(lambda: model(image), spec["warmup"], spec["runs"])))
