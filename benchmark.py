@@ -7,14 +7,14 @@ or, with --flops, its parameters and MACs per image.
     python benchmark.py --flops [--arch NAME ...] [--image_size 224]     (every registered model without --arch)
     python benchmark.py --against-pytorch --arch NAME [NAME ...] [--batch_size 8] [--image_size 224 | H W]
         [--mode infer|train|both] [--runs 10] [--warmup 4] [--no_latency] [--weights SET [SET ...]]
-        [--official_code PATH/TO/Efficient-AI-Backbones/vig_pytorch]
+        [--official_code DIR [DIR ...]]
     python benchmark.py --against-pytorch --op_profile --arch NAME [--mode ...] [--runs 3] [--weights SET]
 
 --against-pytorch measures each model side by side with the PyTorch reference (tools/torch_reference.py)
 on the same weights and images, every measurement in a fresh process (tools/against_pytorch.py).
 There --image_size also takes a height and a width (detection sizes: 800 1344), and --no_latency leaves
 out the batch-1 latency of the exported models (minutes per model at such sizes). --official_code measures the
-official model too (the official repository's own files, tools/official_code.py), the second anchor. With
+official models too (the official repositories' own files, tools/official_code.py), the second anchor. With
 --op_profile it profiles instead: ms per call by operator kind on both sides (MindSpore's profiler,
 torch.profiler), then each side's costliest operators.
 --against_plain_kernels times the CPU formulation with its compiled kernels and without them (MindSpore's
@@ -50,9 +50,10 @@ def main(argv=None):
                         help="--against-pytorch: untimed calls before the runs (0 to 1000)")
     parser.add_argument("--no_latency", action="store_true",
                         help="--against-pytorch: leave out the exported models' batch-1 latency")
-    parser.add_argument("--official_code", metavar="DIR",
-                        help="--against-pytorch: also measure the official model, from the vig_pytorch folder of a "
-                             "clone of github huawei-noah/Efficient-AI-Backbones (ViG and Pyramid ViG, 224)")
+    parser.add_argument("--official_code", nargs="+", default=[], metavar="DIR",
+                        help="--against-pytorch: also measure the official models, from the vig_pytorch folder of "
+                             "github huawei-noah/Efficient-AI-Backbones and the roots of github IsmaelElsharkawi/SViG "
+                             "and yuan0038/GraphConvNet (clones; 224 only)")
     parser.add_argument("--op_profile", action="store_true",
                         help="--against-pytorch: where one call's time goes, per operator, on both sides "
                              "(one model, one weight set; --runs profiled calls)")

@@ -129,37 +129,54 @@ def clean_modules():
     sys.path[:] = path
 
 
-def test_the_official_code_runs_from_its_folder_with_timm_or_its_stand_in(tmp_path, clean_modules, monkeypatch):
-    """The official files are imported from the folder given (its gcn_lib beside them); where timm does not
-    import, its five names come from the stand-in, with timm's drop path; a wrong folder, a model the official
-    code lacks and another size than 224 are one-line errors naming the fix."""
+OFFICIAL_FILES = {  # each official repository's layout, its builders returning what they were called with
+    "vig_pytorch": {"gcn_lib/__init__.py": "WIDTH = 3\n",
+                    "vig.py": "from gcn_lib import WIDTH\nfrom timm.data import IMAGENET_DEFAULT_MEAN\n"
+                              "from timm.models.layers import DropPath, to_2tuple, trunc_normal_\n"
+                              "from timm.models.registry import register_model\n@register_model\n"
+                              "def vig_ti_224_gelu(pretrained=False, **kwargs):\n"
+                              "    return DropPath(0.5), to_2tuple(WIDTH)\n",
+                    "pyramid_vig.py": "def pvig_ti_224_gelu(pretrained=False, **kwargs):\n    return 'pvig'\n"},
+    "GraphConvNet": {"models/__init__.py": "", "models/gcn_lib/__init__.py": "NAME = 'gcn'\n",
+                     "models/GraphConvNet.py": "from .gcn_lib import NAME\n"
+                                               "def graphconvnet_ti(pretrain=False, **kwargs):\n    return NAME\n"
+                                               "def graphconvnetp_ti(pretrained=False, **kwargs):\n    return 'p'\n"},
+}
+
+
+def test_the_official_code_runs_from_its_folders_with_timm_or_its_stand_in(tmp_path, clean_modules, monkeypatch):
+    """Each official repository is recognised by its files and its builders are found under our names
+    (GraphConvNet's pyramid ones renamed) and run from their folders; where timm does not import, its names come
+    from the stand-in, with timm's drop path. A folder of none of them, folders that build none of the models
+    asked for and another size than 224 are one-line errors naming the fix; the models they do not build are
+    measured against the reference only."""
     import torch
     from src.app.config import ConfigError
     from tools.against_pytorch import check_official_code
-    from tools.official_code import official_builders
-    with pytest.raises(FileNotFoundError, match="not the official vig_pytorch folder .*huawei-noah"):
-        official_builders(str(tmp_path))
-    with pytest.raises(ConfigError, match="has no vig.py: pass the vig_pytorch folder"):
-        check_official_code(str(tmp_path), ["vig_ti_224_gelu"], 224)
-    (tmp_path / "gcn_lib").mkdir()
-    (tmp_path / "gcn_lib" / "__init__.py").write_text("WIDTH = 3\n")
-    (tmp_path / "vig.py").write_text(
-        "from gcn_lib import WIDTH\nfrom timm.data import IMAGENET_DEFAULT_MEAN\n"
-        "from timm.models.layers import DropPath, to_2tuple, trunc_normal_\n"
-        "from timm.models.registry import register_model\n"
-        "@register_model\ndef vig_ti_224_gelu(pretrained=False, **kwargs):\n"
-        "    return DropPath(0.5), to_2tuple(WIDTH)\n")
-    (tmp_path / "pyramid_vig.py").write_text("def pvig_ti_224_gelu(pretrained=False, **kwargs):\n    return None\n")
-    check_official_code(str(tmp_path), ["vig_ti_224_gelu", "pvig_ti_224_gelu"], 224)
-    with pytest.raises(ConfigError, match="no svig_ti_224_gelu .*leave --official_code out"):
-        check_official_code(str(tmp_path), ["svig_ti_224_gelu"], 224)
+    from tools.official_code import build_official, official_models
+    with pytest.raises(ConfigError, match="none of the official code's folders: pass the vig_pytorch folder of "):
+        check_official_code([str(tmp_path)], ["vig_ti_224_gelu"], 224)
+    folders = []
+    for layout, files in OFFICIAL_FILES.items():
+        for path, text in files.items():
+            (tmp_path / layout / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / layout / path).write_text(text)
+        folders.append(str(tmp_path / layout))
+    assert {name: where[1:] for name, where in official_models(folders).items()} == {
+        "vig_ti_224_gelu": ("vig_pytorch", "vig_ti_224_gelu"), "pvig_ti_224_gelu": ("vig_pytorch", "pvig_ti_224_gelu"),
+        "graphconvnet_ti": ("GraphConvNet", "graphconvnet_ti"),
+        "pgraphconvnet_ti": ("GraphConvNet", "graphconvnetp_ti")}
+    assert check_official_code(folders, ["vig_ti_224_gelu", "svig_ti_224_gelu", "pgraphconvnet_ti"], 224) == [
+        "vig_ti_224_gelu", "pgraphconvnet_ti"]
+    with pytest.raises(ConfigError, match="builds none of vig_s_224_gelu .*add the folder of their repository"):
+        check_official_code(folders[1:], ["vig_s_224_gelu"], 224)
     with pytest.raises(ConfigError, match="224x224 only, not 32x48"):
-        check_official_code(str(tmp_path), ["vig_ti_224_gelu"], (32, 48))
+        check_official_code(folders, ["vig_ti_224_gelu"], (32, 48))
 
     monkeypatch.setitem(sys.modules, "timm", None)  # as where timm's torchvision does not import
-    builders = official_builders(str(tmp_path))
-    assert sorted(builders) == ["pvig_ti_224_gelu", "vig_ti_224_gelu"]
-    drop, pair = builders["vig_ti_224_gelu"]()
+    assert (build_official("graphconvnet_ti", folders), build_official("pgraphconvnet_ti", folders)) == ("gcn", "p")
+    assert build_official("pvig_ti_224_gelu", folders) == "pvig"
+    drop, pair = build_official("vig_ti_224_gelu", folders)
     assert pair == (3, 3) and sys.modules["timm.data"].IMAGENET_DEFAULT_MEAN == (0.485, 0.456, 0.406)
     x = torch.ones(64, 2, 3)
     assert torch.equal(drop.eval()(x), x)

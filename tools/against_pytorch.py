@@ -10,8 +10,8 @@ memory, the first call (ours: including the graph compile), and for inference th
 deployment: our MINDIR in MindSpore and our ONNX file in onnxruntime (both through
 ``deploy.offline.load_runner``), the reference model in PyTorch (eager) and its ``torch.onnx.export`` (opset
 17, the PyTorch user's ONNX) in onnxruntime. PyTorch and onnxruntime use as many threads as MindSpore's CPU
-kernels. With ``official_code`` (the ``vig_pytorch`` folder of a clone of the official repository,
-``tools.official_code``) the official model itself is measured too, on the same weights and images, as the second
+kernels. With ``official_code`` (folders of clones of the official repositories, ``tools.official_code``) the
+official model itself is measured too, on the same weights and images, as the second
 anchor; the batch-1 PyTorch columns are then the official model's. Each side's first output (inference: the
 logits; training: the first step's loss) is compared, which shows that both computed the same function.
 
@@ -56,12 +56,13 @@ def reference_module():
 def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tuple[int, int]] = 224,
             modes=("infer", "train"), runs: int = 10, warmup: int = 4, kernel_impl: str = "cpu",
             latency: bool = True, log: Callable[[str], None] = None,
-            weight_sets: Sequence[str] = ("calibrated",), official_code: str = None) -> Dict[str, object]:
+            weight_sets: Sequence[str] = ("calibrated",), official_code: Sequence[str] = ()) -> Dict[str, object]:
     """Measure every model in ``archs`` in both frameworks with each of ``weight_sets``; returns {"machine": str,
     "load": (before, after), "settings": dict, "rows": [one dict per (model, weights, mode)]}. ``image_size``
     is a side or (height, width); ``latency``: time the batch-1 deployments (our MINDIR and ONNX, PyTorch eager
-    and its ONNX); ``official_code``: also measure the official model from that ``vig_pytorch`` folder (rows'
-    ``official``). ``log`` receives a line per finished row."""
+    and its ONNX); ``official_code``: folders of the official repositories (``tools.official_code``), whose
+    models are measured too (rows' ``official``; the batch-1 PyTorch columns then are theirs). ``log`` receives
+    a line per finished row."""
     check_requirements()
     from src.app.config import ConfigError
     from src.models import canonical_name
@@ -71,44 +72,58 @@ def compare(archs: Sequence[str], batch_size: int = 8, image_size: Union[int, Tu
     if unknown:
         raise ConfigError(f"the PyTorch reference has no {', '.join(unknown)}; --against-pytorch measures "
                           f"{', '.join(supported)}")
-    if official_code:
-        check_official_code(official_code, archs, image_size)
+    official = check_official_code(official_code, archs, image_size) if official_code else []
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     load_before, rows, versions, threads = os.getloadavg()[0], [], {}, None
     settings = dict(batch_size=batch_size, image_size=image_size, runs=runs, warmup=warmup, kernel_impl=kernel_impl,
-                    latency=latency, official_code=official_code and os.path.abspath(official_code))
+                    latency=latency, official_code=[os.path.abspath(folder) for folder in official_code])
     with tempfile.TemporaryDirectory(prefix="vig_against_pytorch_") as work:
-        for arch, weights in [(arch, weights) for arch in archs for weights in weight_sets]:
-            files = {name: os.path.join(work, f"{arch}_{weights}_{name}") for name in
-                     ("weights.ckpt", "official.npz", "images.npy", "batch1.mindir", "batch1.onnx", "torch.onnx")}
-            prepared = _run_worker(work, "prepare", arch, settings, files, weights=weights)
-            versions.update(prepared["versions"])
-            threads = prepared["threads"]
-            for mode in modes:
-                load = os.getloadavg()[0]
-                ours = _run_worker(work, "ours", arch, settings, files, mode=mode)
-                theirs = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads)
-                versions.update(theirs["versions"])
-                row = {"arch": arch, "weights": weights, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
-                       "difference": relative_difference(ours["first"], theirs["first"])}
-                if official_code:
-                    row["official"] = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads,
-                                                  anchor="official")
-                if mode == "infer" and latency:
-                    row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
-                    row["torch_ms"] = _run_worker(work, "pytorch_batch1", arch, settings, files, threads=threads)["ms"]
-                    for key, model_file in (("onnx_ms", files["batch1.onnx"]), ("torch_onnx_ms", files["torch.onnx"])):
-                        onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads, model=model_file)
-                        versions.update(onnx["versions"])
-                        row[key] = onnx["ms"]
-                rows.append(row)
-                official = f", official code {row['official']['img_s']:.3g}" if official_code else ""
-                log(f"{arch} {weights} {mode}: {ours['img_s']:.3g} images/s (PyTorch {theirs['img_s']:.3g}{official}), "
-                    f"peak {ours['peak_mb']:.0f} MB (PyTorch {theirs['peak_mb']:.0f} MB)")
+        try:
+            for arch, weights in [(arch, weights) for arch in archs for weights in weight_sets]:
+                files = {name: os.path.join(work, f"{arch}_{weights}_{name}") for name in
+                         ("weights.ckpt", "official.npz", "images.npy", "batch1.mindir", "batch1.onnx", "torch.onnx")}
+                prepared = _run_worker(work, "prepare", arch, settings, files, weights=weights)
+                versions.update(prepared["versions"])
+                threads = prepared["threads"]
+                for mode in modes:
+                    row = _measure_row(work, arch, weights, mode, settings, files, threads, arch in official, versions)
+                    rows.append(row)
+                    anchor = f", official code {row['official']['img_s']:.3g}" if "official" in row else ""
+                    log(f"{arch} {weights} {mode}: {row['ours']['img_s']:.3g} images/s (PyTorch "
+                        f"{row['pytorch']['img_s']:.3g}{anchor}), peak {row['ours']['peak_mb']:.0f} MB (PyTorch "
+                        f"{row['pytorch']['peak_mb']:.0f} MB)")
+        except RuntimeError:  # what was measured is not lost with a failed measurement
+            if rows:
+                log("measured before the failure:\n" + format_comparison(rows) + "\n\n" + format_memory(rows))
+            raise
     machine = (f"{cpu_name()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) +
                f", Python {platform.python_version()}; PyTorch and onnxruntime with {threads} threads, as many as "
                f"MindSpore's CPU kernels")
     return {"machine": machine, "load": (load_before, os.getloadavg()[0]), "settings": settings, "rows": rows}
+
+
+def _measure_row(work: str, arch: str, weights: str, mode: str, settings: dict, files: dict, threads: int,
+                 official: bool, versions: dict) -> dict:
+    """One row of ``compare``: ours, the reference (and the official code's model) in ``mode``, each in a fresh
+    process, back to back; for inference the batch-1 deployments."""
+    load = os.getloadavg()[0]
+    ours = _run_worker(work, "ours", arch, settings, files, mode=mode)
+    theirs = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads)
+    versions.update(theirs["versions"])
+    row = {"arch": arch, "weights": weights, "mode": mode, "load": load, "ours": ours, "pytorch": theirs,
+           "difference": relative_difference(ours["first"], theirs["first"])}
+    anchor = "official" if official else "reference"
+    if official:
+        row["official"] = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads, anchor=anchor)
+    if mode == "infer" and settings["latency"]:
+        row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
+        row["torch_ms"] = _run_worker(work, "pytorch_batch1", arch, settings, files, threads=threads,
+                                      anchor=anchor)["ms"]
+        for key, model_file in (("onnx_ms", files["batch1.onnx"]), ("torch_onnx_ms", files["torch.onnx"])):
+            onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads, model=model_file)
+            versions.update(onnx["versions"])
+            row[key] = onnx["ms"]
+    return row
 
 
 def profile_ops(arch: str, batch_size: int = 8, image_size: Union[int, Tuple[int, int]] = 224, modes=("train",),
@@ -166,26 +181,25 @@ def op_kind(name: str) -> str:
     return "element-wise and reductions"
 
 
-def check_official_code(folder: str, archs: Sequence[str], image_size) -> None:
-    """The official code's folder holds a builder of every model asked for, at 224 (the official code builds
-    its position tables for 224 only); a one-line error otherwise (read as text: no PyTorch in this process)."""
+def check_official_code(folders: Sequence[str], archs: Sequence[str], image_size) -> List[str]:
+    """Which of ``archs`` the official code's folders build (measured against it too; the others against the
+    reference only), at 224: the official code builds its position tables for that size only. A one-line error
+    when the folders are not the official code's, build none of ``archs`` or the size is another (read as text:
+    no PyTorch in this process)."""
     from src.app.config import ConfigError
-    from tools.official_code import OFFICIAL_FILES
-    texts = []
-    for file in OFFICIAL_FILES:
-        path = os.path.join(os.path.expanduser(folder), file)
-        if not os.path.isfile(path):
-            raise ConfigError(f"--official_code {folder!r} has no {file}: pass the vig_pytorch folder of a clone of "
-                              f"github huawei-noah/Efficient-AI-Backbones")
-        with open(path, encoding="utf-8") as handle:
-            texts.append(handle.read())
-    missing = [a for a in archs if not any(f"def {a}(" in text for text in texts)]
-    if missing:
-        raise ConfigError(f"the official code has no {', '.join(missing)} (it builds ViG and Pyramid ViG); leave "
-                          f"--official_code out for the other families")
+    from tools.official_code import official_models
+    try:
+        models = official_models(folders)
+    except FileNotFoundError as error:
+        raise ConfigError(f"--official_code: {error}") from None
+    built = [a for a in archs if a in models]
+    if not built:
+        raise ConfigError(f"the official code in {', '.join(folders)} builds none of {', '.join(archs)} (it builds "
+                          f"{', '.join(sorted(models))}); add the folder of their repository to --official_code")
     if image_size not in (224, (224, 224), [224, 224]):
         raise ConfigError(f"the official code builds its models for 224x224 only, not {size_text(image_size)}; "
                           f"leave --official_code out or measure at --image_size 224")
+    return built
 
 
 def relative_difference(ours, theirs) -> float:
@@ -223,7 +237,9 @@ def report(result: dict) -> str:
         f"of {settings['runs']} timed calls after {settings['warmup']} warm-up calls; ratio: ours / PyTorch; output "
         f"difference: max |ours - PyTorch| / max |PyTorch| of the first output (logits; training: the first "
         f"step's loss): ~1 means another function; kNN models on these calibrated random weights drift by up to "
-        f"~0.3 through float32 near-ties in the neighbour ranking (docs/performance.md)",
+        f"~0.3 through float32 near-ties in the neighbour ranking (docs/performance.md)" +
+        ("; official code: the official repository's model (images/s, ours / it), also in the batch-1 PyTorch "
+         "columns of its rows" if any("official" in r for r in result["rows"]) else ""),
         format_comparison(result["rows"]),
         "",
         "resident memory (MB) of each measuring process after each stage:",
@@ -417,8 +433,8 @@ def _reference_model(spec: dict):
     import torch
     torch.set_num_threads(spec["threads"])
     if spec.get("anchor") == "official":
-        from tools.official_code import official_builders
-        model = official_builders(spec["official_code"])[spec["arch"]]()
+        from tools.official_code import build_official
+        model = build_official(spec["arch"], spec["official_code"])
     else:
         model = reference_module().build_named(spec["arch"], spec["image_size"])
     model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(spec["files"]["official.npz"]).items()})
@@ -426,10 +442,10 @@ def _reference_model(spec: dict):
 
 
 def _pytorch_batch1(spec: dict) -> dict:
-    """PyTorch: the reference model's (with ``official_code``: the official model's) eager batch-1 latency (ms),
-    then its ``torch.onnx.export`` (opset 17, as a PyTorch user exports it) into ``files['torch.onnx']``."""
+    """PyTorch: the reference model's (``spec['anchor']`` 'official': the official model's) eager batch-1 latency
+    (ms), then its ``torch.onnx.export`` (opset 17, as a PyTorch user exports it) into ``files['torch.onnx']``."""
     import torch
-    model = _reference_model(dict(spec, anchor="official" if spec["official_code"] else "reference")).eval()
+    model = _reference_model(spec).eval()
     image = torch.from_numpy(np.load(spec["files"]["images.npy"])[:1])
     with torch.no_grad():
         ms_ = 1000 * float(np.median(time_calls(lambda: model(image), spec["warmup"], spec["runs"])))
