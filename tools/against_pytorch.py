@@ -117,9 +117,13 @@ def _measure_row(work: str, arch: str, weights: str, mode: str, settings: dict, 
         row["official"] = _run_worker(work, "pytorch", arch, settings, files, mode=mode, threads=threads, anchor=anchor)
     if mode == "infer" and settings["latency"]:
         row["mindir_ms"] = _run_worker(work, "mindir", arch, settings, files)["ms"]
-        row["torch_ms"] = _run_worker(work, "pytorch_batch1", arch, settings, files, threads=threads,
-                                      anchor=anchor)["ms"]
+        eager = _run_worker(work, "pytorch_batch1", arch, settings, files, threads=threads, anchor=anchor)
+        row["torch_ms"] = eager["ms"]
+        if "onnx_error" in eager:
+            row["torch_onnx_error"] = eager["onnx_error"]
         for key, model_file in (("onnx_ms", files["batch1.onnx"]), ("torch_onnx_ms", files["torch.onnx"])):
+            if key == "torch_onnx_ms" and "onnx_error" in eager:
+                continue
             onnx = _run_worker(work, "onnx", arch, settings, files, threads=threads, model=model_file)
             versions.update(onnx["versions"])
             row[key] = onnx["ms"]
@@ -241,6 +245,8 @@ def report(result: dict) -> str:
         ("; official code: the official repository's model (images/s, ours / it), also in the batch-1 PyTorch "
          "columns of its rows" if any("official" in r for r in result["rows"]) else ""),
         format_comparison(result["rows"]),
+        *[f"{r['arch']} {r['weights']}: torch.onnx.export refused the PyTorch model ({r['torch_onnx_error']})"
+          for r in result["rows"] if "torch_onnx_error" in r],
         "",
         "resident memory (MB) of each measuring process after each stage:",
         format_memory(result["rows"])])
@@ -443,14 +449,18 @@ def _reference_model(spec: dict):
 
 def _pytorch_batch1(spec: dict) -> dict:
     """PyTorch: the reference model's (``spec['anchor']`` 'official': the official model's) eager batch-1 latency
-    (ms), then its ``torch.onnx.export`` (opset 17, as a PyTorch user exports it) into ``files['torch.onnx']``."""
+    (ms), then its ``torch.onnx.export`` (opset 17, as a PyTorch user exports it) into ``files['torch.onnx']``;
+    where the exporter refuses the model, ``onnx_error`` says why (SViG's scatter_reduce without its input)."""
     import torch
     model = _reference_model(spec).eval()
     image = torch.from_numpy(np.load(spec["files"]["images.npy"])[:1])
     with torch.no_grad():
         ms_ = 1000 * float(np.median(time_calls(lambda: model(image), spec["warmup"], spec["runs"])))
-        torch.onnx.export(model, (image,), spec["files"]["torch.onnx"], opset_version=17, dynamo=False,
-                          input_names=["image"], output_names=["logits"])
+        try:
+            torch.onnx.export(model, (image,), spec["files"]["torch.onnx"], opset_version=17, dynamo=False,
+                              input_names=["image"], output_names=["logits"])
+        except torch.onnx.OnnxExporterError as error:
+            return {"ms": ms_, "onnx_error": str(error)}
     return {"ms": ms_}
 
 
