@@ -187,8 +187,9 @@ def test_the_official_code_runs_from_its_folders_with_timm_or_its_stand_in(tmp_p
 
 def test_the_official_code_is_a_second_anchor_in_both_tables():
     """With the official model measured, the comparison table has its images/s and ours / it, and the memory
-    table a row of its own with ours / it above the import; without it, the tables are as before."""
-    from tools.against_pytorch import format_comparison, format_memory
+    table a row of its own with ours / it above the import; without it, the tables are as before. A model
+    torch.onnx.export refuses has that column empty and the exporter's reason under the table."""
+    from tools.against_pytorch import format_comparison, format_memory, report
 
     def side(img_s, peak, imported):
         return {"img_s": img_s, "peak_mb": peak, "first_s": 1.0,
@@ -204,3 +205,9 @@ def test_the_official_code_is_a_second_anchor_in_both_tables():
     assert memory[-1].endswith("| official code | 200 | 200 | 600 | 600 | 400 | 0.75 |")
     plain = {key: value for key, value in row.items() if key != "official"}
     assert "official code" not in format_comparison([plain]) and len(format_memory([plain]).splitlines()) == 4
+    refused = dict(plain, mindir_ms=70.0, torch_ms=80.0, onnx_ms=25.0, torch_onnx_error="no include_self=False")
+    printed = report({"machine": "m", "load": (1.0, 1.0), "rows": [refused],
+                      "settings": dict(batch_size=8, image_size=224, runs=10, warmup=4)}).splitlines()
+    assert printed[5].endswith("| 70 | 80 | 25 | – | 1e-06 | 1.0 |")
+    assert printed[6] == ("vig_ti_224_gelu official: torch.onnx.export refused the PyTorch model "
+                          "(no include_self=False)")
