@@ -52,8 +52,8 @@ def main(argv=None):
                         help="--against-pytorch: leave out the exported models' batch-1 latency")
     parser.add_argument("--official_code", nargs="+", default=[], metavar="DIR",
                         help="--against-pytorch: also measure the official models, from the vig_pytorch folder of "
-                             "github huawei-noah/Efficient-AI-Backbones and the roots of github IsmaelElsharkawi/SViG "
-                             "and yuan0038/GraphConvNet (clones; 224 only)")
+                             "github huawei-noah/Efficient-AI-Backbones and the root of github yuan0038/GraphConvNet "
+                             "(clones; 224 only)")
     parser.add_argument("--op_profile", action="store_true",
                         help="--against-pytorch: where one call's time goes, per operator, on both sides "
                              "(one model, one weight set; --runs profiled calls)")
