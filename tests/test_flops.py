@@ -121,12 +121,15 @@ def test_op_profile_sorts_both_frameworks_operators_into_one_set_of_kinds():
 
 @pytest.fixture
 def clean_modules():
-    """The modules and path entries a test's imports add are removed afterwards."""
-    before, path = set(sys.modules), list(sys.path)
+    """The modules, path entries and NumPy aliases (``np.float``) a test's imports add are removed afterwards."""
+    import numpy as np
+    before, path, numpy_names = set(sys.modules), list(sys.path), set(np.__dict__)
     yield
     for name in set(sys.modules) - before:
         del sys.modules[name]
     sys.path[:] = path
+    for name in set(np.__dict__) - numpy_names:
+        delattr(np, name)
 
 
 OFFICIAL_FILES = {  # each official repository's layout, its builders returning what they were called with
@@ -150,6 +153,7 @@ def test_the_official_code_runs_from_its_folders_with_timm_or_its_stand_in(tmp_p
     from the stand-in, with timm's drop path. A folder of none of them, folders that build none of the models
     asked for and another size than 224 are one-line errors naming the fix; the models they do not build are
     measured against the reference only."""
+    import numpy as np
     import torch
     from src.app.config import ConfigError
     from tools.against_pytorch import check_official_code
@@ -175,6 +179,7 @@ def test_the_official_code_runs_from_its_folders_with_timm_or_its_stand_in(tmp_p
 
     monkeypatch.setitem(sys.modules, "timm", None)  # as where timm's torchvision does not import
     assert (build_official("graphconvnet_ti", folders), build_official("pgraphconvnet_ti", folders)) == ("gcn", "p")
+    assert np.float is float  # NumPy's alias of the builtin, which Pyramid ViG's code uses, as before NumPy 1.24
     assert build_official("pvig_ti_224_gelu", folders) == "pvig"
     drop, pair = build_official("vig_ti_224_gelu", folders)
     assert pair == (3, 3) and sys.modules["timm.data"].IMAGENET_DEFAULT_MEAN == (0.485, 0.456, 0.406)
