@@ -76,11 +76,13 @@ def kernel_cache(tmp_path_factory):
 def isolated_kernels(monkeypatch, tmp_path):
     """A test's own empty kernel cache and a process that has loaded no kernel yet; the session's
     kernels are used again afterwards."""
-    from src.models.layers import compiled_gather_max, compiled_gelu, compiled_masked_max, compiled_topk, kernels
+    from src.models.layers import (compiled_batch_norm, compiled_gather_max, compiled_gelu, compiled_masked_max,
+                                   compiled_topk, kernels)
     cache = tmp_path / "kernels"
     monkeypatch.setenv("VIG_KERNEL_CACHE", str(cache))
     monkeypatch.setattr(kernels, "_LOADED", {})
-    kernels_of_the_formulation = (compiled_gelu, compiled_topk, compiled_masked_max, compiled_gather_max)
+    kernels_of_the_formulation = (compiled_gelu, compiled_topk, compiled_masked_max, compiled_gather_max,
+                                  compiled_batch_norm)
     for compiled in kernels_of_the_formulation:
         compiled.cache_clear()
     yield cache

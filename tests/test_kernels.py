@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor, nn, ops
 
 from src.models.layers import (GELU, NATIVE, Conv2d, Formulation, compiled_gelu, cpu_formulation,
                                create_graph_conv, erf_by_formula, kernels)
@@ -148,6 +148,71 @@ def test_compiled_gather_max_is_the_running_maximum(any_mode):
         compiled(Tensor(table), Tensor(idx)).asnumpy()
 
 
+class WeightedSum(nn.Cell):
+    """sum(cell(x) * weights): a loss whose gradient reaches every output element differently."""
+
+    def __init__(self, cell, weights):
+        super().__init__()
+        self.cell = cell
+        self.weights = weights
+
+    def construct(self, x):
+        return (self.cell(x) * self.weights).sum()
+
+
+@needs_compiler
+def test_compiled_batch_norm_is_mindspores_inference(any_mode):
+    """The compiled BatchNorm inference gives MindSpore's output and gradients (Grad-CAM differentiates a model
+    in inference); training and float16 inputs keep MindSpore's kernel (the same bits)."""
+    from src.models.layers import BatchNorm2d
+    rng = np.random.default_rng(5)
+    channels = 12
+    plain, fast = nn.BatchNorm2d(channels), BatchNorm2d(channels, cpu_formulation())
+    assert fast.fast_inference is not None, "the CPU kernel did not compile here"
+    for name, value in [("gamma", 1 + 0.3 * rng.standard_normal(channels)), ("beta", rng.standard_normal(channels)),
+                        ("moving_mean", rng.standard_normal(channels)),
+                        ("moving_variance", rng.random(channels) + 0.2)]:
+        for bn in (plain, fast):
+            getattr(bn, name).set_data(Tensor(value.astype(np.float32)))
+    x = Tensor(rng.standard_normal((3, channels, 5, 7)).astype(np.float32) * 3)  # 35 per plane: a scalar tail
+    weights = Tensor(rng.standard_normal((3, channels, 5, 7)).astype(np.float32))
+    results = []
+    for bn in (plain, fast):
+        bn.set_train(False)
+        loss = WeightedSum(bn, weights)
+        dx, (dgamma, dbeta) = ms.grad(loss, grad_position=0, weights=bn.trainable_params())(x)
+        results.append([bn(x).asnumpy(), dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy()])
+    for expected, got in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert not np.array_equal(results[0][0], x.asnumpy())  # the statistics were used
+    # the statistics' gradients (not trained, but part of the operator) against float64 central differences
+    from src.models.layers.form import _batch_norm_gradients
+    values = {name: getattr(fast, name).asnumpy().astype(np.float64) for name in
+              ("gamma", "beta", "moving_mean", "moving_variance")}
+
+    def loss64(mean, var):
+        y = (x.asnumpy() - mean.reshape(1, -1, 1, 1)) * (values["gamma"] / np.sqrt(var + fast.eps)).reshape(
+            1, -1, 1, 1) + values["beta"].reshape(1, -1, 1, 1)
+        return (y * weights.asnumpy()).sum()
+
+    step, unit = 1e-4, np.eye(channels)
+    numeric = [np.array([(loss64(values["moving_mean"] + step * unit[c], values["moving_variance"]) -
+                          loss64(values["moving_mean"] - step * unit[c], values["moving_variance"])) / (2 * step)
+                         for c in range(channels)]),
+               np.array([(loss64(values["moving_mean"], values["moving_variance"] + step * unit[c]) -
+                          loss64(values["moving_mean"], values["moving_variance"] - step * unit[c])) / (2 * step)
+                         for c in range(channels)])]
+    grads = _batch_norm_gradients(x, fast.gamma, fast.beta, fast.moving_mean, fast.moving_variance, fast.eps_tensor,
+                                  None, weights)
+    for got, expected in zip(grads[3:5], numeric):
+        np.testing.assert_allclose(got.asnumpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    half = x.astype(ms.float16)
+    np.testing.assert_array_equal(fast(half).asnumpy(), plain(half).asnumpy())
+    for bn in (plain, fast):
+        bn.set_train(True)
+    np.testing.assert_array_equal(fast(x).asnumpy(), plain(x).asnumpy())  # batch statistics: MindSpore's
+
+
 def kernel_threads():
     """Thread ids of the compiled kernels' workers in this process (named by kernels/kernel.h)."""
     tasks = "/proc/self/task"
@@ -212,6 +277,7 @@ REFUSED = [  # (library, symbol, the dtypes of its inputs, one of them not the o
     ("masked_max_cpu", "MaskedMaxBackward", [F32, np.bool_, F32]),
     ("gather_max_cpu", "GatherMaxForward", [F16, I32]),
     ("gather_max_cpu", "GatherMaxBackward", [F32, np.int64, F32]),
+    ("batch_norm_cpu", "BatchNormInference", [F32, F32, F32, F32, F16, F32]),
 ]
 
 
@@ -231,7 +297,7 @@ def test_kernels_fall_back_without_a_compiler(isolated_kernels, monkeypatch, cap
     """The CPU formulation keeps its plain-operator forms and MindSpore's kernels, with a warning."""
     monkeypatch.setenv("CXX", str(isolated_kernels.parent / "no-such-compiler"))
     form = cpu_formulation()
-    assert form.cpu_ops and (form.gelu, form.topk, form.masked_max, form.gather_max) == (None,) * 4
+    assert form.cpu_ops and (form.gelu, form.topk, form.masked_max, form.gather_max, form.batch_norm) == (None,) * 5
     assert [r.name for r in caplog.records if r.levelname == "WARNING"] == [kernels.__name__] * len(kernels.SYMBOLS)
     assert "no C++ compiler found" in caplog.text
 

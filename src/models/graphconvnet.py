@@ -13,7 +13,7 @@ from functools import partial
 from mindspore import nn
 
 from . import pyramid_vig, vig
-from .layers import FFN, NATIVE, Bottleneck, Formulation, Grapher
+from .layers import FFN, NATIVE, BatchNorm2d, Bottleneck, Formulation, Grapher
 from .registry import IMAGENET_MEAN, IMAGENET_STD, default_cfg, register_model
 
 
@@ -32,7 +32,7 @@ class GraphConvBlock(nn.Cell):
         self.grapher = grapher
         self.FFN = FFN(channels, channels * 4, drop_path=drop_path, form=form)  # the official attribute name
         self.res_block = Bottleneck(channels, channels // 4, form)
-        self.bn = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+        self.bn = BatchNorm2d(channels, form)
 
     def construct(self, x):
         return self.bn(self.res_block(self.FFN(self.grapher(x))) + x)

@@ -4,10 +4,12 @@ from .blocks import FFN, DyGraphConv2d, Grapher, graphs_in_float32, vig_block
 from .bottleneck import Bottleneck
 from .conv import Conv2d, conv_bn, conv_bn_layers
 from .drop import DropPath, drop_path_schedule
-from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_gather_max, compiled_gelu, compiled_masked_max,
-                   compiled_topk, cpu_formulation, export_formulation, formulation, resolve_kernel_impl)
+from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_batch_norm, compiled_gather_max, compiled_gelu,
+                   compiled_masked_max, compiled_topk, cpu_formulation, export_formulation, formulation,
+                   resolve_kernel_impl)
 from .gcn import GRAPH_CONVS, create_graph_conv
 from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_rows, l2_normalize, negative_sq_distance
+from .norm import BatchNorm2d
 from .graph_spec import GraphSpec, KnnGraphSpec, ThresholdGraphSpec, knn_specs, threshold_specs
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
@@ -32,6 +34,7 @@ __all__ = [
     "KERNEL_IMPLS",
     "NATIVE",
     "Formulation",
+    "compiled_batch_norm",
     "compiled_gather_max",
     "compiled_gelu",
     "compiled_masked_max",
@@ -40,6 +43,7 @@ __all__ = [
     "export_formulation",
     "formulation",
     "resolve_kernel_impl",
+    "BatchNorm2d",
     "GRAPH_CONVS",
     "create_graph_conv",
     "GraphSpec",

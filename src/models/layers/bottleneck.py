@@ -3,6 +3,7 @@ from mindspore import nn
 
 from .conv import Conv2d
 from .form import NATIVE, Formulation
+from .norm import BatchNorm2d
 
 
 class Bottleneck(nn.Cell):
@@ -20,11 +21,11 @@ class Bottleneck(nn.Cell):
     def __init__(self, channels: int, width: int, form: Formulation = NATIVE):
         super().__init__()
         self.conv1 = Conv2d(channels, width, 1, bias=False, form=form)
-        self.bn1 = nn.BatchNorm2d(width, eps=1e-5, momentum=0.9)
+        self.bn1 = BatchNorm2d(width, form)
         self.conv2 = Conv2d(width, width, 3, padding=1, bias=False, form=form)
-        self.bn2 = nn.BatchNorm2d(width, eps=1e-5, momentum=0.9)
+        self.bn2 = BatchNorm2d(width, form)
         self.conv3 = Conv2d(width, channels, 1, bias=False, form=form)
-        self.bn3 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+        self.bn3 = BatchNorm2d(channels, form)
         self.relu = nn.ReLU()
 
     def construct(self, x):

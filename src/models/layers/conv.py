@@ -15,6 +15,7 @@ from mindspore.common.initializer import HeNormal, initializer
 
 from .activation import GELU
 from .form import NATIVE, Formulation
+from .norm import BatchNorm2d
 
 
 class Conv2d(nn.Cell):
@@ -95,7 +96,7 @@ def conv_bn_layers(in_channels: int, out_channels: int, kernel_size: int = 1, st
     the GELU."""
     layers = [Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
                      form=form),
-              nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.9)]
+              BatchNorm2d(out_channels, form)]
     return layers + [GELU(form)] if act else layers
 
 

@@ -6,10 +6,10 @@ A layer takes its ``form`` as a constructor argument and never changes it afterw
 - ``native``: MindSpore's own kernels, for Ascend and GPU (the default); the graph conv's 4-group
   convolution as a batched matmul, the form Ascend documents support for.
 - ``cpu``: what is fast on MindSpore's CPU backend: convolutions as patch extraction + matmul (plain
-  MindSpore operators), and GELU, the dilated kNN, the neighbour max and the threshold graph's masked max
-  as compiled C++ kernels (``kernels``). Building this formulation compiles them (once; cached on disk)
-  and falls back to MindSpore's kernels with a warning where they are unavailable (the neighbour max then
-  as a running maximum over per-slot gathers).
+  MindSpore operators), and GELU, the dilated kNN, the neighbour max, the threshold graph's masked max and
+  BatchNorm's inference as compiled C++ kernels (``kernels``). Building this formulation compiles them (once;
+  cached on disk) and falls back to MindSpore's kernels with a warning where they are unavailable (the
+  neighbour max then as a running maximum over per-slot gathers).
 - exported graphs (``export_formulation``) never hold compiled kernels, whose library lives in one
   host's cache; MINDIR and AIR hold grouped convolutions as the native form's batched matmul, ONNX as the
   convolution operator; ONNX graphs compute erf by formula (MindSpore's ONNX converter has no Erf).
@@ -32,6 +32,7 @@ class Formulation:
     topk: Optional[Any] = None    # compiled dilated kNN (custom operators, see compiled_topk)
     masked_max: Optional[Any] = None  # compiled (forward, backward) max over a threshold graph's edges
     gather_max: Optional[Any] = None  # compiled (forward, backward) max over gathered neighbour rows
+    batch_norm: Optional[Any] = None  # compiled BatchNorm inference with the running statistics (norm.BatchNorm2d)
     erf_formula: bool = False     # GELU's erf from elementary operators
     # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
     # ops.conv2d on Ascend for depthwise convolutions only (docs/ascend.md)
@@ -117,10 +118,34 @@ def compiled_gather_max():
             ops.Custom(f"{library}:GatherMaxBackward", out_shape=_same, out_dtype=_same, func_type="aot"))
 
 
+def _batch_norm_gradients(x, gamma, beta, mean, var, eps, out, dout):
+    """The gradients of BatchNorm with fixed statistics, y = (x - mean) * gamma / sqrt(var + eps) + beta, in
+    MindSpore's operators (inference rarely differentiates: Grad-CAM's input gradient)."""
+    invstd = ops.rsqrt(var + eps)
+    channel = (1, -1, 1, 1)
+    centred = x - mean.reshape(channel)
+    per_channel = ops.reduce_sum(dout * centred, (0, 2, 3))
+    dbeta = ops.reduce_sum(dout, (0, 2, 3))
+    scale = gamma * invstd
+    dvar = -0.5 * per_channel * scale * invstd * invstd
+    return (dout * scale.reshape(channel), per_channel * invstd, dbeta, -dbeta * scale, dvar, ops.zeros_like(eps))
+
+
+@lru_cache(maxsize=None)
+def compiled_batch_norm():
+    """The compiled BatchNorm inference (``kernels/batch_norm_cpu.cc``) as a custom operator with its gradients,
+    or None: inputs x (N, C, H, W), gamma, beta, mean, var (C,), eps (1,)."""
+    library = kernels.load("batch_norm_cpu")
+    if library is None:
+        return None
+    return ops.Custom(f"{library}:BatchNormInference", out_shape=_same, out_dtype=_same, func_type="aot",
+                      bprop=_batch_norm_gradients)
+
+
 def cpu_formulation() -> Formulation:
     """The CPU formulation, with the compiled kernels that are available (compiled here if needed)."""
     return Formulation(cpu_ops=True, gelu=compiled_gelu(), topk=compiled_topk(), masked_max=compiled_masked_max(),
-                       gather_max=compiled_gather_max())
+                       gather_max=compiled_gather_max(), batch_norm=compiled_batch_norm())
 
 
 def formulation(kernel_impl: Union[str, Formulation] = "native") -> Formulation:

@@ -32,7 +32,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 SYMBOLS = {"gelu_cpu": ("GeluForward", "GeluBackward"),
            "topk_cpu": ("DilatedKnn", "DilatedKnnTerm", "DilatedKnnResized", "NormalizedRows"),
            "masked_max_cpu": ("MaskedMaxForward", "MaskedMaxBackward"),
-           "gather_max_cpu": ("GatherMaxForward", "GatherMaxBackward")}
+           "gather_max_cpu": ("GatherMaxForward", "GatherMaxBackward"),
+           "batch_norm_cpu": ("BatchNormInference",)}
 HEADER = "kernel.h"
 COMPILE_TIMEOUT = 120.0  # seconds; a compile takes about one
 _TMP_PREFIX = ".vig-build"  # temporary files: <prefix>.<pid>.<host>.<random>.so
