@@ -122,8 +122,8 @@ np.save(sys.argv[3], net(ms.Tensor(np.load(sys.argv[2]))).asnumpy())
 
 @pytest.mark.slow(reason="exports and reloads in another process")
 def test_a_cpu_mindir_needs_no_compiled_kernel(graph_mode, image_folder, checkpoint, tmp_path, isolated_kernels):
-    """A MINDIR exported from the CPU formulation holds no compiled-kernel operator: with the exporting
-    host's kernel cache deleted, a fresh process with an empty cache runs it and gets the logits of
+    """A MINDIR exported from the CPU formulation holds no compiled-kernel operator and no BatchNorm: with the
+    exporting host's kernel cache deleted, a fresh process with an empty cache runs it and gets the logits of
     the CPU-formulation model (compiled kernels included) in this process."""
     net = create_model(ARCH, num_classes=CLASSES, img_size=SIZE, kernel_impl="cpu")
     load_model_weights(net, str(checkpoint))
@@ -136,6 +136,7 @@ def test_a_cpu_mindir_needs_no_compiled_kernel(graph_mode, image_folder, checkpo
     with open(path, "rb") as handle:
         graph = handle.read()
     assert b".so:" not in graph  # a compiled-kernel operator names its library: <path>.so:<symbol>
+    assert b"BatchNorm" not in graph  # each folded into its convolution (all follow one in ViG)
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     np.save(tmp_path / "x.npy", images)

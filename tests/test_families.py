@@ -197,6 +197,26 @@ def test_forward_backward_both_modes(any_mode, family):
     assert out.shape == (2, 5)
 
 
+@pytest.mark.parametrize("family", ["pgraphconvnet", "vig"])
+def test_batch_norms_fold_into_their_convolutions(pynative, family):
+    """What the CPU-form MINDIR exports: each BatchNorm right after a convolution (stem, downsampling, graph
+    conv, fc1/fc2, FFN, bottleneck, head) folded into it, GraphConvNet's BatchNorm after its block's sum kept,
+    and the same function in inference."""
+    from src.models.layers import fold_batch_norms
+    net = TINY[family]() if family in TINY else create_model("vig_nano_gelu", num_classes=5, img_size=64)
+    net = calibrate(net, structured_images(4, 64, seed=1))
+    net.set_train(False)
+    x = Tensor(structured_images(2, 64, seed=2))
+    before = net(x).asnumpy()
+    norms = sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names())
+    kept = sum(isinstance(c, GraphConvBlock) for _, c in net.cells_and_names())
+    assert fold_batch_norms(net) == norms - kept > 0
+    assert sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names()) == kept
+    after = net(x).asnumpy()
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * np.abs(before).max())
+    assert (after.argmax(1) == before.argmax(1)).all()
+
+
 @pytest.mark.slow(reason="export and reload of every family")
 @pytest.mark.parametrize("family", ["svig", "pgraphconvnet"])
 def test_mindir_export_reloads_with_the_same_outputs(graph_mode, tmp_path, family):

@@ -358,10 +358,11 @@ def _prepare(spec: dict) -> dict:
     np.savez(files["official.npz"], **to_official_names(weights))
     np.save(files["images.npy"], images)
     for file_format, impl in (("MINDIR", spec["kernel_impl"]), ("ONNX", "native")) if spec["latency"] else ():
-        exported = create_model(arch, img_size=size, kernel_impl=export_formulation(impl, file_format))
+        form = export_formulation(impl, file_format)
+        exported = create_model(arch, img_size=size, kernel_impl=form)
         load_model_weights(exported, files["weights.ckpt"], arch=arch)
         name = files[f"batch1.{file_format.lower()}"]
-        os.replace(export_network(exported, file_format, name + ".part", 1, size), name)
+        os.replace(export_network(exported, file_format, name + ".part", 1, size, form.fold_batch_norm), name)
     return {"threads": int(ms.get_context("runtime_num_threads")), "versions": {"MindSpore": ms.__version__}}
 
 

@@ -267,7 +267,7 @@ def run_export(cfg: Config, batch_size: int = 1) -> str:
     net = model_from_config(cfg, impl=form, reads_images=False)
     load_model_weights(net, cfg.pretrained, use_ema=cfg.use_ema, arch=cfg.arch)
     return export_network(inference_net(cfg, net), cfg.file_format, cfg.file_name or cfg.arch, batch_size,
-                          cfg.image_size)
+                          cfg.image_size, fold_batch_norm=form.fold_batch_norm)
 
 
 def run_preprocess(cfg: Config) -> Dict[str, int]:

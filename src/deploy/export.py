@@ -18,6 +18,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from ..choices import EXTENSIONS
+from ..models import fold_batch_norms
 from ..models.base import to_2tuple
 from ..utils.files import atomic_path, check_free_space, check_writable, remove_stale_temporaries
 from .errors import DeployError
@@ -27,9 +28,10 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
 def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: int,
-                   image_size: Union[int, Tuple[int, int]]) -> str:
+                   image_size: Union[int, Tuple[int, int]], fold_batch_norm: bool = False) -> str:
     """Write ``net`` (built in its export formulation) for a (batch_size, 3, image_size, image_size)
-    float32 input (or (batch_size, 3, height, width) for a pair); returns the file path.
+    float32 input (or (batch_size, 3, height, width) for a pair); returns the file path. ``fold_batch_norm``
+    (the export formulation's): each BatchNorm after a convolution is folded into it first (``net`` changes).
 
     The folder must be writable with room for the weights (checked first); the file is written under a
     temporary name and renamed, and an existing file is never replaced.
@@ -49,6 +51,8 @@ def export_network(net: nn.Cell, file_format: str, file_name: str, batch_size: i
                      f"the {file_format} file")
     height, width = to_2tuple(image_size)
     dummy = Tensor(np.zeros((batch_size, 3, height, width), np.float32))
+    if fold_batch_norm:
+        fold_batch_norms(net)
     net.set_train(False)
     try:
         with atomic_path(path) as tmp:

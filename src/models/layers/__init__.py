@@ -4,6 +4,7 @@ from .blocks import FFN, DyGraphConv2d, Grapher, graphs_in_float32, vig_block
 from .bottleneck import Bottleneck
 from .conv import Conv2d, conv_bn, conv_bn_layers
 from .drop import DropPath, drop_path_schedule
+from .fold import fold_batch_norms
 from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_batch_norm, compiled_gather_max, compiled_gelu,
                    compiled_masked_max, compiled_topk, cpu_formulation, export_formulation, formulation,
                    resolve_kernel_impl)
@@ -31,6 +32,7 @@ __all__ = [
     "conv_bn_layers",
     "DropPath",
     "drop_path_schedule",
+    "fold_batch_norms",
     "KERNEL_IMPLS",
     "NATIVE",
     "Formulation",

@@ -34,6 +34,7 @@ class Formulation:
     gather_max: Optional[Any] = None  # compiled (forward, backward) max over gathered neighbour rows
     batch_norm: Optional[Any] = None  # compiled BatchNorm inference with the running statistics (norm.BatchNorm2d)
     erf_formula: bool = False     # GELU's erf from elementary operators
+    fold_batch_norm: bool = False  # an export folds BatchNorm into the convolution before it (fold.py)
     # grouped convolutions other than depthwise ones as a batched matmul: MindSpore 2.x documents grouped
     # ops.conv2d on Ascend for depthwise convolutions only (docs/ascend.md)
     grouped_matmul: bool = False
@@ -174,14 +175,15 @@ def resolve_kernel_impl(impl: str, device_target: str) -> str:
 def export_formulation(kernel_impl: str, file_format: str) -> Formulation:
     """The formulation an exported graph is built with: MindSpore's own operators, or for a MINDIR of
     ``kernel_impl`` 'cpu' the CPU formulations without compiled kernels (plain MindSpore operators,
-    faster in MindSpore on the CPU); ONNX with erf by formula. MINDIR and AIR (the Ascend 310 files) hold the
-    grouped convolutions as a batched matmul, as the native form does: MindSpore documents grouped ops.conv2d on
-    Ascend for depthwise convolutions only, and no MindSpore Lite or CANN document lifts that for the 310
-    (docs/ascend.md); ONNX keeps the grouped Conv, which ONNX and onnxruntime define."""
+    faster in MindSpore on the CPU; each BatchNorm after a convolution folded into it when exported); ONNX with
+    erf by formula. MINDIR and AIR (the Ascend 310 files) hold the grouped convolutions as a batched matmul, as
+    the native form does: MindSpore documents grouped ops.conv2d on Ascend for depthwise convolutions only, and no
+    MindSpore Lite or CANN document lifts that for the 310 (docs/ascend.md); ONNX keeps the grouped Conv, which
+    ONNX and onnxruntime define."""
     if kernel_impl not in KERNEL_IMPLS:
         raise ModelError(f"kernel_impl must be one of {KERNEL_IMPLS}, got {kernel_impl!r}")
     if kernel_impl == "cpu" and file_format != "MINDIR":
         raise ModelError(f"the CPU formulations (patch extraction) export only to MINDIR, not {file_format}: "
                          f"use kernel_impl 'native'")
     return Formulation(cpu_ops=kernel_impl == "cpu", erf_formula=file_format == "ONNX",
-                       grouped_matmul=file_format != "ONNX")
+                       grouped_matmul=file_format != "ONNX", fold_batch_norm=kernel_impl == "cpu")
