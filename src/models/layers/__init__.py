@@ -10,8 +10,8 @@ from .form import (KERNEL_IMPLS, NATIVE, Formulation, compiled_batch_norm, compi
                    resolve_kernel_impl)
 from .gcn import GRAPH_CONVS, create_graph_conv
 from .graph import DilatedKnnGraph, MaxOverRows, NeighbourMax, cap_knn, gather_rows, l2_normalize, negative_sq_distance
-from .norm import BatchNorm2d
 from .graph_spec import GraphSpec, KnnGraphSpec, ThresholdGraphSpec, knn_specs, threshold_specs
+from .norm import BatchNorm2d
 from .pos_embed import relative_pos_table, sincos_2d
 from .resize import BicubicResize, bicubic_resize_np, bicubic_taps
 from .stem import Downsample, Stem, classifier_head
