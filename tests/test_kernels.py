@@ -195,13 +195,11 @@ def test_compiled_batch_norm_is_mindspores_inference(any_mode):
             1, -1, 1, 1) + values["beta"].reshape(1, -1, 1, 1)
         return (y * weights.asnumpy()).sum()
 
-    step, unit = 1e-4, np.eye(channels)
-    numeric = [np.array([(loss64(values["moving_mean"] + step * unit[c], values["moving_variance"]) -
-                          loss64(values["moving_mean"] - step * unit[c], values["moving_variance"])) / (2 * step)
-                         for c in range(channels)]),
-               np.array([(loss64(values["moving_mean"], values["moving_variance"] + step * unit[c]) -
-                          loss64(values["moving_mean"], values["moving_variance"] - step * unit[c])) / (2 * step)
-                         for c in range(channels)])]
+    def central(f, at, step=1e-4):
+        return np.array([(f(at + step * unit) - f(at - step * unit)) / (2 * step) for unit in np.eye(channels)])
+
+    mean, var = values["moving_mean"], values["moving_variance"]
+    numeric = [central(lambda m: loss64(m, var), mean), central(lambda v: loss64(mean, v), var)]
     grads = _batch_norm_gradients(x, fast.gamma, fast.beta, fast.moving_mean, fast.moving_variance, fast.eps_tensor,
                                   None, weights)
     for got, expected in zip(grads[3:5], numeric):
